@@ -1,0 +1,1 @@
+"""Streaming video chat with a bounded KV cache: frames in, answers out, constant memory."""

@@ -1,0 +1,47 @@
+"""User-facing errors of the streamer package.
+
+Every failure a user can cause (bad file, bad option, a question that does not fit the budget, a model
+that cannot be loaded) is raised as a `StreamerError` subclass with a one-line message that says what
+to do. The CLI turns it into one line on stderr and exit code 2; the UI shows it as a message.
+Programming errors stay ordinary exceptions: they are bugs, not user mistakes.
+"""
+
+
+class StreamerError(Exception):
+    """Base class: a user-facing failure with a one-line, actionable message."""
+
+
+class ConfigError(StreamerError, ValueError):
+    """An option has a value we cannot work with (budget, fps, policy, ...)."""
+
+
+class SourceError(StreamerError):
+    """A video source cannot be opened or read."""
+
+
+class SourceNotFoundError(SourceError):
+    """The file does not exist (or the URL cannot be reached)."""
+
+
+class NotAVideoError(SourceError):
+    """The file exists but holds no video stream (random bytes, audio only, ...)."""
+
+
+class UnsupportedCodecError(SourceError):
+    """The container has a video stream that no available backend can decode."""
+
+
+class NoFramesError(SourceError):
+    """The source opened but no frame could be decoded from it."""
+
+
+class WebcamError(SourceError):
+    """No webcam at that index/device, or it cannot be opened."""
+
+
+class ModelLoadError(StreamerError):
+    """A model name or path cannot be loaded (unknown name, no network for a hub id, bad directory)."""
+
+
+class BudgetError(StreamerError):
+    """The input does not fit the KV budget (e.g. a question longer than the budget allows)."""
