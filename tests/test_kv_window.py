@@ -1,0 +1,293 @@
+"""Properties of the bounded KV cache, on random tensors and a tiny random Llama (CPU, seconds)."""
+
+import math
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+from streamer.errors import ConfigError
+from streamer.kv_merge import MERGE_MODES, merge_into_kept
+from streamer.kv_window import POLICIES, KVWindowCache, Modality, WindowConfig, use_window_attention
+from streamer.rope import rope_inv_freq, rotate
+
+EVICTING = [p for p in POLICIES if p != "full"]
+# every policy, and every merge variant under the policies that merge by default
+VARIANTS = [(p, None) for p in POLICIES] + [(p, m) for p in ("text-prior", "combined") for m in MERGE_MODES]
+
+
+def tiny_config(**kw) -> LlamaConfig:
+    base = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = LlamaForCausalLM(tiny_config()).eval()
+    use_window_attention(m)
+    return m
+
+
+def window(policy="combined", merge=None, budget=64, **kw) -> WindowConfig:
+    return WindowConfig(policy=policy, merge=merge, budget=None if policy == "full" else budget, **kw)
+
+
+@pytest.mark.parametrize("policy,merge", VARIANTS)
+def test_budget_above_length_matches_dynamic_cache(model, policy, merge):
+    ids = torch.randint(0, 128, (1, 90), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(ids, past_key_values=DynamicCache()).logits
+        cache = KVWindowCache(model.config, window(policy, merge, budget=128))
+        got = torch.cat([model(ids[:, i : i + 15], past_key_values=cache).logits for i in range(0, 90, 15)], 1)
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert cache.stats()["evicted"] == 0
+
+
+class FakeStream:
+    """Appends random KV chunks to a cache the way a model does: update each layer, then observe."""
+
+    def __init__(self, cache: KVWindowCache, heads=2, q_heads=4, dim=16, seed=0):
+        self.cache, self.heads, self.q_heads, self.dim = cache, heads, q_heads, dim
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def append(self, n: int, modality=Modality.TEXT, times=None, keys=None, query=None):
+        self.cache.tag(torch.full((n,), int(modality)), times)
+        for layer_idx, layer in enumerate(self.cache.layers):
+            k = keys if keys is not None else torch.randn(1, self.heads, n, self.dim, generator=self.gen)
+            v = torch.randn(1, self.heads, n, self.dim, generator=self.gen)
+            self.cache.update(k, v, layer_idx)
+            q = query if query is not None else torch.randn(1, self.q_heads, n, self.dim, generator=self.gen)
+            layer.observe(q, self.dim**-0.5)
+
+
+@pytest.mark.parametrize("policy,merge", [v for v in VARIANTS if v[0] != "full"])
+def test_ten_thousand_tokens_never_exceed_budget(policy, merge):
+    cache = KVWindowCache(tiny_config(), window(policy, merge, budget=96, n_sink=4, recent=16))
+    stream = FakeStream(cache)
+    gen = torch.Generator().manual_seed(2)
+    seen, t = 0, 0.0
+    while seen < 10_000:
+        n = int(torch.randint(1, 80, (1,), generator=gen))
+        if torch.rand(1, generator=gen) < 0.6:
+            stream.append(n, Modality.IMAGE, torch.full((n,), t))
+            t += 1.0
+        else:
+            stream.append(n)
+        seen += n
+        assert max(cache.stats()["tokens_per_layer"]) <= 96
+    stats = cache.stats()
+    assert stats["seen_tokens"] == seen
+    assert stats["evicted"] == 2 * (seen - 96)  # two layers, each evicted everything past its budget
+    assert stats["kv_bytes"] == stats["budget_bytes"]
+    if merge not in (None, "none"):
+        assert stats["merged"] == stats["evicted"]
+
+
+@pytest.mark.parametrize("policy", EVICTING)
+@pytest.mark.parametrize("evict_per", ["head", "layer"])
+def test_sinks_and_recent_survive(policy, evict_per):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=4, recent=12, evict_per=evict_per))
+    stream = FakeStream(cache)
+    for i in range(40):
+        stream.append(13, Modality.IMAGE if i % 2 else Modality.TEXT)
+    total = 40 * 13
+    for layer in cache.layers:
+        for head in layer.position[0]:
+            kept = set(head.tolist())
+            assert set(range(4)) <= kept
+            assert set(range(total - 12, total)) <= kept
+            assert head.tolist() == sorted(head.tolist())  # stream order is preserved
+
+
+@pytest.mark.parametrize("policy", ["text-prior", "combined"])
+def test_text_prior_evicts_images_before_text(policy):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=2, recent=8))
+    stream = FakeStream(cache)
+    text_positions, pos = [], 0
+    for i in range(30):
+        if i % 3 == 0:
+            stream.append(2)  # conversation text
+            text_positions += [pos, pos + 1]
+            pos += 2
+        stream.append(16, Modality.IMAGE, torch.full((16,), float(i)))
+        pos += 16
+    assert len(text_positions) < 64 - 10
+    for layer in cache.layers:
+        for head in layer.position[0]:
+            assert set(text_positions) <= set(head.tolist())
+    assert cache.stats()["kept_by_modality"]["text"] == len(text_positions)
+
+
+@pytest.mark.parametrize("policy", ["saddle", "sink-recent"])
+def test_without_text_prior_text_is_not_protected(policy):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=2, recent=8))
+    stream = FakeStream(cache)
+    for i in range(30):
+        if i % 3 == 0:
+            stream.append(2)
+        stream.append(16, Modality.IMAGE, torch.full((16,), float(i)))
+    assert cache.stats()["kept_by_modality"]["text"] < 20
+
+
+ROPE_CASES = {
+    "default": None,
+    "linear": {"rope_type": "linear", "factor": 2.0},
+    "dynamic": {"rope_type": "dynamic", "factor": 2.0},
+    "yarn": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64},
+}
+
+
+@pytest.mark.parametrize("rope", list(ROPE_CASES))
+def test_rerotation_equals_rotation_at_shifted_position(rope):
+    kw = {} if ROPE_CASES[rope] is None else {"rope_parameters": {"rope_theta": 10000.0, **ROPE_CASES[rope]}}
+    cfg = tiny_config(**kw)
+    rotary = LlamaRotaryEmbedding(cfg)
+    k = torch.randn(1, 2, 50, 16, generator=torch.Generator().manual_seed(3))
+    p = torch.randint(0, 200, (50,), generator=torch.Generator().manual_seed(4))
+    d = torch.randint(-150, 40, (50,), generator=torch.Generator().manual_seed(5)).clamp(min=-p)
+
+    def at(pos):
+        cos, sin = rotary(k, pos.unsqueeze(0))
+        return apply_rotary_pos_emb(k, k, cos, sin)[1]
+
+    moved = rotate(at(p), d.expand(1, 2, 50), rope_inv_freq(cfg))
+    torch.testing.assert_close(moved, at(p + d), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(at(p), at(p + d), atol=1e-3)  # the rotation did something
+
+
+@pytest.mark.parametrize("policy", EVICTING)
+def test_stream_four_times_longer_than_positions(model, policy):
+    cache = KVWindowCache(model.config, window(policy, budget=64, n_sink=4, recent=16))
+    gen = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for _ in range(4 * 256 // 32):
+            logits = model(torch.randint(0, 128, (1, 32), generator=gen), past_key_values=cache).logits
+            assert torch.isfinite(logits).all()
+            assert cache.next_position() <= 64 < model.config.max_position_embeddings
+    assert cache.stats()["seen_tokens"] == 4 * 256
+
+
+def test_generate_runs_past_the_budget(model):
+    cache = KVWindowCache(model.config, window("combined", budget=32, n_sink=2, recent=8))
+    with torch.no_grad():
+        out = model.generate(torch.randint(0, 128, (1, 10)), past_key_values=cache, max_new_tokens=40,
+                             do_sample=False)
+    assert out.shape[1] == 50
+    assert cache.stats()["tokens_per_layer"] == [32, 32]
+
+
+@pytest.mark.parametrize("mode", [m for m in MERGE_MODES if m != "none"])
+def test_merge_keeps_count_and_moves_toward_evicted(mode):
+    gen = torch.Generator().manual_seed(7)
+    keep_k, keep_v = torch.randn(1, 2, 8, 16, generator=gen), torch.randn(1, 2, 8, 16, generator=gen)
+    target = keep_k[:, :, 5:6]
+    ev_k = target + 0.3 * torch.randn(1, 2, 3, 16, generator=gen)  # evicted keys close to kept token 5
+    ev_v = torch.randn(1, 2, 3, 16, generator=gen)
+    k, v, w = merge_into_kept(keep_k, keep_v, torch.ones(1, 2, 8), ev_k, ev_v, torch.ones(1, 2, 3),
+                              torch.ones(1, 2, 8, dtype=torch.bool), mode)
+    assert k.shape == keep_k.shape and v.shape == keep_v.shape
+    center = ev_k.mean(dim=2)
+    before = (keep_k[:, :, 5] - center).norm(dim=-1)
+    after = (k[:, :, 5] - center).norm(dim=-1)
+    assert (after < before).all()
+    untouched = [i for i in range(8) if i != 5]
+    torch.testing.assert_close(k[:, :, untouched], keep_k[:, :, untouched])
+    assert torch.equal(w[:, :, 5], torch.full((1, 2), 4.0))
+
+
+def test_merge_never_touches_sinks():
+    keep_k = torch.randn(1, 1, 4, 8)
+    ev_k = keep_k[:, :, :1].clone()  # identical to the sink
+    k, _, _ = merge_into_kept(keep_k, keep_k, torch.ones(1, 1, 4), ev_k, ev_k, torch.ones(1, 1, 1),
+                              torch.tensor([[[False, True, True, True]]]), "average")
+    torch.testing.assert_close(k[:, :, 0], keep_k[:, :, 0])
+
+
+# Fake queries carry no RoPE, and re-rotation turns kept keys, so crafted directions use the slowest
+# rotary pair (dims 7 and 15 of 16): over a few hundred positions they turn by a few hundredths of a radian.
+SLOW_A, SLOW_B = 7, 15
+
+
+def _query_toward(direction: torch.Tensor, n: int) -> torch.Tensor:
+    return (8.0 * direction).expand(1, 4, n, 16).clone()
+
+
+def test_crafted_saddle_is_kept():
+    cache = KVWindowCache(tiny_config(), window("saddle", budget=32, n_sink=2, recent=6, score_decay=1.0))
+    stream = FakeStream(cache, seed=8)
+    hot = torch.zeros(16)
+    hot[SLOW_A] = 1.0
+    stream.append(10)
+    stream.append(1, keys=(4.0 * hot).expand(1, 2, 1, 16).clone())  # stream position 10: the saddle
+    for _ in range(30):
+        stream.append(8, query=_query_toward(hot, 8))
+    for layer in cache.layers:
+        assert (layer.position == 10).any(dim=-1).all()  # kept in every head
+
+
+def test_score_decay_lets_newer_saddle_displace_older():
+    def run(decay: float) -> tuple[bool, bool]:
+        cache = KVWindowCache(tiny_config(), window("saddle", budget=16, n_sink=2, recent=4, score_decay=decay,
+                                                    obs_window=4))
+        stream = FakeStream(cache, seed=9)
+        a, b = torch.zeros(16), torch.zeros(16)
+        a[SLOW_A], b[SLOW_B] = 1.0, 1.0
+        stream.append(4)
+        stream.append(1, keys=(4.0 * a).expand(1, 2, 1, 16).clone())  # position 4: old saddle
+        for _ in range(20):  # early rounds: the conversation is about A
+            stream.append(4, query=_query_toward(a, 4))
+        stream.append(1, keys=(4.0 * b).expand(1, 2, 1, 16).clone())  # position 85: new saddle
+        for _ in range(20):  # later rounds: about B, with a weak pull to A
+            stream.append(4, query=_query_toward(b, 4))
+        pos = cache.layers[0].position
+        return bool((pos == 4).any()), bool((pos == 85).any())
+
+    # the budget has one slot beyond sinks + recent + the stream's spare tokens: A and B compete for it
+    assert run(0.5) == (False, True)
+    assert run(1.0)[0]  # without decay the old saddle's accumulated score keeps it
+
+
+def test_stats_report_modalities_times_and_bytes():
+    cache = KVWindowCache(tiny_config(), window("combined", budget=48, n_sink=2, recent=8))
+    stream = FakeStream(cache)
+    stream.append(5)
+    for t in range(10):
+        stream.append(6, Modality.IMAGE, torch.full((6,), float(t)))
+    s = cache.stats()
+    assert s["tokens_per_layer"] == [48, 48]
+    assert s["kv_bytes"] == 2 * 2 * 48 * 16 * 2 * 4 == s["budget_bytes"]
+    assert s["kept_by_modality"]["text"] == 5 and s["kept_by_modality"]["image"] == 43
+    assert s["video_times"][-1] == 9.0 and len(s["video_times"]) <= 10
+    assert s["next_position"] == 48
+    cache.reset()
+    assert cache.stats()["kv_tokens"] == 0 and cache.stats()["seen_tokens"] == 0
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"policy": "nope"}, "unknown policy"),
+    ({"budget": 4}, "budget"),
+    ({"budget": None}, "needs a budget"),
+    ({"budget": 64, "n_sink": 40, "recent": 40}, "must fit"),
+    ({"merge": "blend"}, "unknown merge"),
+    ({"score_decay": 0.0}, "score_decay"),
+    ({"evict_per": "token"}, "evict_per"),
+])
+def test_config_errors_are_clear(kw, msg):
+    with pytest.raises(ConfigError, match=msg):
+        WindowConfig(**kw)
+
+
+def test_budget_must_fit_model_positions():
+    with pytest.raises(ConfigError, match="positions"):
+        KVWindowCache(tiny_config(), WindowConfig(budget=512))
+
+
+def test_tags_must_line_up():
+    cache = KVWindowCache(tiny_config(), window())
+    with pytest.raises(ValueError):
+        cache.tag([0, 1, 1], [math.nan, 1.0])
