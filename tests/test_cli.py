@@ -1,0 +1,83 @@
+"""The headless CLI end to end on a generated video with tiny-random: JSON answers, --at, errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from streamer.cli import main, replay
+from streamer.frames import Chunk, Frame
+from streamer.sample_video import write_sample
+
+import numpy as np
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return str(write_sample(tmp_path_factory.mktemp("cli") / "sample.mp4", seconds=20, fps=5))
+
+
+def run_cli(*args, stdin=""):
+    return subprocess.run([sys.executable, "-m", "streamer.cli", *args], capture_output=True, text=True,
+                          input=stdin, timeout=300)
+
+
+def test_json_answer_within_budget(video):
+    out = run_cli(video, "--model", "tiny-random", "-q", "what happened?", "--json", "--budget", "256",
+                  "--max-new-tokens", "8")
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 1
+    ans = lines[0]
+    for key in ("question", "answer", "video_time_s", "frames_ingested", "kv_tokens", "kv_bytes",
+                "peak_kv_bytes", "rss_bytes", "ingest_seconds", "policy", "budget", "model"):
+        assert key in ans
+    assert ans["question"] == "what happened?" and ans["model"] == "tiny-random"
+    assert ans["kv_tokens"] <= 256 and ans["budget"] == 256 and ans["policy"] == "combined"
+    assert ans["frames_ingested"] == 20 and ans["video_time_s"] == pytest.approx(19.0, abs=0.3)
+    assert 0 < ans["kv_bytes"] <= ans["peak_kv_bytes"]
+    assert "random weights" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_questions_at_times_see_only_the_past(video, capsys):
+    code = main([video, "-q", "early?", "--at", "00:05", "-q", "late?", "--at", "12.5", "--json",
+                 "--max-new-tokens", "3", "--chunk-frames", "4"])
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["question"] for r in rows] == ["early?", "late?"]
+    assert rows[0]["video_time_s"] == pytest.approx(5.0, abs=0.3) and rows[0]["frames_ingested"] == 6
+    assert rows[1]["video_time_s"] == pytest.approx(12.0, abs=0.3) and rows[1]["frames_ingested"] == 13
+
+
+def test_prompt_mode_answers_until_eof(video):
+    out = run_cli(video, "--max-new-tokens", "3", "--policy", "saddle", stdin="first?\n\nsecond?\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("Q: ") == 2
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["/nope/missing.mp4"], "missing.mp4"),
+    (["{video}", "--budget", "abc"], "--budget"),
+    (["{video}", "--budget", "3"], "budget"),
+    (["{video}", "--policy", "magic"], "--policy"),
+    (["{video}", "-q", "a", "--at", "1", "--at", "2"], "--at"),
+    (["{video}", "-q", "a", "--at", "soon"], "soon"),
+    (["{video}", "--model", "/nope/model-dir"], "--model"),
+])
+def test_user_errors_exit_2_with_one_line(video, args, msg):
+    out = run_cli(*[a.format(video=video) for a in args])
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, out.stderr
+    assert msg in lines[0] and "Traceback" not in out.stderr
+
+
+def frames(times):
+    return [Frame(np.zeros((2, 2, 3), np.uint8), t) for t in times]
+
+
+def test_replay_cuts_chunks_at_question_times():
+    items = list(replay(frames([0, 1, 2, 3, 4, 5, 6]), chunk_frames=3, due=[1.5, 1.7, 10.0]))
+    shape = [i.times if isinstance(i, Chunk) else i for i in items]
+    assert shape == [[0, 1], 1.5, 1.7, [2, 3, 4], [5, 6], 10.0]
