@@ -5,7 +5,9 @@ A stream's conversation has one shape for every model family:
     [opening] [user turn: frames of chunk 1, frames of chunk 2, ..., question] [assistant: answer]
               [user turn: more frames ..., question] [assistant: answer] ...
 
-`ModelAdapter` owns that turn bookkeeping (which turn is open) and the per-token tagging; a family
+`ModelAdapter` applies the turn rules (given a `Conversation`, which turn is open; every prompt says
+where the conversation stands after it) and the per-token tagging, but holds no conversation itself,
+so one loaded model serves many sessions. A family
 subclass only says how its chat template writes each piece (opening, user-turn start, one frame with
 its "HH:MM:SS" time, the question with the generation prefix, the end of an answer) and how its
 frames become pixel tensors.
@@ -16,28 +18,18 @@ Deliberately not here: running the model, positions, the KV cache and generation
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from models.prompt import Prompt, Segment, encode_segments, format_timestamp
+from models.prompt import Conversation, Prompt, Segment, Turn, encode_segments, format_timestamp
 from streamer.frames import Chunk, Frame
 
-__all__ = ["ModelAdapter", "Prompt", "Turn"]
+__all__ = ["Conversation", "ModelAdapter", "Prompt", "Turn"]
 
 logger = logging.getLogger(__name__)
-
-
-class Turn(enum.Enum):
-    """Which part of the conversation the next prompt continues."""
-
-    NONE = "none"  # nothing fed yet: the next prompt starts with the opening
-    USER = "user"  # a user turn is open (frames and/or nothing else yet)
-    ASSISTANT = "assistant"  # a generation prefix was fed; the answer is being / has been generated
-    CLOSED = "closed"  # the assistant turn was closed by answer_end(): the next prompt opens a user turn
 
 
 class ModelAdapter:
@@ -60,9 +52,6 @@ class ModelAdapter:
         param = next(model.parameters())
         self.device: torch.device = param.device
         self.dtype: torch.dtype = param.dtype
-        self._turn = Turn.NONE
-        self._turn_has_frames = False  # the open user turn already holds frames
-        self._undo: tuple[Turn, bool] | None = None  # state before the last prompt was built
 
     # ----------------------------------------------------------------- family hooks (override)
 
@@ -114,64 +103,41 @@ class ModelAdapter:
 
     # ----------------------------------------------------------------- public API
 
-    def reset(self) -> None:
-        """Forget the conversation state: the next prompt starts with the opening."""
-        self._turn = Turn.NONE
-        self._turn_has_frames = False
-        self._undo = None
-
-    @property
-    def turn(self) -> Turn:
-        return self._turn
-
-    def undo_last_prompt(self) -> None:
-        """Restore the conversation state from before the last built prompt (call it when that prompt
-        was not fed to the model, e.g. it did not fit the budget). Only one level deep."""
-        if self._undo is None:
-            raise RuntimeError("no prompt to undo")
-        self._turn, self._turn_has_frames = self._undo
-        self._undo = None
-
-    def chunk_prompt(self, chunk: Chunk, first: bool) -> Prompt:
+    def chunk_prompt(self, chunk: Chunk, conv: Conversation) -> Prompt:
         """The frames of one chunk, each preceded by its "HH:MM:SS" time, inside a user turn.
 
-        first=True starts a new conversation (resets the state and includes the opening). After an
-        answer the prompt first opens a new user turn; if answer_end() was not fed, it closes the
-        assistant turn too.
+        `conv` is where the conversation stands (a fresh `Conversation()` starts one, with the opening).
+        After an answer the prompt first opens a new user turn; if answer_end() was not fed, it closes
+        the assistant turn too.
         """
         if not chunk.frames:
             raise ValueError(f"chunk {chunk.index} has no frames")
         images = [_check_frame(f) for f in chunk.frames]
-        segments = self._turn_prefix(first)
+        segments = self._turn_prefix(conv)
         segments += [Segment(self._frame_text(f), float(f.time_s)) for f in chunk.frames]
-        prompt = self._build(segments, self._pixel_inputs(images))
-        self._commit(Turn.USER, has_frames=True)
+        prompt = self._build(segments, self._pixel_inputs(images), Conversation(Turn.USER, has_frames=True))
         logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
         return prompt
 
-    def question_prompt(self, question: str, first: bool) -> Prompt:
+    def question_prompt(self, question: str, conv: Conversation) -> Prompt:
         """The user question, the end of the user turn and the assistant generation prefix."""
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
-        segments = self._turn_prefix(first)
-        after_frames = not first and self._turn is Turn.USER and self._turn_has_frames
+        segments = self._turn_prefix(conv)
+        after_frames = conv.turn is Turn.USER and conv.has_frames
         user_text, template = self._question_text(question, after_frames=after_frames)
         segments += [Segment(user_text, literal=True), Segment(template)]
-        prompt = self._build(segments, {})
-        self._commit(Turn.ASSISTANT, has_frames=False)
-        return prompt
+        return self._build(segments, {}, Conversation(Turn.ASSISTANT))
 
-    def answer_end(self) -> Prompt:
+    def answer_end(self, conv: Conversation) -> Prompt:
         """Tokens that close the assistant turn after the answer, so more frames/questions can follow.
 
         Feed it after the generated answer tokens (without the EOS token that stopped generation).
         """
-        if self._turn is not Turn.ASSISTANT:
-            raise RuntimeError(f"answer_end() needs an open assistant turn, the conversation is at {self._turn}")
-        prompt = self._build([Segment(self._assistant_end_text())], {})
-        self._commit(Turn.CLOSED, has_frames=False)
-        return prompt
+        if conv.turn is not Turn.ASSISTANT:
+            raise RuntimeError(f"answer_end() needs an open assistant turn, the conversation is at {conv.turn}")
+        return self._build([Segment(self._assistant_end_text())], {}, Conversation(Turn.CLOSED))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""
@@ -211,33 +177,25 @@ class ModelAdapter:
                 ids += [int(v) for v in value]
         return list(dict.fromkeys(ids))
 
-    def _turn_prefix(self, first: bool) -> list[Segment]:
-        """Segments needed before new user content, given the state (first=True: a new conversation).
-
-        Pure: the state changes only in `_commit`, once the prompt has been built.
-        """
-        turn = Turn.NONE if first else self._turn
-        if turn is Turn.NONE:
+    def _turn_prefix(self, conv: Conversation) -> list[Segment]:
+        """Segments needed before new user content, given where the conversation stands."""
+        if conv.turn is Turn.NONE:
             return [Segment(self._opening_text()), Segment(self._user_open_text())]
-        if turn is Turn.ASSISTANT:
+        if conv.turn is Turn.ASSISTANT:
             logger.debug("closing the assistant turn implicitly (answer_end() was not fed)")
             return [Segment(self._assistant_end_text()), Segment(self._user_open_text())]
-        if turn is Turn.CLOSED:
+        if conv.turn is Turn.CLOSED:
             return [Segment(self._user_open_text())]
         return []
 
-    def _commit(self, turn: Turn, has_frames: bool) -> None:
-        self._undo = (self._turn, self._turn_has_frames)
-        self._turn, self._turn_has_frames = turn, has_frames
-
-    def _build(self, segments: list[Segment], pixel_inputs: dict[str, torch.Tensor]) -> Prompt:
+    def _build(self, segments: list[Segment], pixel_inputs: dict[str, torch.Tensor], after: Conversation) -> Prompt:
         input_ids, modality, times = encode_segments(
             self.tokenizer, segments, image_token_ids=[self.image_token_id], other_token_ids=self.other_token_ids
         )
         inputs = {"input_ids": input_ids.to(self.device)}
         for key, value in pixel_inputs.items():
             inputs[key] = value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
-        return Prompt(inputs=inputs, modality=modality, times=times)
+        return Prompt(inputs=inputs, modality=modality, times=times, after=after)
 
 
 def _check_frame(frame: Frame) -> np.ndarray:

@@ -18,6 +18,7 @@ preprocessing (the adapters do it with their image processors).
 from __future__ import annotations
 
 import bisect
+import enum
 import math
 from dataclasses import dataclass
 from typing import Iterable
@@ -27,6 +28,24 @@ import torch
 from streamer.kv_window import Modality
 
 
+class Turn(enum.Enum):
+    """Which part of the conversation the next prompt continues."""
+
+    NONE = "none"  # nothing fed yet: the next prompt starts with the opening
+    USER = "user"  # a user turn is open (frames and/or nothing else yet)
+    ASSISTANT = "assistant"  # a generation prefix was fed; the answer is being / has been generated
+    CLOSED = "closed"  # the assistant turn was closed by answer_end(): the next prompt opens a user turn
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Where one stream's chat stands. The session owns it (one adapter serves many sessions) and
+    moves to `prompt.after` once it has fed that prompt to the model; a prompt it refuses changes nothing."""
+
+    turn: Turn = Turn.NONE
+    has_frames: bool = False  # the open user turn already holds frames
+
+
 @dataclass
 class Prompt:
     """One model step's input with per-token bookkeeping (batch size 1)."""
@@ -34,6 +53,7 @@ class Prompt:
     inputs: dict[str, torch.Tensor]  # forward kwargs: input_ids (1, T) and pixel tensors when frames are present
     modality: torch.Tensor  # (T,) int8 Modality of each token
     times: torch.Tensor  # (T,) float32 video time (s) of the frame each token belongs to; NaN for plain text
+    after: Conversation = Conversation()  # the conversation once this prompt has been fed
 
     def __post_init__(self) -> None:
         n = self.n_tokens

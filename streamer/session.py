@@ -23,6 +23,7 @@ import torch
 
 from streamer.errors import BudgetError
 from streamer.frames import Chunk
+from models.prompt import Conversation
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,11 @@ class Turn:
 class StreamSession:
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
-    def __init__(self, adapter, window: WindowConfig | None = None, lock: threading.Lock | None = None):
+    def __init__(self, adapter, window: WindowConfig | None = None, lock=None):
         self.adapter = adapter
         self.window = window or WindowConfig()
-        self.lock = lock or threading.Lock()  # a plain Lock: an answer's generator may resume in another thread
+        # a plain Lock, shared by sessions of one model: an answer's generator may resume in another thread
+        self.lock = lock or threading.Lock()
         use_window_attention(adapter.model)
         self.cache = KVWindowCache(adapter.model.config, self.window)
         self._process = psutil.Process()
@@ -55,13 +57,12 @@ class StreamSession:
         """Forget the video and the chat: empty cache, counters at zero."""
         with self.lock:
             self.cache.reset()
-            self.adapter.reset()
+            self.conv = Conversation()  # where the chat stands; moves only when a prompt is fed
             self.history: list[Turn] = []
             self.frames_ingested = 0
             self.video_time_s = 0.0
             self.ingest_seconds = 0.0
             self.peak_kv_bytes = 0
-            self._started = False
 
     def ingest(self, chunk: Chunk) -> None:
         """Append one chunk of frames to the cache (compressing it back to the budget)."""
@@ -69,10 +70,9 @@ class StreamSession:
             return
         with self.lock:
             start = time.perf_counter()
-            prompt = self.adapter.chunk_prompt(chunk, first=not self._started)
+            prompt = self.adapter.chunk_prompt(chunk, self.conv)
             self._check_room(prompt.n_tokens, "this chunk of frames")
             self._forward(prompt)
-            self._started = True
             self.frames_ingested += len(chunk.frames)
             self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
             self.ingest_seconds += time.perf_counter() - start
@@ -89,12 +89,11 @@ class StreamSession:
         if max_new_tokens < 1:
             raise BudgetError("max_new_tokens must be at least 1")
         with self.lock:
-            prompt = self.adapter.question_prompt(question, first=not self._started)
+            prompt = self.adapter.question_prompt(question, self.conv)
             self._check_question(prompt.n_tokens, max_new_tokens)
             self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
             turn = Turn(question, "", self.video_time_s)
             self.history.append(turn)
-            self._started = True
             logits = self._forward(prompt)
             ids: list[int] = []
             gen = torch.Generator().manual_seed(len(self.history))
@@ -110,7 +109,7 @@ class StreamSession:
                         yield piece
                     logits = self._forward_ids([token])
             finally:  # also when the consumer stops early: close the turn so the cache stays well-formed
-                self._forward(self.adapter.answer_end())
+                self._forward(self.adapter.answer_end(self.conv))
 
     def answer(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:
         """`ask`, collected into one string."""
@@ -154,10 +153,11 @@ class StreamSession:
                 "smaller --budget"
             )
 
-    @torch.no_grad()
     def _forward(self, prompt) -> torch.Tensor:
         self.cache.tag(prompt.modality, prompt.times)
-        return self._run(prompt.inputs)
+        logits = self._run(prompt.inputs)
+        self.conv = prompt.after
+        return logits
 
     def _forward_ids(self, ids: list[int]) -> torch.Tensor:
         return self._run({"input_ids": torch.tensor([ids])})

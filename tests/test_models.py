@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from models import registry
-from models.base import ModelAdapter, Turn
+from models.base import Conversation, ModelAdapter, Turn
 from models.llava_onevision import LlavaOnevisionAdapter
 from models.prompt import Prompt, format_timestamp
 from models.registry import list_builtin, load_model
@@ -40,16 +40,28 @@ def tiny_llava() -> LlavaOnevisionAdapter:
 
 @pytest.fixture(params=["tiny-random", "tiny-random-llava"])
 def adapter(request, tiny, tiny_llava) -> ModelAdapter:
-    a = tiny if request.param == "tiny-random" else tiny_llava
-    a.reset()
-    yield a
-    a.reset()
+    return tiny if request.param == "tiny-random" else tiny_llava
 
 
 def make_chunk(index: int, times: list[float], seed: int | None = None, hw=(40, 56)) -> Chunk:
     rng = np.random.default_rng(index if seed is None else seed)
     frames = tuple(Frame(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), t) for t in times)
     return Chunk(frames, index)
+
+
+def chat(adapter: ModelAdapter, *steps) -> list[Prompt]:
+    """Prompts for a conversation from its start: a step is a Chunk, a question str, or None (answer end)."""
+    conv, prompts = Conversation(), []
+    for step in steps:
+        if isinstance(step, Chunk):
+            prompt = adapter.chunk_prompt(step, conv)
+        elif step is None:
+            prompt = adapter.answer_end(conv)
+        else:
+            prompt = adapter.question_prompt(step, conv)
+        prompts.append(prompt)
+        conv = prompt.after
+    return prompts
 
 
 def text_of(adapter: ModelAdapter, prompt: Prompt) -> str:
@@ -81,7 +93,7 @@ def test_tiny_random_describe_matches_model_and_cache(tiny):
     assert (d["dtype"], d["device"]) == ("float32", "cpu")
     assert tiny.model.config.get_text_config().vocab_size >= len(tiny.tokenizer)
     # the numbers are what the KV cache really holds
-    prompt = tiny.chunk_prompt(make_chunk(0, [0.0, 1.0]), first=True)
+    prompt = tiny.chunk_prompt(make_chunk(0, [0.0, 1.0]), Conversation())
     cache = DynamicCache(config=tiny.model.config)
     with torch.no_grad():
         tiny.model(**prompt.inputs, past_key_values=cache, use_cache=True)
@@ -154,15 +166,16 @@ def test_format_timestamp_rejects_bad_times(bad):
 def test_smolvlm_conversation_layout(tiny):
     n = tiny.tokens_per_frame
     img = "<fake_token_around_image><global-img>" + "<image>" * n + "<fake_token_around_image>"
-    parts = [
-        tiny.chunk_prompt(make_chunk(0, [1.0, 2.0]), first=True),
-        tiny.chunk_prompt(make_chunk(1, [3.5]), first=False),
-        tiny.question_prompt("  What happens?  ", first=False),
-        tiny.answer_end(),
-        tiny.chunk_prompt(make_chunk(2, [3725.2]), first=False),
-        tiny.question_prompt("And now?", first=False),
-        tiny.question_prompt("Anything else?", first=False),  # no answer_end: closed implicitly
-    ]
+    parts = chat(
+        tiny,
+        make_chunk(0, [1.0, 2.0]),
+        make_chunk(1, [3.5]),
+        "  What happens?  ",
+        None,
+        make_chunk(2, [3725.2]),
+        "And now?",
+        "Anything else?",  # no answer_end: closed implicitly
+    )
     texts = [text_of(tiny, p) for p in parts]
     assert texts == [
         f"<|im_start|>User:\nFrame from 00:00:01:{img}\nFrame from 00:00:02:{img}",
@@ -173,9 +186,9 @@ def test_smolvlm_conversation_layout(tiny):
         "\n\nAnd now?<end_of_utterance>\nAssistant:",
         "<end_of_utterance>\nUser: Anything else?<end_of_utterance>\nAssistant:",
     ]
-    # a question as the very first content, and first=True starting over
-    assert text_of(tiny, tiny.question_prompt("Hi?", first=True)) == "<|im_start|>User: Hi?<end_of_utterance>\nAssistant:"
-    assert text_of(tiny, tiny.chunk_prompt(make_chunk(0, [0.0]), first=True)).startswith("<|im_start|>User:\nFrame")
+    # a question as the very first content, and a fresh Conversation starting over
+    assert text_of(tiny, tiny.question_prompt("Hi?", Conversation())) == "<|im_start|>User: Hi?<end_of_utterance>\nAssistant:"
+    assert text_of(tiny, tiny.chunk_prompt(make_chunk(0, [0.0]), Conversation())).startswith("<|im_start|>User:\nFrame")
     eou = tiny.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     assert tiny.eos_token_ids[0] == eou
 
@@ -183,14 +196,8 @@ def test_smolvlm_conversation_layout(tiny):
 def test_llava_onevision_conversation_layout(tiny_llava):
     a = tiny_llava
     vid = "<video>" * a.tokens_per_frame
-    parts = [
-        a.chunk_prompt(make_chunk(0, [1.0, 2.0]), first=True),
-        a.question_prompt("What happens?", first=False),
-        a.answer_end(),
-        a.chunk_prompt(make_chunk(1, [61.0]), first=False),
-        a.chunk_prompt(make_chunk(2, [62.0]), first=False),
-        a.question_prompt("And now?", first=False),
-    ]
+    parts = chat(a, make_chunk(0, [1.0, 2.0]), "What happens?", None, make_chunk(1, [61.0]),
+                 make_chunk(2, [62.0]), "And now?")
     assert [text_of(a, p) for p in parts] == [
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
         f"Frame at 00:00:01:{vid}\nFrame at 00:00:02:{vid}\n",
@@ -206,7 +213,7 @@ def test_llava_onevision_conversation_layout(tiny_llava):
 
 def test_tokens_are_tagged_one_to_one(adapter):
     times = [1.0, 2.25, 7.0]
-    prompt = adapter.chunk_prompt(make_chunk(0, times), first=True)
+    prompt = adapter.chunk_prompt(make_chunk(0, times), Conversation())
     ids = prompt.input_ids[0]
     assert prompt.modality.dtype == torch.int8 and prompt.times.dtype == torch.float32
     assert prompt.modality.shape == prompt.times.shape == (prompt.n_tokens,)
@@ -229,13 +236,13 @@ def test_tokens_are_tagged_one_to_one(adapter):
         text = adapter.tokenizer.decode(ids[mine].tolist(), skip_special_tokens=False)
         assert format_timestamp(t) in text  # the timestamp text belongs to its frame
 
-    question = adapter.question_prompt("What is it?", first=False)
+    question = adapter.question_prompt("What is it?", prompt.after)
     assert bool(torch.isnan(question.times).all())
     assert bool((question.modality == Modality.TEXT).all())
 
 
 def test_pixel_inputs_hold_one_entry_per_frame(adapter):
-    prompt = adapter.chunk_prompt(make_chunk(0, [0.0, 1.0, 2.0], hw=(30, 90)), first=True)
+    prompt = adapter.chunk_prompt(make_chunk(0, [0.0, 1.0, 2.0], hw=(30, 90)), Conversation())
     size = adapter.frame_size
     if isinstance(adapter, SmolVLMAdapter):
         assert tuple(prompt.inputs["pixel_values"].shape) == (1, 3, 3, size, size)
@@ -248,7 +255,7 @@ def test_pixel_inputs_hold_one_entry_per_frame(adapter):
 def test_pixels_are_normalised_and_in_frame_order(adapter):
     levels = [255, 0, 128]  # one flat grey level per frame
     frames = tuple(Frame(np.full((24, 40, 3), v, np.uint8), float(i)) for i, v in enumerate(levels))
-    prompt = adapter.chunk_prompt(Chunk(frames, 0), first=True)
+    prompt = adapter.chunk_prompt(Chunk(frames, 0), Conversation())
     if isinstance(adapter, SmolVLMAdapter):
         per_frame = prompt.inputs["pixel_values"][0]  # (n, 3, S, S)
     else:
@@ -260,31 +267,26 @@ def test_pixels_are_normalised_and_in_frame_order(adapter):
         torch.testing.assert_close(per_frame[k], expected.float(), atol=1e-5, rtol=0)
 
 
-def test_turn_state_and_undo(adapter):
+def test_turn_state_moves_only_with_fed_prompts(adapter):
     with pytest.raises(RuntimeError):
-        adapter.answer_end()  # no question yet
-    adapter.chunk_prompt(make_chunk(0, [0.0]), first=True)
-    assert adapter.turn is Turn.USER
-    adapter.question_prompt("Why?", first=False)
-    assert adapter.turn is Turn.ASSISTANT
-    adapter.undo_last_prompt()  # e.g. the question did not fit the budget
-    assert adapter.turn is Turn.USER
-    again = adapter.question_prompt("Why?", first=False)
+        adapter.answer_end(Conversation())  # no question yet
+    frames = adapter.chunk_prompt(make_chunk(0, [0.0]), Conversation())
+    assert frames.after == Conversation(Turn.USER, has_frames=True)
+    refused = adapter.question_prompt("Why?", frames.after)  # e.g. it did not fit the budget: not fed
+    assert refused.after.turn is Turn.ASSISTANT
+    again = adapter.question_prompt("Why?", frames.after)
+    assert text_of(adapter, again) == text_of(adapter, refused)
     assert text_of(adapter, again).startswith("\n\nWhy?" if isinstance(adapter, SmolVLMAdapter) else "Why?")
-    adapter.answer_end()
-    assert adapter.turn is Turn.CLOSED
-    adapter.reset()
-    assert adapter.turn is Turn.NONE
+    assert adapter.answer_end(again.after).after.turn is Turn.CLOSED
 
 
 def test_bad_inputs_are_rejected(adapter):
     with pytest.raises(ValueError, match="no frames"):
-        adapter.chunk_prompt(Chunk((), 0), first=True)
+        adapter.chunk_prompt(Chunk((), 0), Conversation())
     with pytest.raises(ValueError, match="uint8"):
-        adapter.chunk_prompt(Chunk((Frame(np.zeros((8, 8, 3), np.float32), 0.0),), 0), first=True)
+        adapter.chunk_prompt(Chunk((Frame(np.zeros((8, 8, 3), np.float32), 0.0),), 0), Conversation())
     with pytest.raises(ValueError, match="empty"):
-        adapter.question_prompt("   ", first=True)
-    assert adapter.turn is Turn.NONE  # failed builds leave the state alone
+        adapter.question_prompt("   ", Conversation())
 
 
 # ---------------------------------------------------------------------------------- forward equality
@@ -292,11 +294,7 @@ def test_bad_inputs_are_rejected(adapter):
 
 def test_incremental_prefill_equals_one_full_forward(adapter):
     """chunk 1, chunk 2 (pixels while the cache is non-empty), question, 3 greedy tokens == one forward."""
-    prompts = [
-        adapter.chunk_prompt(make_chunk(0, [0.0, 1.0]), first=True),
-        adapter.chunk_prompt(make_chunk(1, [2.0, 3.0]), first=False),
-        adapter.question_prompt("What changed?", first=False),
-    ]
+    prompts = chat(adapter, make_chunk(0, [0.0, 1.0]), make_chunk(1, [2.0, 3.0]), "What changed?")
     model = adapter.model
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
@@ -330,7 +328,7 @@ def test_incremental_prefill_equals_one_full_forward(adapter):
 def test_bfloat16_prompts_follow_the_model_dtype():
     a = load_model("tiny-random", dtype="bfloat16")
     assert a.describe()["dtype"] == "bfloat16"
-    prompt = a.chunk_prompt(make_chunk(0, [0.0]), first=True)
+    prompt = a.chunk_prompt(make_chunk(0, [0.0]), Conversation())
     assert prompt.inputs["pixel_values"].dtype == torch.bfloat16
     with torch.no_grad():
         logits = a.model(**prompt.inputs).logits
@@ -359,14 +357,12 @@ def test_local_checkpoint_directories_load_through_the_real_loading_code(tiny, t
         assert type(loaded) is type(original) and not loaded.is_random
         assert loaded.describe()["tokens_per_frame"] == original.tokens_per_frame
         chunk = make_chunk(0, [0.0, 1.0])
-        original.reset()
-        p_orig = original.chunk_prompt(chunk, first=True)
-        p_new = loaded.chunk_prompt(chunk, first=True)
+        p_orig = original.chunk_prompt(chunk, Conversation())
+        p_new = loaded.chunk_prompt(chunk, Conversation())
         assert torch.equal(p_orig.input_ids, p_new.input_ids)
         assert torch.equal(p_orig.modality, p_new.modality)
         with torch.no_grad():
             torch.testing.assert_close(loaded.model(**p_new.inputs).logits, original.model(**p_orig.inputs).logits)
-        original.reset()
 
 
 def test_idefics3_checkpoints_use_the_smolvlm_adapter(tiny, tmp_path):
@@ -386,7 +382,7 @@ def test_idefics3_checkpoints_use_the_smolvlm_adapter(tiny, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "idefics3"
     a = load_model(str(tmp_path))
     assert isinstance(a, SmolVLMAdapter) and a.tokens_per_frame == tiny.tokens_per_frame
-    prompt = a.chunk_prompt(make_chunk(0, [0.0]), first=True)
+    prompt = a.chunk_prompt(make_chunk(0, [0.0]), Conversation())
     with torch.no_grad():
         assert a.model(**prompt.inputs).logits.shape[1] == prompt.n_tokens
 
@@ -451,9 +447,9 @@ def test_cuda_without_cuda_is_a_config_error():
 
 
 def test_special_token_strings_in_a_question_stay_plain_text(adapter):
-    adapter.chunk_prompt(make_chunk(0, [0.0]), first=True)
+    frames = adapter.chunk_prompt(make_chunk(0, [0.0]), Conversation())
     sneaky = "is <image> or <|im_end|> or <end_of_utterance> or <video> here?"
-    prompt = adapter.question_prompt(sneaky, first=False)
+    prompt = adapter.question_prompt(sneaky, frames.after)
     ids = prompt.input_ids[0]
     assert int((ids == adapter.image_token_id).sum()) == 0
     assert bool((prompt.modality == Modality.TEXT).all())
