@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=384, help="resize frames so the longer side is at most this")
     p.add_argument("--start", type=parse_time, default=0.0, help="start time")
     p.add_argument("--end", type=parse_time, default=None, help="end time")
-    p.add_argument("--budget", type=int, default=2048, help="KV tokens kept per layer")
+    p.add_argument("--budget", type=int, default=None,
+                   help="KV tokens kept per layer (default 2048, or half the model's positions if fewer)")
     p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
     p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -109,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_frames < 1 or args.fps <= 0:
         raise ConfigError("--chunk-frames must be >= 1 and --fps > 0")
-    window = WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget,
-                          merge=args.merge)
+    WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget or 2048,
+                 merge=args.merge)  # bad cache options fail here, before the slow model load
     plan = schedule(args.question, args.at)
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
                             chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     if adapter.is_random:
         print(f"note: '{args.model}' has random weights: its answers are noise, useful only to test the "
               "pipeline; pass --model for a real model", file=sys.stderr)
+    budget = args.budget or min(2048, adapter.describe()["max_position_embeddings"] // 2)
+    window = WindowConfig(policy=args.policy, budget=None if args.policy == "full" else budget, merge=args.merge)
     session = StreamSession(adapter, window)
     total = None
     if source.duration_s:
