@@ -198,3 +198,13 @@ def _read_model_type(name: str, config_file: Path) -> str | None:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else "no details"
+
+
+def _tiny(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    from models.tiny import load_tiny
+
+    return load_tiny(device, dtype)
+
+
+# SmolLM2-135M-Instruct + a small vision tower trained on streamer.world (models/tiny.py, train/)
+register_builtin("tiny", _tiny)

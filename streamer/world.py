@@ -119,18 +119,19 @@ class SceneScript:
     frame_size: int = 192  # px, square frames
     background: int = 225  # grey level of the background
     seed: int = 0  # drives the ball's path
+    start_s: float = 0.0  # the video starts here (a clip cut from a longer video): first sampled time
 
     def __post_init__(self) -> None:
-        if not self.duration_s > 0:
-            raise ValueError(f"duration_s must be > 0, got {self.duration_s!r}")
+        if not (self.duration_s > self.start_s >= 0):
+            raise ValueError(f"need 0 <= start_s < duration_s, got start_s={self.start_s!r} duration_s={self.duration_s!r}")
         if not (isinstance(self.frame_size, int) and self.frame_size >= 64):
             raise ValueError(f"frame_size must be an integer >= 64 px, got {self.frame_size!r}")
         self.events = sorted(self.events, key=lambda e: e.start_s)
         for a, b in zip(self.events, self.events[1:]):
             if b.start_s < a.end_s:
                 raise ValueError(f"events overlap: {a.obj.name} until {a.end_s} s and {b.obj.name} from {b.start_s} s")
-        if self.events and self.events[-1].end_s > self.duration_s + 1e-9:
-            raise ValueError(f"an event ends at {self.events[-1].end_s} s, after the video ({self.duration_s} s)")
+        if self.events and (self.events[0].start_s < self.start_s or self.events[-1].end_s > self.duration_s + 1e-9):
+            raise ValueError(f"events must lie inside the video [{self.start_s}, {self.duration_s}) s")
 
     # ---- ground truth ----------------------------------------------------------------------------
 
@@ -148,8 +149,9 @@ class SceneScript:
 
     def times(self, fps: float = 1.0) -> list[float]:
         """Sampled times k / fps inside the video: the grid `streamer.frames` samples on."""
+        k0 = int(math.ceil(self.start_s * fps - 1e-9))
         n = int(math.floor(self.duration_s * fps - 1e-9)) + 1
-        return [k / fps for k in range(n) if k / fps < self.duration_s]
+        return [k / fps for k in range(k0, n) if self.start_s <= k / fps < self.duration_s]
 
     def seen_events(self, fps: float = 1.0) -> list[Event]:
         """Events that show on at least one sampled frame."""
@@ -224,9 +226,10 @@ def random_script(
     event_s: tuple[int, int] = (2, 5),
     distinct: bool = True,
     frame_size: int = 192,
+    start_s: int = 0,
 ) -> SceneScript:
-    """A script of `n_events` events at random whole-second times, each lasting event_s seconds (inclusive
-    range), with a gap of at least one second between them. `distinct`: all colours and digits differ
+    """A script of `n_events` events at random whole-second times in [start_s, duration_s), each lasting
+    event_s seconds (inclusive range), with a gap of at least one second between them. `distinct`: all colours and digits differ
     (so "the red shape" names one event). Deterministic by seed."""
     if n_events < 0:
         raise ValueError(f"n_events must be >= 0, got {n_events}")
@@ -237,18 +240,19 @@ def random_script(
         raise ValueError(f"at most {len(COLOURS)} distinct events, got {n_events}")
     rng = random.Random(seed)
     durations = [rng.randint(lo_d, hi_d) for _ in range(n_events)]
-    slack = int(duration_s) - sum(durations) - n_events  # whole seconds left for gaps
+    slack = int(duration_s) - int(start_s) - sum(durations) - n_events  # whole seconds left for gaps
     if slack < 0:
         raise ValueError(f"{n_events} events of {event_s} s do not fit in {duration_s} s")
     cuts = sorted(rng.randint(0, slack) for _ in range(n_events))
-    events, objects, t = [], [], 0
+    events, objects, t = [], [], int(start_s)
     for i, d in enumerate(durations):
         start = t + (cuts[i] - (cuts[i - 1] if i else 0)) + (1 if i else 0)
         obj = random_object(rng, objects if distinct else ())
         objects.append(obj)
         events.append(random_event(rng, obj, float(start), float(start + d), frame_size))
         t = start + d
-    return SceneScript(float(duration_s), events, frame_size, background=rng.randint(205, 240), seed=seed)
+    return SceneScript(float(duration_s), events, frame_size, background=rng.randint(205, 240), seed=seed,
+                       start_s=float(start_s))
 
 
 def single_frame(seed: int, frame_size: int = 192, p_empty: float = 0.0) -> tuple[Frame, SceneScript]:

