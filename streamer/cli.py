@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KV tokens kept per layer (default 2048, or half the model's positions if fewer)")
     p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
     p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
+    p.add_argument("--obs-select", default="last", choices=["last", "elite"],
+                   help="queries that score the cache: the last N, or AirCache's elite text queries")
+    p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
+                   help="same budget per layer, or AirCache's split of budget x layers by attention spread")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--realtime", action="store_true", help="release frames at wall-clock rate")
     p.add_argument("--json", action="store_true", help="one JSON object per answer on stdout")
@@ -110,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_frames < 1 or args.fps <= 0:
         raise ConfigError("--chunk-frames must be >= 1 and --fps > 0")
+    window_options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
     WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget or 2048,
-                 merge=args.merge)  # bad cache options fail here, before the slow model load
+                 **window_options)  # bad cache options fail here, before the slow model load
     plan = schedule(args.question, args.at)
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
                             chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: '{args.model}' has random weights: its answers are noise, useful only to test the "
               "pipeline; pass --model for a real model", file=sys.stderr)
     budget = args.budget or min(2048, adapter.describe()["max_position_embeddings"] // 2)
-    window = WindowConfig(policy=args.policy, budget=None if args.policy == "full" else budget, merge=args.merge)
+    window = WindowConfig(policy=args.policy, budget=None if args.policy == "full" else budget, **window_options)
     session = StreamSession(adapter, window)
     total = None
     if source.duration_s:

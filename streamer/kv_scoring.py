@@ -3,6 +3,10 @@
 - `observed_attention`: Inf-MLLM's signal. Softmax attention of the last `obs_window` queries over every
   cached key, summed over those queries and over the query heads that share a KV head (GQA), so each KV
   head gets its own score per token. Computed next to SDPA, never by switching to eager attention.
+- `elite_attention`: AirCache's "elite" observation window: the same sum, over the conversation-text
+  queries that attend to visual tokens most strongly and most consistently across heads.
+- `attention_spread`, `split_budget`: AirCache's adaptive layer-wise budgets: how thinly each layer
+  spreads its importance, and a split of one total budget in proportion to it, with a floor per layer.
 - `keep_priority`: turns accumulated scores and token facts into one priority per token; the cache keeps
   the top `budget`. Sinks and the recent window get +inf; under the LOOK-M text prior, conversation text
   outranks every visual token (image tokens, their boundary tokens and their timestamp text).
@@ -15,23 +19,81 @@ import torch
 _TEXT_BONUS = 1e9  # larger than any accumulated attention: text is evicted only after all visual tokens
 
 
-def observed_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int) -> torch.Tensor:
-    """Attention mass each cached token receives from the latest queries.
+def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, rows: torch.Tensor) -> torch.Tensor:
+    """Causal softmax attention of some of this pass's queries over every cached key.
 
     query: (B, Hq, Q, D) rotated queries of this forward pass; keys: (B, Hkv, T, D) every cached key,
-    the Q new ones last. Returns (B, Hkv, T) float32: attention summed over the last min(Q, obs_window)
-    queries and over the Hq / Hkv query heads of each KV head. Causal: query i (of Q) sees keys up to
-    T - Q + i.
+    the Q new ones last; rows: (W,) indices into the Q queries. Returns (B, Hkv, G, W, T) float32 with
+    G = Hq / Hkv query heads per KV head (GQA). Query i (of Q) sees keys up to T - Q + i.
     """
     b, hq, q_len, d = query.shape
     hkv, t = keys.shape[1], keys.shape[2]
-    w = min(q_len, obs_window)
-    q = query[:, :, -w:].float().reshape(b, hkv, hq // hkv, w, d)  # (B, Hkv, G, W, D)
+    q = query[:, :, rows].float().reshape(b, hkv, hq // hkv, rows.shape[0], d)  # (B, Hkv, G, W, D)
     logits = torch.einsum("bhgwd,bhtd->bhgwt", q, keys.float()) * scaling  # (B, Hkv, G, W, T)
-    q_pos = torch.arange(t - w, t, device=keys.device).unsqueeze(-1)  # (W, 1)
+    q_pos = (t - q_len + rows.to(keys.device)).unsqueeze(-1)  # (W, 1)
     visible = torch.arange(t, device=keys.device).unsqueeze(0) <= q_pos  # (W, T)
-    logits = logits.masked_fill(~visible, float("-inf"))
-    return logits.softmax(dim=-1).sum(dim=(2, 3))  # (B, Hkv, T)
+    return logits.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+
+
+def observed_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int) -> torch.Tensor:
+    """Inf-MLLM's window: attention (B, Hkv, T) from the last min(Q, obs_window) queries, summed over
+    those queries and over the query heads of each KV head."""
+    q_len = query.shape[2]
+    rows = torch.arange(max(0, q_len - obs_window), q_len)
+    return attention_probs(query, keys, scaling, rows).sum(dim=(2, 3))
+
+
+def elite_attention(
+    query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int,
+    candidates: torch.Tensor, visual: torch.Tensor,
+) -> torch.Tensor:
+    """AirCache's elite window: attention (B, Hkv, T) from the `obs_window` candidate queries that look
+    at visual tokens the most, and the most consistently across heads.
+
+    candidates: (Q,) bool, the queries allowed in (conversation text of this pass); visual: (T,) bool,
+    keys that belong to frames. A query's relevance is mean - std over all query heads of the attention
+    mass it puts on visual keys: strong and agreed on by the heads. Falls back to the last-N window when
+    the pass has no candidate (e.g. a chunk of frames).
+    """
+    rows = candidates.nonzero().flatten()
+    if rows.numel() == 0 or not visual.any():
+        return observed_attention(query, keys, scaling, obs_window)
+    probs = attention_probs(query, keys, scaling, rows)  # (B, Hkv, G, W, T)
+    mass = probs[..., visual].sum(dim=-1).flatten(1, 2)  # (B, Hq, W) visual attention per head
+    relevance = (mass.mean(dim=1) - mass.std(dim=1, correction=0)).mean(dim=0)  # (W,)
+    elite = relevance.topk(min(obs_window, rows.numel())).indices
+    return probs[:, :, :, elite].sum(dim=(2, 3))
+
+
+def attention_spread(scores: torch.Tensor) -> float:
+    """How thinly a layer spreads its importance: effective number of tokens exp(entropy) over T, in
+    (0, 1], averaged over batch and heads. scores: (B, H, T) non-negative. Concentrated layers score low
+    (a few tokens carry the mass, a small budget keeps them); flat layers score near 1."""
+    p = scores.float() / scores.float().sum(dim=-1, keepdim=True).clamp(min=1e-12)
+    entropy = -(p * p.clamp(min=1e-12).log()).sum(dim=-1)  # (B, H)
+    return float((entropy.exp() / scores.shape[-1]).mean())
+
+
+def split_budget(total: int, spread: list[float], floor: int, cap: int) -> list[int]:
+    """AirCache's layer-wise budgets: `total` tokens over layers in proportion to their spread, each
+    between `floor` and `cap`, summing to exactly `total` (largest remainders get the leftovers)."""
+    n = len(spread)
+    if n * floor > total or n * cap < total:
+        raise ValueError(f"cannot split {total} tokens over {n} layers within [{floor}, {cap}]")
+    w = torch.tensor(spread, dtype=torch.float64).clamp(min=1e-6)
+    budgets = torch.full((n,), float(floor), dtype=torch.float64)
+    free = torch.ones(n, dtype=torch.bool)
+    while True:  # water-filling: layers that hit the cap give their share back to the others
+        share = (total - budgets[~free].sum() - floor * free.sum()) * w * free / (w * free).sum()
+        budgets = torch.where(free, floor + share, budgets)
+        over = free & (budgets > cap)
+        if not over.any():
+            break
+        budgets[over], free = float(cap), free & ~over
+    out = budgets.floor().long()
+    rest = total - int(out.sum())
+    out[(budgets - out).argsort(descending=True)[:rest]] += 1
+    return out.tolist()
 
 
 def keep_priority(

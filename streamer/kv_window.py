@@ -30,6 +30,14 @@ visual detail), and a per-layer choice forces one compromise on all of them at t
 is bookkeeping per head (tags are (B, H, T)); `evict_per="layer"` sums scores over heads and keeps the
 same tokens in every head. `bench/bench_kv.py` measures both.
 
+AirCache options (any evicting policy): `obs_select="elite"` scores with the conversation-text queries
+that attend to frames most strongly and consistently across heads instead of the last `obs_window`
+queries; `layer_budget="adaptive"` splits `budget x layers` across layers by how thinly each spreads its
+attention (re-estimated every pass once the cache is full, never below `layer_floor`), so the total
+never exceeds the uniform total. Layers then hold different lengths: each layer moves its new keys and
+its queries by its own `shift` so that every layer sees one contiguous stream, which needs the
+`kv_window` attention.
+
 Not here: which tokens are important (`kv_scoring.py`), how evicted pairs are folded in (`kv_merge.py`),
 RoPE math (`rope.py`). Batch size is whatever the model sends, but tags are shared by the batch rows.
 """
@@ -48,7 +56,9 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from streamer.errors import ConfigError
 from streamer.kv_merge import MERGE_MODES, merge_into_kept
-from streamer.kv_scoring import keep_priority, observed_attention
+from streamer.kv_scoring import (
+    attention_spread, elite_attention, keep_priority, observed_attention, split_budget,
+)
 from streamer.rope import rope_inv_freq, rotate
 
 log = logging.getLogger(__name__)
@@ -93,6 +103,10 @@ class WindowConfig:
     score_decay: float = 0.9  # factor on accumulated scores at each compression (decaying policies)
     merge: str | None = None  # none | average | pivot | weighted; None = the policy's default
     evict_per: str = "head"  # "head": each KV head keeps its own tokens; "layer": all heads the same
+    obs_select: str = "last"  # which queries score the cache: "last" N, or "elite" text queries (AirCache)
+    layer_budget: str = "uniform"  # "uniform": budget per layer; "adaptive": budget x layers split by spread
+    layer_floor: int | None = None  # adaptive: least tokens per layer; None = max(n_sink + recent, budget // 4)
+    spread_momentum: float = 0.7  # adaptive: weight of the past in each layer's running spread estimate
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -117,6 +131,19 @@ class WindowConfig:
             raise ConfigError(f"unknown merge {self.merge!r}; choose one of: {', '.join(MERGE_MODES)}")
         if self.evict_per not in ("head", "layer"):
             raise ConfigError(f"evict_per must be 'head' or 'layer', got {self.evict_per!r}")
+        if self.obs_select not in ("last", "elite"):
+            raise ConfigError(f"obs_select must be 'last' or 'elite', got {self.obs_select!r}")
+        if self.layer_budget not in ("uniform", "adaptive"):
+            raise ConfigError(f"layer_budget must be 'uniform' or 'adaptive', got {self.layer_budget!r}")
+        if self.layer_floor is None and self.budget is not None:
+            self.layer_floor = max(self.n_sink + self.recent, self.budget // 4)
+        if self.budget is not None and not self.n_sink + self.recent <= self.layer_floor <= self.budget:
+            raise ConfigError(
+                f"layer_floor ({self.layer_floor}) must lie between n_sink + recent "
+                f"({self.n_sink + self.recent}) and the budget ({self.budget})"
+            )
+        if not 0.0 <= self.spread_momentum < 1.0:
+            raise ConfigError(f"spread_momentum must be in [0, 1), got {self.spread_momentum}")
 
     @property
     def rules(self) -> _Policy:
@@ -138,7 +165,9 @@ class KVWindowLayer(DynamicLayer):
         super().__init__()
         self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
         self.n_seen = self.n_evicted = self.n_merged = 0
-        self.budget = cfg.budget  # per-layer budget; the same for every layer here
+        self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
+        self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
+        self.shift = 0  # this layer's positions minus the model's for the current pass (adaptive budgets)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -151,11 +180,18 @@ class KVWindowLayer(DynamicLayer):
         self.times = torch.zeros((b, h, 0), device=dev)  # (B, H, T) video seconds, NaN = none
         self.position = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) stream position
 
-    def update(self, key_states, value_states, *args, tags: _Tags | None = None, **kwargs):
+    def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
+               **kwargs):
+        """Append a chunk. `model_position` is where the model placed it; a layer holding a different
+        number of tokens (adaptive budgets) moves it to its own next position, and `window_attention`
+        turns the queries by the same `shift`, so every layer sees a contiguous stream."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         self.compress()  # only does work if the previous pass was never observed
         b, h, c = key_states.shape[:3]
+        self.shift = self.get_seq_length() - model_position
+        if self.shift:
+            key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
         dev = key_states.device
         if tags is None or tags.modality.shape[0] != c:
             tags = _Tags(torch.full((c,), Modality.TEXT, dtype=torch.int8), torch.full((c,), math.nan))
@@ -174,10 +210,28 @@ class KVWindowLayer(DynamicLayer):
         return self.keys, self.values
 
     def observe(self, query: torch.Tensor, scaling: float) -> None:
-        """Add this pass's attention (last obs_window queries) to the scores, then compress."""
-        if self.cfg.rules.scored:
-            self.score += observed_attention(query, self.keys, scaling, self.cfg.obs_window)
+        """Add this pass's attention to the scores and the spread estimate, then compress.
+
+        query: (B, Hq, Q, D), already moved to this layer's positions."""
+        cfg = self.cfg
+        if not (cfg.rules.scored or cfg.layer_budget == "adaptive"):
+            return self.compress()
+        if cfg.obs_select == "elite":
+            is_text = self._is_text()[0, 0]  # (T,) tags are shared by batch rows and heads
+            seen = elite_attention(query, self.keys, scaling, cfg.obs_window, is_text[-query.shape[2]:], ~is_text)
+        else:
+            seen = observed_attention(query, self.keys, scaling, cfg.obs_window)  # (B, H, T)
+        if cfg.rules.scored:
+            self.score += seen
+        if cfg.layer_budget == "adaptive":
+            now = attention_spread(seen)
+            m = cfg.spread_momentum
+            self.spread = now if self.spread is None else m * self.spread + (1 - m) * now
         self.compress()
+
+    def _is_text(self) -> torch.Tensor:
+        """(B, H, T) bool: conversation text, as opposed to frame tokens (image, boundary, timestamp)."""
+        return (self.modality == Modality.TEXT) & self.times.isnan()
 
     def compress(self) -> None:
         """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping."""
@@ -185,8 +239,8 @@ class KVWindowLayer(DynamicLayer):
         if not self.cfg.rules.evicts or t <= self.budget:
             return
         cfg, rules = self.cfg, self.cfg.rules
-        is_text = (self.modality == Modality.TEXT) & self.times.isnan()  # conversation text, not a frame
-        prio = keep_priority(self.score if rules.scored else None, is_text, cfg.n_sink, cfg.recent, rules.text_prior)
+        prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
+                             rules.text_prior)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
         order = prio.topk(t, dim=-1).indices  # (B, H, T) best first
@@ -213,7 +267,8 @@ class KVWindowLayer(DynamicLayer):
 
     def reset(self) -> None:
         super().reset()
-        self.n_seen = self.n_evicted = self.n_merged = 0
+        self.n_seen = self.n_evicted = self.n_merged = self.shift = 0
+        self.budget, self.spread = self.cfg.budget, None
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("KVWindowCache does not support cropping (assisted decoding)")
@@ -232,13 +287,30 @@ _observer = _Observer()
 
 
 def window_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA for the output; then the cache layer that was just updated scores its tokens and compresses."""
-    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    """SDPA for the output; then the cache layer that was just updated scores its tokens and compresses.
+
+    query: (B, Hq, Q, D); key, value: (B, Hkv, T, D) the whole cache of this layer. A layer whose length
+    differs from the one the model built its mask for (adaptive budgets) gets its own causal mask, and
+    its queries move by the layer's `shift` like its new keys did."""
     layer = _observer.layer
-    if layer is not None and getattr(module, "layer_idx", None) == layer.layer_idx:
+    ours = layer is not None and getattr(module, "layer_idx", None) == layer.layer_idx
+    if ours:
         _observer.layer = None
+        if layer.shift:
+            b, h, q_len = query.shape[:3]
+            query = rotate(query, torch.full((b, h, q_len), layer.shift), layer.inv_freq)
+        if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
+            attention_mask = _causal_mask(query.shape[2], key.shape[-2], key.device)
+    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    if ours:
         layer.observe(query, scaling if scaling is not None else query.shape[-1] ** -0.5)
     return out, weights
+
+
+def _causal_mask(q_len: int, kv_len: int, device) -> torch.Tensor:
+    """(1, 1, Q, T) bool: query i sees keys up to T - Q + i (the new tokens are the last Q)."""
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(-1)
+    return (torch.arange(kv_len, device=device) <= q_pos)[None, None]
 
 
 AttentionInterface.register(ATTN_IMPLEMENTATION, window_attention)
@@ -271,6 +343,7 @@ class KVWindowCache(Cache):
         inv_freq = rope_inv_freq(config)
         super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
+        self._model_position = 0
 
     def tag(self, modality, times=None) -> None:
         """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN.
@@ -287,11 +360,25 @@ class KVWindowCache(Cache):
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         layer = self.layers[layer_idx]
-        keys, values = layer.update(key_states, value_states, tags=self._tags)
+        if layer_idx == 0:
+            self._model_position = self.get_seq_length()  # where the model placed this pass
+            if self.cfg.layer_budget == "adaptive":
+                self._split_budget(key_states.shape[-2])
+        keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
         if layer_idx == self.n_layers - 1:
             self._tags = None  # consumed by every layer
         _observer.layer = layer if self.cfg.rules.evicts else None
         return keys, values
+
+    def _split_budget(self, incoming: int) -> None:
+        """AirCache: once the cache is full, re-split budget x layers by each layer's attention spread."""
+        layers = self.layers
+        if any(l.spread is None for l in layers) or layers[0].get_seq_length() + incoming <= self.cfg.budget:
+            return  # nothing measured yet, or still filling: uniform budgets, nothing evicted
+        total = self.cfg.budget * self.n_layers
+        cap = min(total - (self.n_layers - 1) * self.cfg.layer_floor, (self.max_positions or total) // 2)
+        for layer, b in zip(layers, split_budget(total, [l.spread for l in layers], self.cfg.layer_floor, cap)):
+            layer.budget = b
 
     def compress(self) -> None:
         """Bring every layer back to its budget now (only needed without the `kv_window` attention)."""
@@ -342,6 +429,7 @@ class KVWindowCache(Cache):
             "layer_budgets": [l.budget for l in self.layers],
             "tokens_per_layer": tokens,
             "kv_tokens": max(tokens, default=0),
+            "total_tokens": sum(tokens),
             "kv_bytes": self.kv_bytes(),
             "budget_bytes": self.budget_bytes(),
             "seen_tokens": live[0].n_seen if live else 0,

@@ -15,6 +15,13 @@ from streamer.rope import rope_inv_freq, rotate
 EVICTING = [p for p in POLICIES if p != "full"]
 # every policy, and every merge variant under the policies that merge by default
 VARIANTS = [(p, None) for p in POLICIES] + [(p, m) for p in ("text-prior", "combined") for m in MERGE_MODES]
+# the AirCache options on top of the policies (issue: every earlier property must still hold with them)
+AIR = {
+    "elite": {"obs_select": "elite"},
+    "adaptive": {"layer_budget": "adaptive"},
+    "elite+adaptive": {"obs_select": "elite", "layer_budget": "adaptive"},
+}
+AIR_CASES = [pytest.param(p, kw, id=f"{p}-{name}") for p in EVICTING for name, kw in AIR.items()]
 
 
 def tiny_config(**kw) -> LlamaConfig:
@@ -35,12 +42,13 @@ def window(policy="combined", merge=None, budget=64, **kw) -> WindowConfig:
     return WindowConfig(policy=policy, merge=merge, budget=None if policy == "full" else budget, **kw)
 
 
-@pytest.mark.parametrize("policy,merge", VARIANTS)
-def test_budget_above_length_matches_dynamic_cache(model, policy, merge):
+@pytest.mark.parametrize("policy,merge,air", [(p, m, {}) for p, m in VARIANTS] + [
+    pytest.param(p, None, kw, id=f"{p}-{name}") for p in EVICTING for name, kw in AIR.items()])
+def test_budget_above_length_matches_dynamic_cache(model, policy, merge, air):
     ids = torch.randint(0, 128, (1, 90), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = model(ids, past_key_values=DynamicCache()).logits
-        cache = KVWindowCache(model.config, window(policy, merge, budget=128))
+        cache = KVWindowCache(model.config, window(policy, merge, budget=128, **air))
         got = torch.cat([model(ids[:, i : i + 15], past_key_values=cache).logits for i in range(0, 90, 15)], 1)
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     assert cache.stats()["evicted"] == 0
@@ -63,9 +71,10 @@ class FakeStream:
             layer.observe(q, self.dim**-0.5)
 
 
-@pytest.mark.parametrize("policy,merge", [v for v in VARIANTS if v[0] != "full"])
-def test_ten_thousand_tokens_never_exceed_budget(policy, merge):
-    cache = KVWindowCache(tiny_config(), window(policy, merge, budget=96, n_sink=4, recent=16))
+@pytest.mark.parametrize("policy,merge,air", [(p, m, {}) for p, m in VARIANTS if p != "full"] + [
+    pytest.param(p, None, kw, id=f"{p}-{name}") for p in EVICTING for name, kw in AIR.items()])
+def test_ten_thousand_tokens_never_exceed_budget(policy, merge, air):
+    cache = KVWindowCache(tiny_config(), window(policy, merge, budget=96, n_sink=4, recent=16, **air))
     stream = FakeStream(cache)
     gen = torch.Generator().manual_seed(2)
     seen, t = 0, 0.0
@@ -77,10 +86,14 @@ def test_ten_thousand_tokens_never_exceed_budget(policy, merge):
         else:
             stream.append(n)
         seen += n
-        assert max(cache.stats()["tokens_per_layer"]) <= 96
+        st = cache.stats()
+        assert sum(st["tokens_per_layer"]) <= 2 * 96  # the total budget
+        assert all(t <= b for t, b in zip(st["tokens_per_layer"], st["layer_budgets"]))
+        if not air:
+            assert max(st["tokens_per_layer"]) <= 96
     stats = cache.stats()
     assert stats["seen_tokens"] == seen
-    assert stats["evicted"] == 2 * (seen - 96)  # two layers, each evicted everything past its budget
+    assert stats["evicted"] == 2 * seen - sum(stats["tokens_per_layer"])  # everything past the budgets
     assert stats["kv_bytes"] == stats["budget_bytes"]
     if merge not in (None, "none"):
         assert stats["merged"] == stats["evicted"]
@@ -88,8 +101,10 @@ def test_ten_thousand_tokens_never_exceed_budget(policy, merge):
 
 @pytest.mark.parametrize("policy", EVICTING)
 @pytest.mark.parametrize("evict_per", ["head", "layer"])
-def test_sinks_and_recent_survive(policy, evict_per):
-    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=4, recent=12, evict_per=evict_per))
+@pytest.mark.parametrize("air", list(AIR.values()) + [{}], ids=list(AIR) + ["plain"])
+def test_sinks_and_recent_survive(policy, evict_per, air):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=4, recent=12, evict_per=evict_per,
+                                                **air))
     stream = FakeStream(cache)
     for i in range(40):
         stream.append(13, Modality.IMAGE if i % 2 else Modality.TEXT)
@@ -103,8 +118,9 @@ def test_sinks_and_recent_survive(policy, evict_per):
 
 
 @pytest.mark.parametrize("policy", ["text-prior", "combined"])
-def test_text_prior_evicts_images_before_text(policy):
-    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=2, recent=8))
+@pytest.mark.parametrize("air", [{}, AIR["elite+adaptive"]], ids=["plain", "elite+adaptive"])
+def test_text_prior_evicts_images_before_text(policy, air):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=2, recent=8, **air))
     stream = FakeStream(cache)
     text_positions, pos = [], 0
     for i in range(30):
@@ -118,7 +134,8 @@ def test_text_prior_evicts_images_before_text(policy):
     for layer in cache.layers:
         for head in layer.position[0]:
             assert set(text_positions) <= set(head.tolist())
-    assert cache.stats()["kept_by_modality"]["text"] == len(text_positions)
+    if not air:
+        assert cache.stats()["kept_by_modality"]["text"] == len(text_positions)
 
 
 @pytest.mark.parametrize("policy", ["saddle", "sink-recent"])
@@ -161,14 +178,15 @@ def test_rerotation_equals_rotation_at_shifted_position(rope):
 
 
 @pytest.mark.parametrize("policy", EVICTING)
-def test_stream_four_times_longer_than_positions(model, policy):
-    cache = KVWindowCache(model.config, window(policy, budget=64, n_sink=4, recent=16))
+@pytest.mark.parametrize("air", [{}, AIR["elite+adaptive"]], ids=["plain", "elite+adaptive"])
+def test_stream_four_times_longer_than_positions(model, policy, air):
+    cache = KVWindowCache(model.config, window(policy, budget=64, n_sink=4, recent=16, **air))
     gen = torch.Generator().manual_seed(6)
     with torch.no_grad():
         for _ in range(4 * 256 // 32):
             logits = model(torch.randint(0, 128, (1, 32), generator=gen), past_key_values=cache).logits
             assert torch.isfinite(logits).all()
-            assert cache.next_position() <= 64 < model.config.max_position_embeddings
+            assert max(cache.stats()["tokens_per_layer"]) + 32 < model.config.max_position_embeddings
     assert cache.stats()["seen_tokens"] == 4 * 256
 
 
