@@ -11,7 +11,8 @@ Recipe (docs/training.md has the numbers):
   SmolVLM adapter feeds at inference plus " answer<end_of_utterance>", loss on the answer tokens only.
   Trained: vision tower, connector, the four new special-token embedding rows, and LoRA factors (rank
   r) on the attention q/v projections of all 30 layers; the rest of the LM is frozen. Most batches are
-  single frames (colour, shape, digit, what is on screen); every `clip_every`-th batch holds 4-14 frame
+  single frames (colour, shape, digit, what is on screen); optionally (--b-aux-batch N, off in the
+  committed run) the stage-A auxiliary loss stays on with N fresh frames a step; every `clip_every`-th batch holds 4-14 frame
   clips cut from anywhere in a 5-minute video, with video questions (needle digit, colour of a digit,
   before/after, how many times, when), so retrieval across frames is learned.
 - The trained parts are saved (fp32 safetensors) to --out every `save_every` steps and at the end, and
@@ -54,11 +55,11 @@ class TrainConfig:
     seed: int = 0  # drives the world seeds, the initial weights and the batch order
     threads: int = 2  # torch CPU threads
     # stage A: vision tower + connector with auxiliary heads
-    a_steps: int = 400
+    a_steps: int = 1000
     a_batch: int = 64
     a_lr: float = 2e-3
     # stage B: end to end through the frozen LM
-    b_steps: int = 400
+    b_steps: int = 320
     b_batch: int = 16  # single-frame examples per batch
     clip_batch: int = 4  # clips per clip batch
     clip_every: int = 3  # every k-th batch is a clip batch (0: never)
@@ -66,6 +67,8 @@ class TrainConfig:
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
+    b_aux_batch: int = 0  # frames per step for the stage-A auxiliary loss kept on during stage B (0: off)
+    b_aux_weight: float = 1.0
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
@@ -78,7 +81,7 @@ class TrainConfig:
         for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("a_steps", "b_steps", "clip_every", "warmup"):
+        for name in ("a_steps", "b_steps", "clip_every", "warmup", "b_aux_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 1 <= self.clip_frames[0] <= self.clip_frames[1]:
@@ -169,42 +172,52 @@ class Trainer:
     def stage_a(self) -> None:
         cfg = self.cfg
         d = self.embed.shape[1]
-        heads = nn.ModuleDict({
+        self.heads = nn.ModuleDict({
             "colour": nn.Linear(d, len(COLOURS) + 1), "shape": nn.Linear(d, len(SHAPES) + 1),
             "digit": nn.Linear(d, len(DIGITS) + 1),
         }).to(self.device)  # fmt: skip
-        vocab = {"colour": list(COLOURS), "shape": list(SHAPES), "digit": list(DIGITS)}
-        opt = torch.optim.AdamW(self.vision_params + list(heads.parameters()), lr=cfg.a_lr, weight_decay=0.01)
+        opt = torch.optim.AdamW(self.vision_params + list(self.heads.parameters()), lr=cfg.a_lr, weight_decay=0.01)
         for step in range(cfg.a_steps):
             lr = cfg.a_lr * min(1.0, (step + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.a_steps)
             for g in opt.param_groups:
                 g["lr"] = lr
-            images, labels = [], {k: [] for k in heads}
-            for _ in range(cfg.a_batch):
-                frame, script = single_frame(self.seed(), p_empty=0.05)
-                images.append(frame.image)
-                shown = script.visible(frame.time_s)
-                for k in heads:
-                    value = getattr(shown[0].obj, k) if shown else None
-                    labels[k].append(vocab[k].index(value) if value is not None else len(vocab[k]))
-            pixels = pixel_batch(self.adapter, images).to(self.device)
-            feats = self.image_features(pixels)  # (B, 9, D)
-            pooled = feats.mean(1)
-            losses = {k: F.cross_entropy(h(pooled), torch.tensor(labels[k], device=self.device)) for k, h in heads.items()}
-            rms = feats.pow(2).mean().sqrt()
-            loss = sum(losses.values()) + (rms / self.emb_rms - 1.0) ** 2
+            loss, rms, acc = self.aux_loss(cfg.a_batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.vision_params, 1.0)
             opt.step()
-            with torch.no_grad():
-                acc = {k: float((heads[k](pooled).argmax(-1).cpu() == torch.tensor(labels[k])).float().mean()) for k in heads}
-            row = {"step": step, "loss": round(loss.item(), 4), "rms": round(rms.item(), 4),
+            row = {"step": step, "loss": round(loss.item(), 4), "rms": round(rms, 4),
                    **{f"acc_{k}": round(v, 3) for k, v in acc.items()}, "t": round(self.elapsed(), 1)}  # fmt: skip
             self.history["stage_a"].append(row)
             if step % cfg.log_every == 0 or step == cfg.a_steps - 1:
-                log.info("A %4d loss %.3f rms %.3f acc %s lr %.2g t %.0fs", step, float(loss), float(rms),
+                log.info("A %4d loss %.3f rms %.3f acc %s lr %.2g t %.0fs", step, loss.item(), rms,
                          {k: round(v, 2) for k, v in acc.items()}, lr, self.elapsed())  # fmt: skip
+        self.save()
+
+    def aux_loss(self, n: int) -> tuple[torch.Tensor, float, dict[str, float]]:
+        """Auxiliary vision loss on `n` fresh frames: colour/shape/digit heads on the mean connector output,
+        plus a penalty keeping the outputs at the RMS of the LM's token embeddings. Returns (loss, rms, acc)."""
+        vocab = {"colour": list(COLOURS), "shape": list(SHAPES), "digit": list(DIGITS)}
+        images, labels = [], {k: [] for k in self.heads}
+        for _ in range(n):
+            frame, script = single_frame(self.seed(), p_empty=0.05)
+            images.append(frame.image)
+            shown = script.visible(frame.time_s)
+            for k in self.heads:
+                value = getattr(shown[0].obj, k) if shown else None
+                labels[k].append(vocab[k].index(value) if value is not None else len(vocab[k]))
+        pixels = pixel_batch(self.adapter, images).to(self.device)
+        feats = self.image_features(pixels)  # (n, 9, D)
+        pooled = feats.mean(1)
+        loss = feats.new_zeros(())
+        acc = {}
+        for k, head in self.heads.items():
+            target = torch.tensor(labels[k], device=self.device)
+            logits = head(pooled)
+            loss = loss + F.cross_entropy(logits, target)
+            acc[k] = float((logits.argmax(-1) == target).float().mean())
+        rms = feats.pow(2).mean().sqrt()
+        return loss + (rms / self.emb_rms - 1.0) ** 2, rms.item(), acc
 
     # ---- stage B ---------------------------------------------------------------------------------
 
@@ -216,7 +229,7 @@ class Trainer:
         self.lora_params = [p for m in self.lora.values() for p in (m.A, m.B)]
         self.new_rows = nn.Parameter(self.embed[self.n_old:].detach().clone())  # (n_new, D)
         groups = [
-            {"params": self.vision_params, "lr": cfg.b_lr_vision, "base_lr": cfg.b_lr_vision},
+            {"params": self.vision_params + list(self.heads.parameters()), "lr": cfg.b_lr_vision, "base_lr": cfg.b_lr_vision},
             {"params": self.lora_params + [self.new_rows], "lr": cfg.b_lr_adapt, "base_lr": cfg.b_lr_adapt},
         ]
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
@@ -237,17 +250,22 @@ class Trainer:
                 examples = [single_example(self.adapter, self.seed()) for _ in range(cfg.b_batch)]
             t0 = time.perf_counter()
             loss, exact = self.lm_loss(examples, pad)
+            aux, acc = torch.zeros(()), {}
+            if cfg.b_aux_batch:
+                aux, _, acc = self.aux_loss(cfg.b_aux_batch)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss + cfg.b_aux_weight * aux).backward()
             torch.nn.utils.clip_grad_norm_(self.vision_params + self.lora_params + [self.new_rows], 1.0)
             opt.step()
-            row = {"step": step, "clip": is_clip, "loss": round(float(loss), 4), "exact": round(exact, 3),
+            row = {"step": step, "clip": is_clip, "loss": round(loss.item(), 4), "exact": round(exact, 3),
+                   "aux": round(aux.item(), 4), **{f"acc_{k}": round(v, 3) for k, v in acc.items()},
                    "tokens": sum(len(e.input_ids) for e in examples), "s": round(time.perf_counter() - t0, 2),
                    "t": round(self.elapsed(), 1)}  # fmt: skip
             self.history["stage_b"].append(row)
             if step % cfg.log_every == 0 or step == cfg.b_steps - 1:
-                log.info("B %4d %s loss %.3f exact %.2f (%d tok, %.1fs/step) t %.0fs", step, "clip" if is_clip else "frame",
-                         float(loss), exact, row["tokens"], row["s"], self.elapsed())  # fmt: skip
+                log.info("B %4d %s loss %.3f exact %.2f aux %.3f %s (%d tok, %.1fs/step) t %.0fs", step,
+                         "clip" if is_clip else "frame", loss.item(), exact, aux.item(),
+                         {k: round(v, 2) for k, v in acc.items()}, row["tokens"], row["s"], self.elapsed())  # fmt: skip
             if (step + 1) % cfg.save_every == 0:
                 self.save()
         self.save()
