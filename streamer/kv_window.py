@@ -243,9 +243,9 @@ class KVWindowLayer(DynamicLayer):
                              rules.text_prior)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
-        order = prio.topk(t, dim=-1).indices  # (B, H, T) best first
-        keep = order[..., : self.budget].sort(dim=-1).values  # (B, H, K) in stream order
-        evict = order[..., self.budget :]  # (B, H, E)
+        keep = prio.topk(self.budget, dim=-1).indices.sort(dim=-1).values  # (B, H, K) in stream order
+        dropped = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, keep, False)  # (B, H, T)
+        evict = dropped.nonzero()[:, -1].view(*keep.shape[:2], t - self.budget)  # (B, H, E)
 
         def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             if x.dim() == 4:
