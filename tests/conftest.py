@@ -1,0 +1,92 @@
+"""Shared pytest fixtures: small videos written inside the tests (nothing is downloaded).
+
+`write_video` turns RGB frames into a video file with PyAV (any codec/container PyAV can write,
+optional explicit timestamps for variable frame rate, optional audio track); `write_audio` writes an
+audio-only file. What the frames show is up to each test module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],  # each (H, W, 3) uint8 RGB, all the same size
+    *,
+    fps: float = 30.0,
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    gop: int | None = None,  # keyframe interval in frames (None: the encoder's default)
+    times: Sequence[float] | None = None,  # explicit presentation times in s (variable frame rate)
+    options: dict[str, str] | None = None,  # encoder options, e.g. {"preset": "ultrafast"}
+    container_options: dict[str, str] | None = None,  # muxer options, e.g. {"movflags": "faststart"}
+) -> Path:
+    """Encode `frames` into `path`; the container follows the file extension. Returns `path`."""
+    path = Path(path)
+    if codec == "libx264" and options is None:
+        options = {"preset": "ultrafast"}
+    rate = Fraction(fps).limit_denominator(1000)
+    with av.open(str(path), "w", options=container_options or {}) as out:
+        stream = out.add_stream(codec, rate=rate)
+        stream.pix_fmt = pix_fmt
+        stream.options = dict(options or {})
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+            if codec == "libx264":  # exact keyframe interval, no scene-cut keyframes
+                stream.options["x264-params"] = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        for i, image in enumerate(frames):
+            if i == 0:
+                stream.width, stream.height = image.shape[1], image.shape[0]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            if times is not None:
+                frame.pts = round(times[i] * 1000)
+                frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_audio(path: str | Path, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """Write an audio-only file (AAC, a 440 Hz tone) to `path`. Returns `path`."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]  # (1, n)
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def video_writer():
+    """The `write_video` function, for session-scoped fixtures that build test videos."""
+    return write_video
+
+
+@pytest.fixture(scope="session")
+def audio_writer():
+    """The `write_audio` function."""
+    return write_audio
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """One temporary folder shared by all generated test videos of the session."""
+    return tmp_path_factory.mktemp("videos")
