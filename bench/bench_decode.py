@@ -166,6 +166,7 @@ def plot(points, lengths, fractions, name) -> None:
             ax.plot(lengths, ys, styles[fi % 2], marker=".", label=f"{policy} {frac:.0%}")
     ax.set(xscale="log", xlabel="context length (tokens)", ylabel="ms per generated token (median)",
            title="Decode latency, SmolLM2-135M, CPU")
+    ax.minorticks_off()
     ax.set_xticks(lengths, [f"{x // 1024}k" for x in lengths])
     ax.legend(fontsize=7)
     ax = axes[1]
@@ -177,6 +178,7 @@ def plot(points, lengths, fractions, name) -> None:
     ax.axhline(1.0, color="k", lw=0.5)
     ax.set(xscale="log", xlabel="context length (tokens)", ylabel="speed-up vs full (same rounds)",
            title="Speed-up over the full cache")
+    ax.minorticks_off()
     ax.set_xticks(lengths, [f"{x // 1024}k" for x in lengths])
     ax.legend(fontsize=7)
     common.save_fig(fig, name)

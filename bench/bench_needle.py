@@ -49,7 +49,7 @@ def main() -> None:
     seconds, seeds, bins = (120, [0], 3) if args.quick else (240, [0, 1, 2], 5)
     results = []  # {seed, policy, fraction, depth, correct, answer}
     for seed in seeds:
-        script = random_script(seed, duration_s=seconds, n_events=6 if args.quick else 8, frame_size=96)
+        script = random_script(seed, duration_s=seconds, n_events=5, event_s=(2, 4))
         frames = list(script.frames(fps=1.0))
         chunks = [Chunk(tuple(frames[i:i + 4]), i // 4) for i in range(0, len(frames), 4)]
         qas = [q for q in video_questions(script) if q.kind == "needle_digit"]
@@ -86,7 +86,7 @@ def main() -> None:
                          for f in fracs] for b in range(bins)]
     common.write_json(name, {"available": True, "settings": {"model": "tiny", "video_seconds": seconds,
                                                              "seeds": seeds, "fractions": args.fractions,
-                                                             "depth_bins": edges, "frame_size": 96, "fps": 1},
+                                                             "depth_bins": edges, "frame_size": 192, "fps": 1},
                              "accuracy_grid": grid, "results": results}, started)
     plot(grid, args.fractions, edges, name)
 
