@@ -17,7 +17,8 @@ Scores per configuration (full cache; each bounded policy at 10%, 20%, 50% of th
 - KL(full || config) of the first answer token's distribution (same prompt, same stream);
 - agreement: the answer equals the full cache's answer.
 The stream stays within the model's 8192 positions so the full cache is a valid reference.
-`--variants` also runs every bench_table variant (policy x merge, AirCache options) at 5/10/20%.
+`--variants` runs every bench_table variant (policy x merge, AirCache options) at 5/10/20% instead
+(bench/results/captions_variants[_quick].json, read by bench_table.py).
 One torch thread by default. Writes bench/results/captions[_quick].json and .png.
 
     .venv/bin/python bench/bench_captions.py --quick          # ~1.5k-token stream, 5 needles
@@ -150,7 +151,8 @@ def main() -> None:
     ap.add_argument("--needles", type=int)
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.2, 0.5])
     ap.add_argument("--policies", nargs="*", default=POLICIES)
-    ap.add_argument("--variants", action="store_true", help="add every bench_table variant at 5/10/20%%")
+    ap.add_argument("--variants", action="store_true",
+                    help="instead: every bench_table variant at 5/10/20%% (writes captions_variants[_quick])")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -168,7 +170,7 @@ def main() -> None:
     L = stream.n_tokens
     print(f"stream: {n_captions} captions, {L} tokens, {n_needles} needles")
     configs = [dict(label="full", policy="full", budget=None, fraction=1.0)]
-    for frac in args.fractions:
+    for frac in [] if args.variants else args.fractions:
         for p in args.policies:
             configs.append(dict(label=f"{p}@{frac:.0%}", policy=p, budget=int(L * frac), fraction=frac, variant=p))
     if args.variants:
@@ -204,7 +206,7 @@ def main() -> None:
         print(f"{c['label']:34s} acc {row['accuracy']:.2f} p {row['p_correct_mean']:.2f} text {row['accuracy_greedy_text']:.2f} "
               f"KL {row['kl_first_token_mean']:.3f} agree {row['agree_with_full']:.2f}  {row['answers'][:3]}")
 
-    name = "captions_quick" if args.quick else "captions"
+    name = ("captions_variants" if args.variants else "captions") + ("_quick" if args.quick else "")
     common.write_json(name, {
         "settings": {"model": "SmolLM2-135M-Instruct (GGUF Q4_1 dequantized to float32)",
                      "stream_tokens": L, "captions": n_captions, "needles": needles,
@@ -216,7 +218,8 @@ def main() -> None:
                                  "13 words; accuracy_greedy_text: the greedy 6-token answer names it"},
         "rows": rows,
     }, started)
-    plot(rows, args.fractions, args.policies, name, L)
+    if not args.variants:
+        plot(rows, args.fractions, args.policies, name, L)
 
 
 def plot(rows, fractions, policies, name, L) -> None:
@@ -229,7 +232,7 @@ def plot(rows, fractions, policies, name, L) -> None:
         axes[0].plot(xs, [r["accuracy"] for r in pts], "-o", label=p)
         axes[1].plot(xs, [max(r["kl_first_token_mean"], 1e-4) for r in pts], "-o", label=p)
     axes[0].axhline(full["accuracy"], color="k", ls="--", label="full cache")
-    axes[0].set(xlabel="budget (% of stream tokens)", ylabel="accuracy (colour named)", ylim=(-0.05, 1.05),
+    axes[0].set(xlabel="budget (% of stream tokens)", ylabel="accuracy (forced choice of the colour)", ylim=(-0.05, 1.05),
                 title=f"Caption needles, SmolLM2-135M, {L}-token stream")
     axes[1].set(xlabel="budget (% of stream tokens)", ylabel="KL(full || policy), first token (nats)", yscale="log",
                 title="First-token divergence from the full cache")
