@@ -107,6 +107,8 @@ class WindowConfig:
     layer_budget: str = "uniform"  # "uniform": budget per layer; "adaptive": budget x layers split by spread
     layer_floor: int | None = None  # adaptive: least tokens per layer; None = max(n_sink + recent, budget // 4)
     spread_momentum: float = 0.7  # adaptive: weight of the past in each layer's running spread estimate
+    decode_slack: int | None = None  # a one-token append (decoding) over budget cuts to budget - this;
+    #                                  None = min(32, budget // 16). Chunks always cut to exactly budget.
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -142,6 +144,13 @@ class WindowConfig:
                 f"layer_floor ({self.layer_floor}) must lie between n_sink + recent "
                 f"({self.n_sink + self.recent}) and the budget ({self.budget})"
             )
+        if self.decode_slack is None:
+            self.decode_slack = min(32, (self.budget or 0) // 16)
+        if self.budget is not None and not 0 <= self.decode_slack <= self.budget - self.n_sink - self.recent:
+            raise ConfigError(
+                f"decode_slack ({self.decode_slack}) must lie between 0 and budget - n_sink - recent "
+                f"({self.budget - self.n_sink - self.recent})"
+            )
         if not 0.0 <= self.spread_momentum < 1.0:
             raise ConfigError(f"spread_momentum must be in [0, 1), got {self.spread_momentum}")
 
@@ -168,6 +177,7 @@ class KVWindowLayer(DynamicLayer):
         self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
         self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
         self.shift = 0  # this layer's positions minus the model's for the current pass (adaptive budgets)
+        self.last_append = 0  # tokens in the latest append: 1 while decoding
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -190,6 +200,7 @@ class KVWindowLayer(DynamicLayer):
         self.compress()  # only does work if the previous pass was never observed
         b, h, c = key_states.shape[:3]
         self.shift = self.get_seq_length() - model_position
+        self.last_append = c
         if self.shift:
             key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
         dev = key_states.device
@@ -234,18 +245,22 @@ class KVWindowLayer(DynamicLayer):
         return (self.modality == Modality.TEXT) & self.times.isnan()
 
     def compress(self) -> None:
-        """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping."""
+        """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping.
+
+        While decoding (one-token appends) it cuts `decode_slack` tokens deeper, so the next tokens fit
+        without a compression each: one compression per `decode_slack` generated tokens."""
         t = self.get_seq_length()
         if not self.cfg.rules.evicts or t <= self.budget:
             return
         cfg, rules = self.cfg, self.cfg.rules
+        keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else 0)
         prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
                              rules.text_prior)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
-        keep = prio.topk(self.budget, dim=-1).indices.sort(dim=-1).values  # (B, H, K) in stream order
+        keep = prio.topk(keep_n, dim=-1).indices.sort(dim=-1).values  # (B, H, K) in stream order
         dropped = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, keep, False)  # (B, H, T)
-        evict = dropped.nonzero()[:, -1].view(*keep.shape[:2], t - self.budget)  # (B, H, E)
+        evict = dropped.nonzero()[:, -1].view(*keep.shape[:2], t - keep_n)  # (B, H, E)
 
         def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             if x.dim() == 4:
@@ -257,17 +272,17 @@ class KVWindowLayer(DynamicLayer):
             take(self.keys, evict), take(self.values, evict), take(self.weight, evict),
             can_absorb=keep >= cfg.n_sink, mode=cfg.merge,
         )
-        delta = torch.arange(self.budget, device=keep.device) - keep  # (B, H, K) <= 0: close the gaps
+        delta = torch.arange(keep_n, device=keep.device) - keep  # (B, H, K) <= 0: close the gaps
         self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
         self.score = take(self.score, keep) * (cfg.score_decay if rules.decays else 1.0)
         self.modality, self.times, self.position = (take(x, keep) for x in (self.modality, self.times, self.position))
-        self.n_evicted += t - self.budget
+        self.n_evicted += t - keep_n
         if cfg.merge != "none":
-            self.n_merged += t - self.budget
+            self.n_merged += t - keep_n
 
     def reset(self) -> None:
         super().reset()
-        self.n_seen = self.n_evicted = self.n_merged = self.shift = 0
+        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = 0
         self.budget, self.spread = self.cfg.budget, None
 
     def crop(self, tokens_to_remove: int) -> None:

@@ -39,4 +39,4 @@ def test_hour_long_replay_keeps_memory_flat(hour_video):
 
     answer = session.answer("What happened in the last minute?", max_new_tokens=8)
     assert answer and session.history[-1].answer == answer
-    assert session.stats()["kv_bytes"] == budget_bytes
+    assert session.stats()["kv_bytes"] <= budget_bytes

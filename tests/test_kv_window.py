@@ -196,7 +196,21 @@ def test_generate_runs_past_the_budget(model):
         out = model.generate(torch.randint(0, 128, (1, 10)), past_key_values=cache, max_new_tokens=40,
                              do_sample=False)
     assert out.shape[1] == 50
-    assert cache.stats()["tokens_per_layer"] == [32, 32]
+    slack = cache.cfg.decode_slack
+    assert slack == 2 and all(32 - slack <= t <= 32 for t in cache.stats()["tokens_per_layer"])
+
+
+def test_decoding_compresses_once_per_slack():
+    cache = KVWindowCache(tiny_config(), window("combined", budget=64, n_sink=2, recent=8, decode_slack=8))
+    stream = FakeStream(cache)
+    stream.append(70, Modality.IMAGE, torch.zeros(70))
+    assert cache.stats()["tokens_per_layer"] == [64, 64]  # a chunk cuts to exactly the budget
+    lengths = []
+    for _ in range(20):
+        stream.append(1)
+        lengths.append(cache.layers[0].get_seq_length())
+    assert max(lengths) <= 64
+    assert lengths[:10] == [56, 57, 58, 59, 60, 61, 62, 63, 64, 56]
 
 
 @pytest.mark.parametrize("mode", [m for m in MERGE_MODES if m != "none"])
@@ -294,6 +308,7 @@ def test_stats_report_modalities_times_and_bytes():
     ({"merge": "blend"}, "unknown merge"),
     ({"score_decay": 0.0}, "score_decay"),
     ({"evict_per": "token"}, "evict_per"),
+    ({"budget": 64, "decode_slack": 60}, "decode_slack"),
 ])
 def test_config_errors_are_clear(kw, msg):
     with pytest.raises(ConfigError, match=msg):
