@@ -63,7 +63,7 @@ def clip_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 10)) -> Exa
     rng = random.Random(seed * 7 + 2)
     n = rng.randint(*n_frames)
     start = rng.randint(0, 300 - n)
-    n_events = rng.randint(1, max(1, min(3, (n + 1) // 3)))
+    n_events = rng.randint(1, max(1, min(3, n // 3)))  # events of up to 2 s plus 1 s gaps must fit in n s
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 2), start_s=start)
     frames = list(script.frames(1.0))
     qas = video_questions(script, 1.0)

@@ -70,8 +70,11 @@ def single_frame_eval(adapter, n: int) -> dict:
     }  # fmt: skip
 
 
+NEEDLE_SECONDS = 300  # video length; --needle-seconds changes it (for quick checks)
+
+
 def needle_script(i: int):
-    script = random_script(NEEDLE_SEED + i, duration_s=300, n_events=1, event_s=(2, 4))
+    script = random_script(NEEDLE_SEED + i, duration_s=NEEDLE_SECONDS, n_events=1, event_s=(2, 4))
     qa = next(q for q in video_questions(script) if q.kind == "needle_digit")
     return script, qa
 
@@ -119,16 +122,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=100, help="held-out frames (3 questions each)")
     p.add_argument("--needles", type=int, default=10, help="5-minute needle videos with the full cache")
     p.add_argument("--policy-needles", type=int, default=5, help="needle videos per bounded policy")
+    p.add_argument("--policies", default="full," + ",".join(BOUNDED), help="comma-separated policies to run")
     p.add_argument("--budget-fraction", type=float, default=0.10)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dtype", default=None, help="model dtype (default: float32 on CPU)")
+    p.add_argument("--needle-seconds", type=int, default=300, help="needle video length (s)")
     p.add_argument("--out", type=Path, default=Path("train/results/eval_tiny.json"))
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
+    globals()["NEEDLE_SECONDS"] = args.needle_seconds
     start = time.perf_counter()
-    adapter = load_model(args.model)
-    results: dict = {"model": args.model, "tokens_per_frame": adapter.tokens_per_frame}
+    adapter = load_model(args.model, dtype=args.dtype)
+    results: dict = {"model": args.model, "tokens_per_frame": adapter.tokens_per_frame,
+                     "needle_seconds": args.needle_seconds, "fps": 1.0,
+                     "dtype": str(adapter.dtype).removeprefix("torch.")}
 
     def write() -> None:
         results["wall_seconds"] = round(time.perf_counter() - start, 1)
@@ -143,12 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     results["needle_full_cache_frame_tokens"] = full
     budget = max(64, int(full * args.budget_fraction))
     results["needle"] = {}
-    if args.needles:
+    policies = [x for x in args.policies.split(",") if x]
+    results["needle_budget_tokens"] = budget
+    if args.needles and "full" in policies:
         results["needle"]["full"] = needle_eval(adapter, args.needles, WindowConfig(policy="full", budget=None))
         log.info("needle full: %.2f", results["needle"]["full"]["accuracy"])
         write()
     if args.policy_needles:
-        for policy in BOUNDED:
+        for policy in [x for x in policies if x != "full"]:
             r = needle_eval(adapter, args.policy_needles, WindowConfig(policy=policy, budget=budget))
             results["needle"][policy] = r
             log.info("needle %s at budget %d: %.2f", policy, budget, r["accuracy"])

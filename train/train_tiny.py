@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.smolvlm import SmolVLMAdapter
-from models.tiny import TinySettings, build_tiny, load_language_model, save_trained
+from models.tiny import NEW_ROWS_KEY, TinySettings, build_tiny, load_language_model, read_trained, save_trained
 from streamer.world import COLOURS, DIGITS, SHAPES, single_frame
 from train.data import HELD_OUT_SEED, clip_example, collate, pixel_batch, single_example
 
@@ -67,6 +67,7 @@ class TrainConfig:
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
+    b_start: int = 0  # first stage-B step (with --resume: continue a run from its checkpoint at this step)
     b_aux_batch: int = 0  # frames per step for the stage-A auxiliary loss kept on during stage B (0: off)
     b_aux_weight: float = 1.0
     lora_rank: int = 8
@@ -221,12 +222,28 @@ class Trainer:
 
     # ---- stage B ---------------------------------------------------------------------------------
 
-    def stage_b(self) -> None:
+    def stage_b(self, resume: Path | None = None) -> None:
+        """Stage B from step cfg.b_start; `resume`: a checkpoint of this recipe saved at that step (the
+        optimizer state restarts with a fresh warm-up, the data seeds with a new stream)."""
         cfg = self.cfg
         text_model = self.model.model.text_model
         torch.manual_seed(cfg.seed + 1)
         self.lora = add_lora(text_model, cfg)
         self.lora_params = [p for m in self.lora.values() for p in (m.A, m.B)]
+        if not hasattr(self, "heads"):
+            self.heads = nn.ModuleDict()
+        if resume is not None:
+            state, _, _ = read_trained(resume)
+            parts = {k: v for k, v in state.items() if k.startswith(("model.vision_model.", "model.connector."))}
+            self.model.load_state_dict(parts, strict=False)
+            with torch.no_grad():
+                self.embed[self.n_old:] = state[NEW_ROWS_KEY]
+                for key, m in self.lora.items():
+                    m.A.copy_(state[f"lora.{key}.A"] / m.scale)
+                    m.B.copy_(state[f"lora.{key}.B"])
+            self.rng = random.Random(cfg.seed * 1000 + cfg.b_start)
+            self.notes.append(f"stage B resumed at step {cfg.b_start} from {resume}")
+            log.info(self.notes[-1])
         self.new_rows = nn.Parameter(self.embed[self.n_old:].detach().clone())  # (n_new, D)
         groups = [
             {"params": self.vision_params + list(self.heads.parameters()), "lr": cfg.b_lr_vision, "base_lr": cfg.b_lr_vision},
@@ -235,12 +252,12 @@ class Trainer:
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         pad = self.adapter.tokenizer.pad_token_id
         pad = pad if pad is not None else self.adapter.eos_token_ids[-1]
-        for step in range(cfg.b_steps):
+        for step in range(cfg.b_start, cfg.b_steps):
             if self.elapsed() > cfg.max_minutes * 60:
                 self.notes.append(f"stage B stopped at step {step} of {cfg.b_steps}: past max_minutes={cfg.max_minutes}")
                 log.warning(self.notes[-1])
                 break
-            factor = min(1.0, (step + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.b_steps)
+            factor = min(1.0, (step - cfg.b_start + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.b_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             is_clip = cfg.clip_every > 0 and step % cfg.clip_every == cfg.clip_every - 1
@@ -303,7 +320,7 @@ class Trainer:
             with torch.no_grad():
                 self.embed[self.n_old:] = self.new_rows.detach()
         lora = lora_factors(self.lora) if hasattr(self, "lora") else {}
-        extra = {"train_config": _jsonable(asdict(self.cfg)), "steps_b": len(self.history["stage_b"])}
+        extra = {"train_config": _jsonable(asdict(self.cfg)), "steps_b": self.cfg.b_start + len(self.history["stage_b"])}
         save_trained(self.model, self.settings, self.n_old, self.out, extra=extra, lora=lora)
         self.write_results()
         log.info("saved %s (%.1f MB) at %.0fs", self.out, self.out.stat().st_size / 1e6, self.elapsed())
@@ -351,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the built-in `tiny` model on the synthetic world.")
     p.add_argument("--out", type=Path, default=Path("models/weights/tiny.safetensors"))
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
+    p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
     for f in fields(TrainConfig):
         if f.type in ("int", "float", "bool"):
             kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes")}[f.type]
@@ -360,8 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
     trainer = Trainer(cfg, args.out, args.results)
-    trainer.stage_a()
-    trainer.stage_b()
+    if args.resume is None:
+        trainer.stage_a()
+    trainer.stage_b(args.resume)
     log.info("done in %.1f min", trainer.elapsed() / 60)
 
 
