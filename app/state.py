@@ -1,0 +1,395 @@
+"""Per-browser-session state of the web UI: one `StreamSession`, its chat, its feed thread, its history.
+
+What it holds:
+- `UiSettings`: sampling and limits of the web UI (validated dataclass);
+- `History`: a bounded record of (video time, KV bytes, RSS) samples for the memory plot; when full it
+  drops every other sample, so an hour-long stream still spans the whole plot in a fixed amount of memory;
+- `Feed`: a background thread that feeds one source (an uploaded file, or a `PushSource` filled by
+  the browser's webcam) into the session, chunk by chunk, until the source ends or it is stopped;
+- `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot);
+- `SessionRegistry`: the user sessions by Gradio `session_hash`, all sharing ONE model and ONE lock.
+
+Threads and locks. Every model call (ingest, answer, reset, stats) runs under the registry's model
+lock, so two users never interleave forward passes. A user's `guard` orders "check the feed is still
+current, then ingest" against "stop the feed, then reset": a stopped feed never writes into a cache
+that was reset for the next source. Order is always guard -> model lock. The stats shown in the page
+are a snapshot taken under the model lock after each chunk and each answer, so the 1 s refresh never
+waits for the model.
+
+Not here: the layout and event wiring (`app/ui.py`), figures and HTML (`app/plots.py`), reading video
+(`streamer/frames.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.errors import StreamerError
+from streamer.frames import Chunk, PushSource, SamplerConfig, VideoSource, iter_chunks
+from streamer.kv_window import WindowConfig
+from streamer.session import StreamSession
+
+log = logging.getLogger(__name__)
+
+WEBCAM_RESTART_GAP_S = 2.0  # webcam frames after a pause this long mean the user (re)started the webcam
+
+
+@dataclass
+class UiSettings:
+    """How the web UI samples video and which limits it enforces. Bad values raise ValueError."""
+
+    fps: float = 1.0  # frames per second of video kept (uploads and webcam alike)
+    chunk_frames: int = 4  # frames per forward pass for an uploaded video
+    webcam_chunk_frames: int = 1  # frames per forward pass for the webcam (small: low latency)
+    max_side: int = 384  # frames are shrunk so the longer side is at most this many pixels
+    realtime: bool = False  # feed uploads at video speed (rehearse a live stream) instead of flat out
+    max_new_tokens: int = 64  # longest answer, in tokens
+    history_points: int = 512  # most (video time, KV bytes, RSS) samples kept per session for the plot
+    max_sessions: int = 16  # browser sessions held at once; more are refused with a message
+    idle_timeout_s: float = 1800.0  # a session idle this long may be dropped to make room for a new one
+
+    def __post_init__(self):
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be > 0, got {self.fps!r}")
+        for name in ("chunk_frames", "webcam_chunk_frames", "max_side", "max_new_tokens", "max_sessions"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.history_points, int) and self.history_points >= 4):
+            raise ValueError(f"history_points must be an integer >= 4, got {self.history_points!r}")
+        if not self.idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be > 0, got {self.idle_timeout_s!r}")
+
+    def sampler(self, webcam: bool = False) -> SamplerConfig:
+        return SamplerConfig(
+            fps=self.fps, max_side=self.max_side, realtime=self.realtime and not webcam,
+            chunk_frames=self.webcam_chunk_frames if webcam else self.chunk_frames,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One point of the memory plot."""
+
+    video_time_s: float
+    kv_bytes: int
+    rss_bytes: int
+
+
+class History:
+    """At most `capacity` samples spread over the whole stream (thread-safe).
+
+    Samples are accepted every `stride`-th call; when the buffer is full every other sample is dropped
+    and the stride doubles, so the kept samples stay evenly spread from the first to the latest.
+    """
+
+    def __init__(self, capacity: int = 512):
+        if capacity < 4:
+            raise ValueError(f"capacity must be >= 4, got {capacity!r}")
+        self.capacity = capacity
+        self._samples: list[Sample] = []
+        self._stride = 1
+        self._calls = 0
+        self._lock = threading.Lock()
+        self.version = 0  # bumps on every change; lets the UI skip redrawing an unchanged plot
+
+    def add(self, sample: Sample) -> None:
+        with self._lock:
+            self._calls += 1
+            if (self._calls - 1) % self._stride:
+                return
+            if len(self._samples) >= self.capacity:
+                self._samples = self._samples[::2]
+                self._stride *= 2
+            self._samples.append(sample)
+            self.version += 1
+
+    def samples(self) -> list[Sample]:
+        with self._lock:
+            return list(self._samples)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._samples, self._stride, self._calls = [], 1, 0
+            self.version += 1
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+class Feed:
+    """A thread that feeds one source into a user's session until it ends or `stop()` is called."""
+
+    def __init__(self, user: UserSession, source: VideoSource, sampler: SamplerConfig, kind: str, label: str):
+        self.user, self.source, self.sampler = user, source, sampler
+        self.kind = kind  # "video" or "webcam"
+        self.label = label  # file name or "webcam", for the status line
+        self.duration_s = source.duration_s  # None for the webcam
+        self.expected_frames = (
+            max(1, math.ceil(self.duration_s * sampler.fps - 1e-6)) if self.duration_s else None
+        )
+        self.state = "running"  # running | done | stopped | error
+        self.frames = 0  # frames this feed has put into the session
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"feed-{user.key[:8]}-{kind}", daemon=True)
+        self._thread.start()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        """Ask the thread to stop; it ingests nothing after this returns (see UserSession.guard)."""
+        self._stop.set()
+        if self.state == "running":
+            self.state = "stopped"
+        if isinstance(self.source, PushSource):
+            self.source.close()  # wakes the thread waiting for a webcam frame
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            for chunk in iter_chunks(self.source, self.sampler):
+                if not self.user.ingest_from(self, chunk):
+                    break
+            else:
+                if not self.stopped:
+                    self.state = "done"
+        except StreamerError as err:
+            self._fail(str(err))
+        except Exception as err:  # a bug: log it fully, show one line, keep the app alive
+            log.exception("feed %s of session %s crashed", self.label, self.user.key[:8])
+            self._fail(f"internal error while reading {self.label}: {type(err).__name__}: {err}")
+        finally:
+            self.source.close()
+
+    def _fail(self, message: str) -> None:
+        if self.stopped:
+            return
+        self.state, self.error = "error", message
+        self.user.report_error(message)
+
+
+@dataclass
+class UserSession:
+    """Everything one browser session owns. Create through `SessionRegistry`."""
+
+    key: str  # Gradio session_hash
+    session: StreamSession
+    settings: UiSettings
+    chat: list[dict] = field(default_factory=list)  # Gradio messages: {"role": ..., "content": ...}
+    feed: Feed | None = None
+    stats: dict = field(default_factory=dict)  # snapshot of session.stats(), refreshed after model work
+    history: History = field(default_factory=History)
+    last_active: float = field(default_factory=time.monotonic)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    plot_version: int = -1  # History.version of the plot last sent to the page
+    answering: threading.Lock = field(default_factory=threading.Lock)  # held while an answer is written
+    _errors: list[str] = field(default_factory=list)  # not yet shown as a toast
+    _next_push: float = 0.0  # monotonic time the next webcam frame is due
+    _push_t0: float = 0.0  # monotonic time of the webcam feed's video time 0
+    _cam_lock: threading.Lock = field(default_factory=threading.Lock)
+    _last_cam_frame: float = -math.inf  # monotonic time the browser last sent a webcam frame
+
+    def __post_init__(self):
+        self.history = History(self.settings.history_points)
+        self.stats = self.session.stats()  # nobody else uses a new session: no lock needed
+
+    # ---- sources --------------------------------------------------------------------------------
+
+    def start_video(self, source: VideoSource, label: str) -> Feed:
+        """Forget the previous source and chat, then ingest `source` (already opened) in the background."""
+        return self._start(source, "video", label)
+
+    def push_webcam(self, image: np.ndarray) -> str:
+        """Queue a webcam frame if one is due at the target fps; starts a webcam feed when needed.
+
+        Returns "started" (a new webcam feed began: cache and chat were reset), "queued", or "skipped"
+        (not due yet, or a video is playing: while the browser keeps streaming its webcam after a video
+        was uploaded the frames are ignored; a stream (re)started after a pause takes over again).
+        """
+        with self._cam_lock:  # frames of one browser may be handled concurrently
+            return self._push_webcam(image)
+
+    def _push_webcam(self, image: np.ndarray) -> str:
+        now = time.monotonic()
+        resumed = now - self._last_cam_frame > WEBCAM_RESTART_GAP_S
+        self._last_cam_frame = now
+        feed, result = self.feed, "queued"
+        if feed is None or feed.stopped or (feed.kind == "video" and resumed):
+            self._start(PushSource(max_pending=8, name="webcam"), "webcam", "webcam")
+            self._push_t0, self._next_push = now, now
+            feed, result = self.feed, "started"
+        if feed.kind != "webcam" or feed.state != "running" or now < self._next_push:
+            return "skipped"  # a failed feed waits for "clear"; otherwise not due yet
+        # next tick of the same grid the sampler keeps (t0 + k / fps), so every pushed frame is kept
+        t = now - self._push_t0
+        fps = self.settings.fps
+        self._next_push = self._push_t0 + (math.floor(t * fps + 1e-6) + 1) / fps
+        feed.source.push(image, time_s=t)
+        return result
+
+    def webcam_active(self) -> bool:
+        """True while the browser is streaming webcam frames (one arrived within the restart gap)."""
+        return time.monotonic() - self._last_cam_frame <= WEBCAM_RESTART_GAP_S
+
+    def stop_feed(self) -> None:
+        with self.guard:
+            if self.feed is not None:
+                self.feed.stop()
+
+    def _start(self, source: VideoSource, kind: str, label: str) -> Feed:
+        with self.guard:
+            if self.feed is not None:
+                self.feed.stop()
+            self.session.reset()
+            self.chat = []
+            self.history.clear()
+            self.refresh_stats()
+            self.feed = Feed(self, source, self.settings.sampler(webcam=kind == "webcam"), kind, label)
+        log.info("session %s: %s feed started (%s)", self.key[:8], kind, label)
+        return self.feed
+
+    def ingest_from(self, feed: Feed, chunk: Chunk) -> bool:
+        """Called by a feed thread: ingest `chunk` unless the feed was stopped. False = stop feeding."""
+        with self.guard:
+            if feed.stopped or feed is not self.feed:
+                return False
+            self.session.ingest(chunk)
+            feed.frames += len(chunk.frames)
+            self.refresh_stats()
+        time.sleep(0)  # let a waiting question take the model lock between chunks
+        return True
+
+    # ---- chat -----------------------------------------------------------------------------------
+
+    def ask(self, question: str) -> Iterator[str]:
+        """Stream the answer's text pieces; raises StreamerError (before any piece) for a bad question.
+
+        The answer is generated by a worker thread that always runs to the end, so the shared model
+        lock is released even when the browser goes away mid-answer.
+        """
+        if not self.answering.acquire(blocking=False):
+            raise StreamerError("the previous answer is still being written; wait for it to finish")
+        pieces: queue.Queue = queue.Queue()
+
+        def work():
+            try:
+                for piece in self.session.ask(question, self.settings.max_new_tokens):
+                    pieces.put(("piece", piece))
+                pieces.put(("done", None))
+            except StreamerError as err:
+                pieces.put(("error", err))
+            except Exception as err:
+                log.exception("answer failed in session %s", self.key[:8])
+                pieces.put(("error", StreamerError(f"internal error while answering: {type(err).__name__}: {err}")))
+            finally:
+                self.refresh_stats()
+                self.answering.release()
+
+        threading.Thread(target=work, name=f"answer-{self.key[:8]}", daemon=True).start()
+        while True:
+            kind, value = pieces.get()
+            if kind == "piece":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+
+    def clear(self) -> None:
+        """Forget the chat and the cache; a running feed goes on into the empty cache, a failed one is dropped."""
+        with self.guard:
+            if self.feed is not None and self.feed.state == "error":
+                self.feed = None
+            self.session.reset()
+            self.chat = []
+            self.history.clear()
+            self.refresh_stats()
+
+    # ---- status ---------------------------------------------------------------------------------
+
+    def refresh_stats(self) -> None:
+        """Snapshot the session's stats (under the model lock) and add a point to the history."""
+        with self.session.lock:
+            stats = self.session.stats()
+        self.stats = stats
+        if stats["frames_ingested"]:
+            self.history.add(Sample(stats["video_time_s"], stats["kv_bytes"], stats["rss_bytes"]))
+
+    def report_error(self, message: str) -> None:
+        self._errors.append(message)
+
+    def pop_errors(self) -> list[str]:
+        errors, self._errors = self._errors, []
+        return errors
+
+    def close(self) -> None:
+        if self.feed is not None:
+            self.feed.stop()
+
+
+class SessionRegistry:
+    """User sessions by Gradio session_hash; one model adapter and one model lock shared by all."""
+
+    def __init__(self, adapter, window: WindowConfig, settings: UiSettings):
+        self.adapter, self.window, self.settings = adapter, window, settings
+        self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
+        self._users: dict[str, UserSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, create: bool = True) -> UserSession | None:
+        """The session for `key` (created if `create`); raises StreamerError when the server is full."""
+        with self._lock:
+            user = self._users.get(key)
+            if user is None and create:
+                self._make_room()
+        if user is None and create:  # built outside the registry lock: it waits for the model lock
+            session = StreamSession(self.adapter, self.window, lock=self.model_lock)
+            with self._lock:
+                user = self._users.setdefault(key, UserSession(key, session, self.settings))
+                log.info("session %s created (%d open)", key[:8], len(self._users))
+        if user is not None:
+            user.last_active = time.monotonic()
+        return user
+
+    def drop(self, key: str) -> None:
+        """Stop and forget the session of a closed tab (no-op if unknown)."""
+        with self._lock:
+            user = self._users.pop(key, None)
+        if user is not None:
+            user.close()
+            log.info("session %s closed (%d open)", key[:8], len(self._users))
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def users(self) -> list[UserSession]:
+        """The open sessions (a snapshot)."""
+        with self._lock:
+            return list(self._users.values())
+
+    def _make_room(self) -> None:
+        if len(self._users) < self.settings.max_sessions:
+            return
+        now = time.monotonic()
+        idle = [u for u in self._users.values() if now - u.last_active > self.settings.idle_timeout_s]
+        if not idle:
+            raise StreamerError(
+                f"the server already holds {self.settings.max_sessions} sessions; try again later"
+            )
+        oldest = min(idle, key=lambda u: u.last_active)
+        self._users.pop(oldest.key).close()
+        log.info("session %s dropped after %.0f s idle", oldest.key[:8], now - oldest.last_active)

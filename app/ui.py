@@ -1,0 +1,322 @@
+"""Gradio web UI: chat about an uploaded video or a live webcam while the model is still watching it.
+
+    python -m app.ui [--model tiny-random] [--budget N] [--policy combined] [--host 127.0.0.1] [--port 7860]
+
+What the page does: an uploaded video is ingested by a background thread (progress in the status line);
+the webcam streams frames from the browser at the target fps; questions can be asked at any time and
+are answered token by token from what the cache holds so far (multi-turn; "Clear" forgets chat and
+cache). A panel refreshed every second shows the KV cache: tokens and MB against the budget, frames,
+evicted and merged counts, KV bytes over video time, a timeline of the moments still held, and the
+per-layer budgets.
+
+One model is loaded once and shared; each browser session (Gradio `session_hash`) has its own
+`StreamSession`, chat and feed thread (`app/state.py`), dropped when its tab closes; all model calls
+take one shared lock. User errors (unreadable upload, question too long, server full) show as Gradio
+error messages and keep the chat. Upload size limit: `--max-upload-mb` (default 200 MB), enforced by
+Gradio (`launch(max_file_size=...)`) before a file reaches the app. Sharing is off unless `--share`.
+
+Not here: per-session state and threads (`app/state.py`), figures and HTML (`app/plots.py`), the model
+and cache (`models/`, `streamer/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import gradio as gr
+
+from app import plots
+from app.state import SessionRegistry, UiSettings, UserSession
+from streamer.errors import ConfigError, StreamerError
+from streamer.frames import open_source
+from streamer.kv_merge import MERGE_MODES
+from streamer.kv_window import POLICIES, WindowConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPLOAD_MB = 200
+IDLE_STATUS = "Upload a video or start the webcam, then ask about it at any time."
+
+# Runs once in the page: when the browser refuses the camera (permission denied, no camera, a page
+# served over plain http from another machine), write why into the webcam tab instead of failing silently.
+WEBCAM_ERRORS_JS = """
+() => {
+  const show = (text) => {
+    const box = document.querySelector('#cam-error .cam-error');
+    if (box) { box.textContent = text; box.style.display = text ? 'block' : 'none'; }
+  };
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) {
+    show('This page cannot use a camera: browsers allow it only on https or localhost pages.');
+    return;
+  }
+  const reasons = {
+    NotAllowedError: 'Camera access was refused: allow the camera in the browser site settings, '
+      + 'then click the camera box again.',
+    NotFoundError: 'No camera was found on this device.',
+    NotReadableError: 'The camera is in use by another program.',
+  };
+  const original = md.getUserMedia.bind(md);
+  md.getUserMedia = async (constraints) => {
+    try { const stream = await original(constraints); show(''); return stream; }
+    catch (err) { show(reasons[err.name] || ('Cannot open the camera: ' + err.message)); throw err; }
+  };
+}
+"""
+
+
+def default_window(adapter, policy: str = "combined", budget: int | None = None, **options) -> WindowConfig:
+    """Cache settings with the CLI's default budget (2048 tokens per layer, or half the model's
+    positions if fewer); the full policy has no budget. `options`: other WindowConfig fields."""
+    if policy == "full":
+        return WindowConfig(policy="full", budget=None, **options)
+    budget = budget or min(2048, adapter.describe()["max_position_embeddings"] // 2)
+    return WindowConfig(policy=policy, budget=budget, **options)
+
+
+def build_demo(adapter=None, *, model: str = "tiny-random", window: WindowConfig | None = None,
+               settings: UiSettings | None = None, device: str | None = None, dtype: str | None = None) -> gr.Blocks:
+    """The app. `adapter` (a loaded ModelAdapter) is shared by every session; without one `model`
+    is loaded here, once. The session registry is reachable as `demo.registry` (tests, admin)."""
+    if adapter is None:
+        from models.registry import load_model  # heavy import, after argument errors
+
+        adapter = load_model(model, device=device, dtype=dtype)
+    window = window or default_window(adapter)
+    settings = settings or UiSettings()
+    registry = SessionRegistry(adapter, window, settings)
+    info = adapter.describe()
+
+    def user_of(request: gr.Request, create: bool = True) -> UserSession | None:
+        if request is None or not request.session_hash:
+            raise gr.Error("this action needs a browser or client session")
+        try:
+            return registry.get(request.session_hash, create=create)
+        except StreamerError as err:
+            raise gr.Error(str(err)) from None
+
+    def on_upload(path: str | None, request: gr.Request):
+        if not path:
+            return gr.skip()
+        user = user_of(request)
+        name = Path(path).name
+        try:
+            source = open_source(path)
+        except StreamerError as err:  # the old video, its cache and the chat stay as they were
+            raise gr.Error(str(err).replace(str(path), name), title="Cannot read this video") from None
+        user.start_video(source, name)
+        return []  # a new video starts a new conversation; the status line follows on the next tick
+
+    def on_video_cleared(request: gr.Request):
+        user = user_of(request, create=False)
+        if user is not None:
+            user.stop_feed()
+
+    def on_frame(image, request: gr.Request):
+        if image is None:
+            return gr.skip()
+        user = user_of(request)
+        try:
+            started = user.push_webcam(image) == "started"
+        except ValueError as err:  # an odd frame from the browser: skip it, keep streaming
+            log.debug("webcam frame skipped: %s", err)
+            return gr.skip()
+        return [] if started else gr.skip()  # a new webcam feed starts a new conversation
+
+    def on_ask(question: str, request: gr.Request):
+        question = (question or "").strip()
+        if not question:
+            raise gr.Error("type a question first")
+        user = user_of(request)
+        base = user.chat
+        asked = {"role": "user", "content": question}
+        answer = ""
+        yield [*base, asked, {"role": "assistant", "content": "..."}], ""
+        try:
+            for piece in user.ask(question):
+                answer += piece
+                yield [*base, asked, {"role": "assistant", "content": answer}], ""
+        except StreamerError as err:
+            yield base, question  # the chat as it was, the question back in the box to edit
+            raise gr.Error(str(err), title="Cannot answer") from None
+        turn = [asked, {"role": "assistant", "content": answer or "(the model stopped without a word)"}]
+        if user.chat is base:  # not cleared meanwhile
+            user.chat = [*base, *turn]
+        yield [*base, *turn], ""
+
+    def on_clear(request: gr.Request):
+        user = user_of(request, create=False)
+        if user is not None:
+            user.clear()
+        return []
+
+    def refresh(request: gr.Request):
+        user = user_of(request, create=False)
+        if user is None:
+            empty = {"frames_ingested": 0, "kv_tokens": 0, "budget": window.budget}
+            return (plots.status_html(IDLE_STATUS), plots.stats_html(empty), gr.skip(),
+                    plots.timeline_html([], None, 0.0), plots.layer_budget_html([], []), empty)
+        for message in user.pop_errors():
+            gr.Warning(message)
+        stats = user.stats
+        plot = gr.skip()
+        if user.history.version != user.plot_version:
+            user.plot_version = user.history.version
+            plot = plots.kv_figure(user.history.samples(), stats.get("budget_bytes"))
+        duration = user.feed.duration_s if user.feed is not None else None
+        return (
+            feed_status(user), plots.stats_html(stats), plot,
+            plots.timeline_html(stats["video_times"], duration, stats["video_time_s"]),
+            plots.layer_budget_html(stats["tokens_per_layer"], stats["layer_budgets"]), stats,
+        )
+
+    def on_unload(request: gr.Request):
+        if request is not None and request.session_hash:
+            registry.drop(request.session_hash)
+
+    with gr.Blocks(title="Video chat, bounded KV cache", delete_cache=(3600, 6 * 3600)) as demo:
+        gr.Markdown(
+            f"## Video chat with a bounded KV cache\n"
+            f"Model **{info['name']}** ({info['family']}, {info['n_layers']} layers) · policy "
+            f"**{window.policy}** · budget **{window.budget or 'none'}** tokens per layer "
+            f"({window.layer_budget}) · "
+            f"{settings.fps:g} frame(s) per second of video"
+        )
+        if getattr(adapter, "is_random", False):
+            gr.Markdown(f"> **Note:** `{info['name']}` has random weights: its answers are noise. It shows "
+                        "the pipeline working; start with `--model` for a real model.")
+        with gr.Row():
+            with gr.Column(scale=5):
+                with gr.Tab("Video file"):
+                    video = gr.Video(sources=["upload"], label="Upload a video", height=240, elem_id="video")
+                with gr.Tab("Webcam"):
+                    gr.Markdown("Allow camera access when the browser asks, then press Record to stream; "
+                                f"frames are taken at {settings.fps:g} per second.")
+                    gr.HTML('<div class="cam-error" style="display:none;color:#b00020;font-weight:600"></div>',
+                            elem_id="cam-error")
+                    cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", height=240,
+                                   elem_id="webcam")
+                status = gr.HTML(plots.status_html(IDLE_STATUS), label="status", elem_id="status")
+                chatbot = gr.Chatbot(label="Chat", height=320, elem_id="chat", feedback_options=None)
+                with gr.Row():
+                    question = gr.Textbox(label="question", show_label=False, scale=5, max_lines=4,
+                                          placeholder="Ask about what has been seen so far...",
+                                          elem_id="question", submit_btn=False)
+                    ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                clear_btn = gr.Button("Clear chat and cache", size="sm", elem_id="clear")
+            with gr.Column(scale=4):
+                gr.Markdown("### What the cache remembers")
+                stats_box = gr.HTML(plots.stats_html({}), label="stats", elem_id="stats")
+                timeline = gr.HTML(plots.timeline_html([], None, 0.0), label="timeline", elem_id="timeline")
+                plot = gr.Plot(label="KV memory", show_label=False, elem_id="kv-plot")
+                with gr.Accordion("Per-layer budgets", open=True):
+                    layers = gr.HTML(plots.layer_budget_html([], []), label="layers", elem_id="layers")
+                with gr.Accordion("Raw stats", open=False):
+                    raw = gr.JSON(label="raw stats", elem_id="raw-stats")
+        timer = gr.Timer(1.0)
+
+        # Events that write the chat show no progress, and not on the chat (show_progress_on): an error is
+        # then only a toast and the chat stays visible (Gradio would cover a Chatbot with an "Error" badge)
+        quiet = dict(show_progress="hidden", show_progress_on=[question])
+        video.upload(on_upload, [video], [chatbot], api_name="load_video", **quiet)
+        video.clear(on_video_cleared, None, None, api_name=False)
+        cam.stream(on_frame, [cam], [chatbot], stream_every=min(0.5, 0.5 / settings.fps), time_limit=None,
+                   concurrency_limit=None, api_name="webcam_frame", **quiet)
+        ask_btn.click(on_ask, [question], [chatbot, question], api_name="ask", **quiet)
+        question.submit(on_ask, [question], [chatbot, question], api_name=False, **quiet)
+        clear_btn.click(on_clear, None, [chatbot], api_name="clear", **quiet)
+        # the status line is an output of the tick only: an output shared with a visible-progress
+        # event would flash Gradio's progress timer in it every second
+        timer.tick(refresh, None, [status, stats_box, plot, timeline, layers, raw], api_name="refresh",
+                   show_progress="hidden")
+        demo.unload(on_unload)
+        demo.load(None, None, None, js=WEBCAM_ERRORS_JS)
+    demo.queue(default_concurrency_limit=None)  # the model lock serializes model use, not Gradio
+    demo.registry = registry
+    return demo
+
+
+def feed_status(user: UserSession) -> str:
+    """The status line for a user's current feed (progress bar for a file of known length)."""
+    feed, stats = user.feed, user.stats
+    if feed is None:
+        return plots.status_html(IDLE_STATUS)
+    frames, t = feed.frames, stats["video_time_s"]
+    if feed.kind == "webcam":
+        state = {"running": "streaming", "stopped": "stopped", "done": "ended", "error": "failed"}[feed.state]
+        return plots.status_html(f"Webcam {state}: {frames} frame(s) ingested, {t:.1f} s of live video.",
+                                 error=feed.error)
+    progress = min(1.0, frames / feed.expected_frames) if feed.expected_frames else None
+    total = f" of {feed.duration_s:.1f} s" if feed.duration_s else ""
+    text = {
+        "running": f"Watching {feed.label}: {frames}/{feed.expected_frames or '?'} frames, {t:.1f} s{total}. "
+                   "Ask at any time.",
+        "done": f"Watched all of {feed.label}: {frames} frames. Ask away.",
+        "stopped": f"Stopped watching {feed.label} after {frames} frames.",
+        "error": f"Stopped watching {feed.label} after {frames} frames.",
+    }[feed.state]
+    if user.webcam_active():
+        text += " Webcam frames are ignored while a video plays: stop the webcam stream."
+    return plots.status_html(text, progress=progress, error=feed.error)
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, **kwargs):
+    """`demo.launch` with this app's defaults: local only, no share link, upload size limit."""
+    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_upload_mb * 1024 * 1024,
+                       ssr_mode=False, footer_links=["api"], **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m app.ui", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny-random", help="built-in name, hub id or local directory")
+    p.add_argument("--budget", type=int, default=None,
+                   help="KV tokens kept per layer (default 2048, or half the model's positions if fewer)")
+    p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
+    p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
+    p.add_argument("--obs-select", default="last", choices=["last", "elite"],
+                   help="queries that score the cache: the last N, or AirCache's elite text queries")
+    p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
+                   help="same budget per layer, or AirCache's split of budget x layers by attention spread")
+    p.add_argument("--fps", type=float, default=1.0, help="frames per second of video to keep")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
+    p.add_argument("--max-sessions", type=int, default=16, help="browser sessions held at once")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.max_upload_mb < 1:
+            raise ConfigError("--max-upload-mb must be at least 1")
+        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions)
+        options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
+        WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget or 2048,
+                     **options)  # bad cache options fail before the slow model load
+        from models.registry import load_model
+
+        adapter = load_model(args.model, device=args.device, dtype=args.dtype)
+        demo = build_demo(adapter, window=default_window(adapter, args.policy, args.budget, **options),
+                          settings=settings)
+    except (StreamerError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    launch(demo, args.host, args.port, args.share, args.max_upload_mb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

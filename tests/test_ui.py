@@ -1,0 +1,347 @@
+"""The web UI (app/ui.py) driven through `gradio_client`, plus its pure helpers (app/plots.py, app/state.py).
+
+The app runs in-process with the `tiny-random` model (answers are noise, so tests check the plumbing:
+streaming, progress, isolation, errors) and feeds uploads at video speed (`realtime`), so a question
+can be asked while a video is still being watched. Videos are generated into tmp dirs.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+from app import plots, state
+from app.state import History, Sample, SessionRegistry, UiSettings
+from app.ui import build_demo, feed_status, launch
+from models.registry import load_model
+from streamer.errors import SourceError, StreamerError
+from streamer.frames import Frame, VideoSource, open_source
+from streamer.kv_window import WindowConfig
+from streamer.sample_video import write_sample
+
+BUDGET = 128
+pytestmark = pytest.mark.timeout(180)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def app(adapter):
+    settings = UiSettings(realtime=True, chunk_frames=2, max_new_tokens=8)
+    demo = build_demo(adapter, window=WindowConfig(policy="combined", budget=BUDGET), settings=settings)
+    port = free_port()
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ui_videos")
+    made = {s: write_sample(folder / f"clip{s}.mp4", seconds=s, fps=5, width=160, height=96) for s in (3, 6, 9, 10)}
+    bad = folder / "broken.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    made["bad"] = bad
+    return made
+
+
+def refresh(client: Client) -> dict:
+    status, stats_box, plot, timeline, layers, raw = client.predict(api_name="/refresh")
+    return {"status": status, "stats": raw, "plot": plot, "timeline": timeline, "layers": layers, "box": stats_box}
+
+
+def wait_for(client: Client, check, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        panel = refresh(client)
+        if check(panel):
+            return panel
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last status: {panel['status']} stats: {panel['stats']}")
+        time.sleep(0.25)
+
+
+def text_of(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, list):  # Gradio 6 returns a list of parts
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
+def progress_pct(status_html: str) -> int | None:
+    m = re.search(r'data-pct="(\d+)"', status_html)
+    return int(m.group(1)) if m else None
+
+
+# ---- the app through gradio_client ------------------------------------------------------------------
+
+
+def test_ask_while_a_video_is_still_being_watched(app, videos):
+    demo, url = app
+    client = Client(url, verbose=False)
+    assert client.predict(handle_file(videos[10]), api_name="/load_video") == []
+    panel = wait_for(client, lambda p: p["stats"]["frames_ingested"] >= 2)
+    assert "Watching clip10.mp4" in panel["status"]
+    assert 0 < progress_pct(panel["status"]) < 100, panel["status"]
+
+    job = client.submit("What moves on the screen?", api_name="/ask")
+    chat, box = job.result(timeout=60)
+    outputs = job.outputs()
+    assert box == ""
+    assert [m["role"] for m in chat] == ["user", "assistant"]
+    assert text_of(chat[0]) == "What moves on the screen?"
+    answer = text_of(chat[1])
+    assert answer
+    streamed = [text_of(c[-1]) for c, _ in outputs[1:-1]]  # after the "..." placeholder
+    assert len(streamed) >= 2, "the answer should arrive in several pieces"
+    assert all(answer.startswith(s) for s in streamed) and len(set(streamed)) >= 2
+
+    user = demo.registry.get(client.session_hash, create=False)
+    assert user.session.history[0].video_time_s < 9.0  # answered from the part seen so far
+
+    done = wait_for(client, lambda p: "Watched all" in p["status"])
+    stats = done["stats"]
+    assert stats["frames_ingested"] == 10 and progress_pct(done["status"]) == 100
+    assert stats["turns"] == 1
+    assert stats["kv_tokens"] <= BUDGET and stats["evicted"] > 0
+    assert stats["layer_budgets"] == [BUDGET, BUDGET]
+    held = int(re.search(r'data-held="(\d+)"', done["timeline"]).group(1))
+    assert held == len(stats["video_times"]) and 0 < held < 10  # the cache forgot some moments
+    assert done["layers"].count('class="layer"') == 2
+    assert 'data-stat="frames"' in done["box"] and ">10<" in done["box"]
+
+
+def test_two_clients_keep_separate_sessions(app, videos):
+    demo, url = app
+    plan = {"a": (videos[6], "Which colour is the square?", 6), "b": (videos[9], "What time does the clock show?", 9)}
+    clients = {k: Client(url, verbose=False) for k in plan}
+    results: dict[str, object] = {}
+
+    def use(key):
+        client, (video, question, _) = clients[key], plan[key]
+        try:
+            client.predict(handle_file(video), api_name="/load_video")
+            wait_for(client, lambda p: p["stats"]["frames_ingested"] >= 2)
+            chat, _ = client.predict(question, api_name="/ask")
+            done = wait_for(client, lambda p: "Watched all" in p["status"])
+            results[key] = (chat, done)
+        except Exception as err:  # reported below, in the test thread
+            results[key] = err
+
+    threads = [threading.Thread(target=use, args=(k,)) for k in plan]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for key, (video, question, frames) in plan.items():
+        assert not isinstance(results[key], Exception), results[key]
+        chat, done = results[key]
+        other_question = plan["b" if key == "a" else "a"][1]
+        assert [text_of(m) for m in chat if m["role"] == "user"] == [question]
+        assert other_question not in str(chat)
+        assert done["stats"]["frames_ingested"] == frames and done["stats"]["turns"] == 1
+        assert video.name in done["status"]
+    assert clients["a"].session_hash != clients["b"].session_hash
+    sessions = [demo.registry.get(c.session_hash, create=False) for c in clients.values()]
+    assert sessions[0].session is not sessions[1].session
+    assert sessions[0].session.lock is sessions[1].session.lock is demo.registry.model_lock
+
+
+def test_errors_are_messages_and_keep_the_chat(app, videos):
+    demo, url = app
+    client = Client(url, verbose=False)
+    client.predict(handle_file(videos[3]), api_name="/load_video")
+    wait_for(client, lambda p: "Watched all" in p["status"])
+    first, _ = client.predict("Is there a circle?", api_name="/ask")
+    assert len(first) == 2
+
+    with pytest.raises(AppError, match="broken.mp4 is not a readable video"):
+        client.predict(handle_file(videos["bad"]), api_name="/load_video")
+    panel = refresh(client)  # the old video, its cache and the chat are untouched
+    assert "clip3.mp4" in panel["status"] and panel["stats"]["frames_ingested"] == 3
+
+    with pytest.raises(AppError, match="shorten the question"):
+        client.predict("why " * 400, api_name="/ask")
+    with pytest.raises(AppError, match="type a question"):
+        client.predict("   ", api_name="/ask")
+
+    chat, _ = client.predict("And now?", api_name="/ask")  # the app still answers, the chat goes on
+    assert [text_of(m) for m in chat if m["role"] == "user"] == ["Is there a circle?", "And now?"]
+    assert text_of(chat[1]) == text_of(first[1])
+    assert refresh(client)["stats"]["turns"] == 2
+
+    assert client.predict(api_name="/clear") == []
+    cleared = refresh(client)["stats"]
+    assert cleared["kv_tokens"] == 0 and cleared["turns"] == 0 and cleared["video_times"] == []
+
+
+# ---- per-session state without the server --------------------------------------------------------
+
+
+def test_registry_refuses_when_full_and_recycles_idle_sessions(adapter):
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_sessions=1, idle_timeout_s=60))
+    first = registry.get("first")
+    assert registry.get("first") is first and registry.get("nobody", create=False) is None
+    with pytest.raises(StreamerError, match="already holds 1 sessions"):
+        registry.get("second")
+    first.last_active -= 120  # idle past the timeout: its room may be taken
+    second = registry.get("second")
+    assert len(registry) == 1 and registry.get("first", create=False) is None
+    assert second.session.lock is registry.model_lock
+    registry.drop("second")
+    assert len(registry) == 0
+
+
+def test_webcam_frames_are_throttled_to_fps_and_all_ingested(adapter, monkeypatch, videos):
+    monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 0.3)
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1))
+    user = registry.get("cam")
+    image = np.zeros((48, 64, 3), np.uint8)
+    results = []
+    start = time.monotonic()
+    while time.monotonic() - start < 1.0:  # a browser sending ~40 frames per second for 1 s
+        results.append(user.push_webcam(image))
+        time.sleep(0.025)
+    queued = results.count("queued") + results.count("started")
+    assert results[0] == "started" and results.count("started") == 1
+    assert 8 <= queued <= 12, results  # 10 fps
+    deadline = time.monotonic() + 30
+    while user.stats["frames_ingested"] < queued and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert user.stats["frames_ingested"] == queued and user.feed.kind == "webcam"
+
+    user.push_webcam(image)
+    user.start_video(open_source(videos[3]), "clip3.mp4")  # the browser keeps streaming its webcam...
+    assert user.push_webcam(image) == "skipped" and user.feed.kind == "video"  # ...but the video wins
+    time.sleep(0.4)
+    assert user.push_webcam(image) == "started" and user.feed.kind == "webcam"  # a restarted webcam wins
+    registry.drop("cam")
+    assert user.feed.stopped and user.feed.join(10)
+
+
+class FailingSource(VideoSource):
+    """Two good frames, then the decoder gives up (as a cut network stream would)."""
+
+    name = "flaky.mp4"
+    duration_s = 10.0
+
+    def _read(self, grid):
+        for t in (0.0, 1.0):
+            if grid.take(t):
+                yield Frame(np.full((32, 32, 3), 128, np.uint8), t)
+        raise SourceError("flaky.mp4: the stream broke off at 1.0 s")
+
+
+def test_a_feed_that_fails_shows_its_error_and_keeps_what_it_saw(adapter):
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(chunk_frames=1))
+    user = registry.get("flaky")
+    feed = user.start_video(FailingSource(), "flaky.mp4")
+    assert feed.join(30)
+    assert feed.state == "error" and feed.frames == 2 and user.stats["frames_ingested"] == 2
+    assert user.pop_errors() == ["flaky.mp4: the stream broke off at 1.0 s"] and user.pop_errors() == []
+    status = feed_status(user)
+    assert "after 2 frames" in status and 'class="error"' in status and "broke off" in status
+    assert 'data-pct="20"' in status  # 2 of the 10 frames the header announced
+    assert "".join(user.ask("what was seen?"))  # the session still answers from the 2 frames
+    registry.drop("flaky")
+
+
+def test_history_stays_bounded_and_spans_the_whole_stream():
+    history = History(capacity=8)
+    for i in range(1000):
+        history.add(Sample(float(i), 100, 200))
+    times = [s.video_time_s for s in history.samples()]
+    assert 4 <= len(times) <= 8
+    assert times[0] == 0.0 and times[-1] > 800  # still from the start to near the end
+    gaps = np.diff(times)
+    assert gaps.min() == gaps.max()  # evenly spread
+    version = history.version
+    history.clear()
+    assert len(history) == 0 and history.version > version
+
+
+@pytest.mark.parametrize("bad", [{"fps": 0}, {"chunk_frames": 0}, {"max_sessions": 0}, {"history_points": 2},
+                                 {"idle_timeout_s": 0}])
+def test_ui_settings_validate(bad):
+    with pytest.raises(ValueError):
+        UiSettings(**bad)
+
+
+# ---- figures and HTML ---------------------------------------------------------------------------------
+
+
+def test_timeline_bins_place_times_by_fraction_of_duration():
+    bins = plots.timeline_bins([0.0, 4.9, 5.0, 9.99, 10.0, 25.0, -1.0, float("nan")], 10.0, n_bins=10)
+    assert bins == [True, False, False, False, True, True, False, False, False, True]
+    assert plots.timeline_bins([1.0], 0.0, 5) == [False] * 5
+    assert plots.timeline_bins([], 10.0, 3) == [False] * 3
+    with pytest.raises(ValueError):
+        plots.timeline_bins([1.0], 10.0, 0)
+
+
+def test_runs_groups_consecutive_true():
+    assert plots.runs([True, True, False, True, False, False, True]) == [(0, 2), (3, 4), (6, 7)]
+    assert plots.runs([]) == [] and plots.runs([False]) == []
+
+
+def test_timeline_html_draws_held_runs_and_seen_part():
+    html = plots.timeline_html([0.0, 1.0, 2.0, 7.0], duration_s=10.0, seen_s=8.0, n_bins=10)
+    assert html.count('class="held"') == 2  # [0, 3) and [7, 8)
+    assert "left:0.00%;width:30.00%" in html and "left:70.00%;width:10.00%" in html
+    assert "width:80.00%" in html  # seen up to 8 of 10 s
+    assert 'data-held="4"' in html and "of 10.0 s" in html
+    live = plots.timeline_html([4.0], duration_s=None, seen_s=4.0, n_bins=4)
+    assert "(live)" in live and "left:75.00%" in live  # a webcam spans what was seen so far
+    assert "no video yet" in plots.timeline_html([], None, 0.0)
+
+
+def test_layer_budget_html_one_row_per_layer():
+    html = plots.layer_budget_html([100, 50, 30], [100, 80, None])
+    assert html.count('class="layer"') == 3
+    assert "100 / 100" in html and "50 / 80" in html and "30 (no limit)" in html
+    assert "width:50.0%" in html  # 50 of the largest budget (100)
+    assert "no layers" in plots.layer_budget_html([], [])
+
+
+def test_kv_figure_plots_the_samples_and_budget():
+    samples = [Sample(t, b, 300 * plots.MB) for t, b in [(0, 1 * plots.MB), (5, 2 * plots.MB), (9, 2 * plots.MB)]]
+    fig = plots.kv_figure(samples, budget_bytes=2 * plots.MB)
+    kv_ax, rss_ax = fig.axes
+    kv_line, budget_line = kv_ax.get_lines()
+    assert list(kv_line.get_xdata()) == [0, 5, 9] and list(kv_line.get_ydata()) == [1.0, 2.0, 2.0]
+    assert list(budget_line.get_ydata()) == [2.0, 2.0]
+    assert list(rss_ax.get_lines()[0].get_ydata()) == [300.0] * 3
+    assert kv_ax.get_ylim()[1] >= 2.0
+    empty = plots.kv_figure([], None)
+    assert [t.get_text() for t in empty.axes[0].texts] == ["no frames yet"]
+    fig.canvas.draw()  # renders without a display
+
+
+def test_stats_and_status_html():
+    stats = {"kv_tokens": 120, "budget": 128, "kv_bytes": 3 * plots.MB, "budget_bytes": 4 * plots.MB,
+             "peak_kv_bytes": 4 * plots.MB, "frames_ingested": 7, "video_time_s": 6.5, "evicted": 40,
+             "merged": 39, "rss_bytes": 500 * plots.MB, "kept_by_modality": {"text": 10, "image": 100, "other": 10}}
+    html = plots.stats_html(stats)
+    for key, value in [("kv", "120 / 128"), ("kv_mb", "3.00 (4.00, 4.00)"), ("frames", "7"), ("video", "6.5"),
+                       ("evicted", "40"), ("merged", "39"), ("rss", "500"), ("kept", "10 / 100 / 10")]:
+        assert f'data-stat="{key}" style="font-size:16px;font-weight:600">{value}<' in html
+    assert "no limit" in plots.stats_html({"budget": None})
+    status = plots.status_html("<b>x</b>", progress=1.7, error="bad & worse")
+    assert "&lt;b&gt;x&lt;/b&gt;" in status and 'data-pct="100"' in status and "bad &amp; worse" in status
+    assert "progress" not in plots.status_html("idle")
