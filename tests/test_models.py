@@ -340,7 +340,7 @@ def test_bfloat16_prompts_follow_the_model_dtype():
 
 def test_list_builtin():
     names = list_builtin()
-    assert "tiny-random" in names and "tiny" not in names  # `tiny` is planned, not shipped yet
+    assert {"tiny-random", "tiny-random-llava", "tiny"} <= set(names)
 
 
 def _save(adapter: ModelAdapter, path) -> None:
@@ -398,7 +398,6 @@ def _config_dir(tmp_path, content: dict | None):
 @pytest.mark.parametrize(
     "make_name, message",
     [
-        (lambda tmp: "tiny", "not available in this version"),
         (lambda tmp: "tiny-randm", "unknown model 'tiny-randm'"),
         (lambda tmp: "/nonexistent/model/dir", "not a local directory"),
         (lambda tmp: str(tmp / "missing"), "not a local directory"),
