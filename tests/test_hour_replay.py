@@ -20,7 +20,7 @@ def hour_video(tmp_path_factory):
 def test_hour_long_replay_keeps_memory_flat(hour_video):
     session = StreamSession(load_model("tiny-random"), WindowConfig(policy="combined", budget=192))
     trace = []  # (video time, kv bytes, rss)
-    for chunk in iter_chunks(str(hour_video), SamplerConfig(fps=1.0, max_side=96, chunk_frames=4)):
+    for chunk in iter_chunks(str(hour_video), SamplerConfig(fps=1.0, max_side=96, chunk_frames=8)):
         session.ingest(chunk)
         s = session.stats()
         trace.append((s["video_time_s"], s["kv_bytes"], s["rss_bytes"]))
