@@ -32,8 +32,8 @@ from app import plots
 from app.state import SessionRegistry, UiSettings, UserSession
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
-from streamer.kv_merge import MERGE_MODES
-from streamer.kv_window import POLICIES, WindowConfig
+from streamer.kv_window import WindowConfig
+from streamer.options import add_cache_options, add_model_options, window_config
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +68,6 @@ WEBCAM_ERRORS_JS = """
 """
 
 
-def default_window(adapter, policy: str = "combined", budget: int | None = None, **options) -> WindowConfig:
-    """Cache settings with the CLI's default budget (2048 tokens per layer, or half the model's
-    positions if fewer); the full policy has no budget. `options`: other WindowConfig fields."""
-    if policy == "full":
-        return WindowConfig(policy="full", budget=None, **options)
-    budget = budget or min(2048, adapter.describe()["max_position_embeddings"] // 2)
-    return WindowConfig(policy=policy, budget=budget, **options)
-
-
 def build_demo(adapter=None, *, model: str = "tiny-random", window: WindowConfig | None = None,
                settings: UiSettings | None = None, device: str | None = None, dtype: str | None = None) -> gr.Blocks:
     """The app. `adapter` (a loaded ModelAdapter) is shared by every session; without one `model`
@@ -85,7 +76,7 @@ def build_demo(adapter=None, *, model: str = "tiny-random", window: WindowConfig
         from models.registry import load_model  # heavy import, after argument errors
 
         adapter = load_model(model, device=device, dtype=dtype)
-    window = window or default_window(adapter)
+    window = window or window_config(build_parser().parse_args([]), adapter.describe()["max_position_embeddings"])
     settings = settings or UiSettings()
     registry = SessionRegistry(adapter, window, settings)
     info = adapter.describe()
@@ -272,15 +263,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m app.ui", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny-random", help="built-in name, hub id or local directory")
-    p.add_argument("--budget", type=int, default=None,
-                   help="KV tokens kept per layer (default 2048, or half the model's positions if fewer)")
-    p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
-    p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
-    p.add_argument("--obs-select", default="last", choices=["last", "elite"],
-                   help="queries that score the cache: the last N, or AirCache's elite text queries")
-    p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
-                   help="same budget per layer, or AirCache's split of budget x layers by attention spread")
+    add_model_options(p)
+    add_cache_options(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames per second of video to keep")
     p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -288,8 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
     p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
     p.add_argument("--max-sessions", type=int, default=16, help="browser sessions held at once")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
@@ -302,14 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_upload_mb < 1:
             raise ConfigError("--max-upload-mb must be at least 1")
         settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions)
-        options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
-        WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget or 2048,
-                     **options)  # bad cache options fail before the slow model load
+        window_config(args)  # bad cache options fail before the slow model load
         from models.registry import load_model
 
         adapter = load_model(args.model, device=args.device, dtype=args.dtype)
-        demo = build_demo(adapter, window=default_window(adapter, args.policy, args.budget, **options),
-                          settings=settings)
+        window = window_config(args, adapter.describe()["max_position_embeddings"])
+        demo = build_demo(adapter, window=window, settings=settings)
     except (StreamerError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

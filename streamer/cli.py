@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import Chunk, Frame, SamplerConfig, open_source, sample_frames
-from streamer.kv_window import POLICIES, WindowConfig
-from streamer.kv_merge import MERGE_MODES
+from streamer.options import add_cache_options, add_model_options, window_config
 from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="streamer", description=__doc__.split("\n\n")[0])
     p.add_argument("video", help="video file, URL/RTSP stream, or webcam index (0) / /dev/videoN")
-    p.add_argument("--model", default="tiny-random", help="built-in name, hub id or local directory")
+    add_model_options(p)
     p.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
     p.add_argument("--at", action="append", default=[], type=str, metavar="TIME",
                    help="video time to ask the matching -q at (one per question)")
@@ -56,19 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-side", type=int, default=384, help="resize frames so the longer side is at most this")
     p.add_argument("--start", type=parse_time, default=0.0, help="start time")
     p.add_argument("--end", type=parse_time, default=None, help="end time")
-    p.add_argument("--budget", type=int, default=None,
-                   help="KV tokens kept per layer (default 2048, or half the model's positions if fewer)")
-    p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
-    p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
-    p.add_argument("--obs-select", default="last", choices=["last", "elite"],
-                   help="queries that score the cache: the last N, or AirCache's elite text queries")
-    p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
-                   help="same budget per layer, or AirCache's split of budget x layers by attention spread")
+    add_cache_options(p)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--realtime", action="store_true", help="release frames at wall-clock rate")
     p.add_argument("--json", action="store_true", help="one JSON object per answer on stdout")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16")
     p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
@@ -114,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.chunk_frames < 1 or args.fps <= 0:
         raise ConfigError("--chunk-frames must be >= 1 and --fps > 0")
-    window_options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
-    WindowConfig(policy=args.policy, budget=None if args.policy == "full" else args.budget or 2048,
-                 **window_options)  # bad cache options fail here, before the slow model load
+    window_config(args)  # bad cache options fail here, before the slow model load
     plan = schedule(args.question, args.at)
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
                             chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
@@ -125,9 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if adapter.is_random:
         print(f"note: '{args.model}' has random weights: its answers are noise, useful only to test the "
               "pipeline; pass --model for a real model", file=sys.stderr)
-    budget = args.budget or min(2048, adapter.describe()["max_position_embeddings"] // 2)
-    window = WindowConfig(policy=args.policy, budget=None if args.policy == "full" else budget, **window_options)
-    session = StreamSession(adapter, window)
+    session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]))
     total = None
     if source.duration_s:
         end = min(source.duration_s, args.end or math.inf)
