@@ -53,6 +53,19 @@ class ModelAdapter:
         self.device: torch.device = param.device
         self.dtype: torch.dtype = param.dtype
 
+    @classmethod
+    def from_pretrained(
+        cls, source: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
+    ) -> "ModelAdapter":
+        """Load a checkpoint (hub id or local directory) with its tokenizer and image processor.
+        Errors propagate; the registry words them."""
+        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
+        return cls(source, model.to(device).eval(), tokenizer, image_processor)
+
     # ----------------------------------------------------------------- family hooks (override)
 
     @property

@@ -93,19 +93,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self._resample = Image.Resampling(int(getattr(image_processor, "resample", Image.Resampling.BICUBIC)))
         self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
 
-    @classmethod
-    def from_pretrained(
-        cls, source: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
-    ) -> "LlavaOnevisionAdapter":
-        """Load a checkpoint (hub id or local directory). Errors propagate; the registry words them."""
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
-        model = model.to(device).eval()
-        return cls(source, model, tokenizer, image_processor)
-
     # ----------------------------------------------------------------- family hooks
 
     @property

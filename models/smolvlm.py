@@ -71,19 +71,6 @@ class SmolVLMAdapter(ModelAdapter):
             FAKE_IMAGE_TOKEN + GLOBAL_IMAGE_TOKEN + IMAGE_TOKEN * self._tokens_per_frame + FAKE_IMAGE_TOKEN
         )
 
-    @classmethod
-    def from_pretrained(
-        cls, source: str, *, device: torch.device, dtype: torch.dtype, local_files_only: bool = False
-    ) -> "SmolVLMAdapter":
-        """Load a checkpoint (hub id or local directory). Errors propagate; the registry words them."""
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-        image_processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_files_only)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=dtype, local_files_only=local_files_only)
-        model = model.to(device).eval()
-        return cls(source, model, tokenizer, image_processor)
-
     # ----------------------------------------------------------------- family hooks
 
     @property
