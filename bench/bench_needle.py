@@ -17,7 +17,9 @@ writes bench/results/needle[_quick].json with "available": false and the reason,
 
 import argparse
 import copy
+import hashlib
 import time
+from pathlib import Path
 
 import common
 from common import POLICIES
@@ -84,7 +86,10 @@ def main() -> None:
         grid[policy] = [[_mean([r["correct"] for r in results if r["policy"] == policy and r["fraction"] == f
                                and edges[b] <= r["depth"] < edges[b + 1] + (b == bins - 1)])
                          for f in fracs] for b in range(bins)]
-    common.write_json(name, {"available": True, "settings": {"model": "tiny", "video_seconds": seconds,
+    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny.safetensors"
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+    common.write_json(name, {"available": True, "settings": {"model": "tiny", "weights_sha256_16": sha,
+                                                             "video_seconds": seconds,
                                                              "seeds": seeds, "fractions": args.fractions,
                                                              "depth_bins": edges, "frame_size": 192, "fps": 1},
                              "accuracy_grid": grid, "results": results}, started)
