@@ -9,7 +9,8 @@ Columns:
 - ingest overhead: compression share of ingest time from bench_ingest's JSON (SmolLM2-135M with
   synthetic image tokens, budget 2048; per variant when bench_ingest ran with --variants);
 - quality: from bench_captions' JSON (forced-choice accuracy, p(correct colour), KL of the first answer
-  token against the full cache) where that script ran the variant at that budget (--variants runs all).
+  token against the full cache) where that script ran the variant at that budget: captions_variants
+  (`bench_captions.py --variants`, all variants at 5/10/20%) first, then captions (10/20/50%).
 The best value per column is marked with *. Writes bench/results/table[_quick].json, .md and .png.
 
     .venv/bin/python bench/bench_table.py --quick
@@ -73,6 +74,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--context", type=int)
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the decode timings of the last table JSON; only re-read the other scripts' JSON")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     common.setup(args.threads)
@@ -80,10 +83,20 @@ def main() -> None:
     context = args.context or (4096 if args.quick else 8192)
     rounds = args.rounds or (3 if args.quick else 6)
     variants = common.table_variants()
-    dec = decode_run(context, rounds, variants)
     suffix = "_quick" if args.quick else ""
+    old = common.read_json("table" + suffix) if args.reuse else None
+    if old:
+        dec, context, rounds, started = old["decode"], old["settings"]["decode_context"], old["settings"]["rounds"], old["machine"]
+    else:
+        dec = decode_run(context, rounds, variants)
     ingest = common.read_json("ingest") or common.read_json("ingest_quick")
-    captions = common.read_json("captions") or common.read_json("captions_quick")
+    captions = {"rows": [], "command": []}
+    for stem in ("captions_variants", "captions_variants_quick", "captions", "captions_quick"):
+        data = common.read_json(stem)
+        if data:
+            captions["rows"] += data["rows"]
+            captions["command"].append(data["command"])
+    captions["command"] = "; ".join(captions["command"]) or None
     rows = []
     for frac in FRACTIONS:
         for v in variants:
@@ -102,7 +115,7 @@ def main() -> None:
         "settings": {"decode_context": context, "rounds": rounds, "fractions": FRACTIONS,
                      "sources": {"ingest": ingest and ingest["command"], "captions": captions and captions["command"]},
                      "full_decode_ms": dec["full"]["median_ms"]},
-        "rows": rows, "markdown": md}, started)
+        "rows": rows, "markdown": md, "decode": dec}, started)
     (common.RESULTS / f"table{suffix}.md").write_text(md)
     print(md)
     plot(rows, "table" + suffix, context)
@@ -127,7 +140,7 @@ def markdown(rows, cols, context) -> str:
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     lines = [
         f"| budget | variant | KV (of full at {context // 1024}k) | decode speed-up | compress share of decode step "
-        "| compress share of ingest | caption acc | p(correct) | KL first token |",
+        "| compress share of ingest (budget 2048) | caption acc | p(correct) | KL first token |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
