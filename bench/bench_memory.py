@@ -87,6 +87,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
     seconds = args.seconds or (600 if args.quick else 3600)
+    common.setup(args.threads)
     started = common.machine()
 
     from models.smollm2_tokenizer import cache_root
