@@ -73,14 +73,15 @@ def section_memory() -> str:
     return "\n".join(lines) + "\n\n" + img(stem)
 
 
-def section_decode() -> str:
-    data, stem = pick("decode")
+def section_decode(only: str | None = None) -> str:
+    data, stem = (common.read_json(only), only) if only else pick("decode")
     if not data:
-        return "## 2. Decode speed\n\nNot run yet.\n"
+        return "" if only else "## 2. Decode speed\n\nNot run yet.\n"
     pts = data["points"]
     lengths = data["settings"]["lengths"]
     labels = list(dict.fromkeys(p["label"] for p in pts))
-    lines = [f"## 2. Decode speed against context length (`bench_decode.py`)\n", header(data),
+    title = "### Quick rerun (`--quick`)" if only else "## 2. Decode speed against context length (`bench_decode.py`)"
+    lines = [f"{title}\n", header(data),
              f"SmolLM2-135M-Instruct, float32. Fill: {data['settings']['fill']}. Timing: "
              f"{data['settings']['timing']}; {data['settings']['rounds']} rounds. Cells: median ms per token "
              "(speed-up vs the full cache in the same rounds; compression ms per step).\n",
@@ -98,11 +99,12 @@ def section_decode() -> str:
     return "\n".join(lines) + "\n" + img(stem)
 
 
-def section_ingest() -> str:
-    data, stem = pick("ingest")
+def section_ingest(only: str | None = None) -> str:
+    data, stem = (common.read_json(only), only) if only else pick("ingest")
     if not data:
-        return "## 3. Ingest throughput\n\nNot run yet.\n"
-    lines = [f"## 3. Ingest throughput and compression share (`bench_ingest.py`)\n", header(data),
+        return "" if only else "## 3. Ingest throughput\n\nNot run yet.\n"
+    title = "### Quick rerun (`--quick`)" if only else "## 3. Ingest throughput and compression share (`bench_ingest.py`)"
+    lines = [f"{title}\n", header(data),
              "Frames per second = 4 / median chunk time; real-time factor at 1 fps = median chunk time / 4 s "
              "(below 1 keeps up with a live 1 fps stream); compression share = time inside `observe` (scoring + "
              "compression) and other `compress` calls / chunk time. All configurations of a model ingest the "
@@ -181,8 +183,9 @@ def report() -> None:
              "`.venv/bin/python bench/run_all.py [--quick]`. The machine was shared with other jobs while these "
              "ran, so absolute times are slow and noisy; every speed comparison is a ratio within one run "
              "(configurations interleaved round-robin, medians).\n",
-             section_memory(), section_decode(), section_ingest(), section_needle(), section_captions(),
-             section_table()]
+             section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
+             section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
+             section_needle(), section_captions(), section_table()]
     findings = common.RESULTS / "findings.md"
     if findings.is_file():
         parts.insert(2, findings.read_text())
