@@ -46,8 +46,9 @@ def header(data: dict) -> str:
     return (f"Command: `{data['command']}`  \n"
             f"Machine: {m['cpu_count']} CPU cores ({m['processor']}, {m['platform']}), torch {m['torch']} with "
             f"{m['torch_threads']} thread(s), no GPU; load average {m['load_average']} at start, "
-            f"{m.get('load_average_at_end')} at end (the machine was shared with other jobs).  \n"
-            f"Date: {m['date']}\n")
+            f"{m.get('load_average_at_end')} at end"
+            + (" (the machine was shared with other jobs).  \n" if m["load_average"][0] > 2 else " (quiet).  \n")
+            + f"Date: {m['date']}\n")
 
 
 def img(stem: str) -> str:
