@@ -39,7 +39,7 @@ def merge_into_kept(
         return keep_k, keep_v, keep_w
     kf, ekf = keep_k.float(), ev_k.float()
     sim = torch.nn.functional.normalize(ekf, dim=-1) @ torch.nn.functional.normalize(kf, dim=-1).transpose(-1, -2)
-    sim = sim.masked_fill(~can_absorb.unsqueeze(-2), float("-inf"))  # (B, H, E, K)
+    sim.masked_fill_(~can_absorb.unsqueeze(-2), float("-inf"))  # (B, H, E, K), in place: it is large
     best, target = sim.max(dim=-1)  # (B, H, E)
 
     if mode == "average":

@@ -27,12 +27,14 @@ def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, row
     G = Hq / Hkv query heads per KV head (GQA). Query i (of Q) sees keys up to T - Q + i.
     """
     b, hq, q_len, d = query.shape
-    hkv, t = keys.shape[1], keys.shape[2]
-    q = query[:, :, rows].float().reshape(b, hkv, hq // hkv, rows.shape[0], d)  # (B, Hkv, G, W, D)
-    logits = torch.einsum("bhgwd,bhtd->bhgwt", q, keys.float()) * scaling  # (B, Hkv, G, W, T)
-    q_pos = (t - q_len + rows.to(keys.device)).unsqueeze(-1)  # (W, 1)
-    visible = torch.arange(t, device=keys.device).unsqueeze(0) <= q_pos  # (W, T)
-    return logits.masked_fill(~visible, float("-inf")).softmax(dim=-1)
+    hkv, t, w = keys.shape[1], keys.shape[2], rows.shape[0]
+    q = (query[:, :, rows].float() * scaling).reshape(b, hkv, (hq // hkv) * w, d)  # (B, Hkv, G*W, D)
+    logits = q @ keys.float().transpose(-1, -2)  # (B, Hkv, G*W, T): one batched matmul, no copies
+    logits = logits.view(b, hkv, hq // hkv, w, t)  # (B, Hkv, G, W, T)
+    # only the last Q keys can be hidden from a query of this pass: mask that tail in place
+    hidden = torch.arange(q_len, device=keys.device).unsqueeze(0) > rows.to(keys.device).unsqueeze(-1)  # (W, Q)
+    logits[..., t - q_len:].masked_fill_(hidden, float("-inf"))
+    return logits.softmax(dim=-1)
 
 
 def observed_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int) -> torch.Tensor:

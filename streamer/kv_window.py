@@ -108,7 +108,9 @@ class WindowConfig:
     layer_floor: int | None = None  # adaptive: least tokens per layer; None = max(n_sink + recent, budget // 4)
     spread_momentum: float = 0.7  # adaptive: weight of the past in each layer's running spread estimate
     decode_slack: int | None = None  # a one-token append (decoding) over budget cuts to budget - this;
-    #                                  None = min(32, budget // 16). Chunks always cut to exactly budget.
+    #                                  None = min(32, budget // 16), within what the budget allows
+    chunk_slack: int = 0  # a longer append (a chunk) over budget cuts to budget - this, so the next
+    #                       chunks append without a compression: fewer compressions, fewer tokens held
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -144,13 +146,15 @@ class WindowConfig:
                 f"layer_floor ({self.layer_floor}) must lie between n_sink + recent "
                 f"({self.n_sink + self.recent}) and the budget ({self.budget})"
             )
+        # a cut must still hold the sinks and the recent window of the smallest layer
+        room = (self.layer_floor if self.layer_budget == "adaptive" else self.budget or 0) - self.n_sink - self.recent
         if self.decode_slack is None:
-            self.decode_slack = min(32, (self.budget or 0) // 16)
-        if self.budget is not None and not 0 <= self.decode_slack <= self.budget - self.n_sink - self.recent:
-            raise ConfigError(
-                f"decode_slack ({self.decode_slack}) must lie between 0 and budget - n_sink - recent "
-                f"({self.budget - self.n_sink - self.recent})"
-            )
+            self.decode_slack = max(0, min(32, (self.budget or 0) // 16, room))
+        if self.budget is not None:
+            for name in ("decode_slack", "chunk_slack"):
+                if not 0 <= getattr(self, name) <= room:
+                    raise ConfigError(f"{name} ({getattr(self, name)}) must lie between 0 and {room} "
+                                      f"(the smallest layer budget - n_sink - recent)")
         if not 0.0 <= self.spread_momentum < 1.0:
             raise ConfigError(f"spread_momentum must be in [0, 1), got {self.spread_momentum}")
 
@@ -247,13 +251,14 @@ class KVWindowLayer(DynamicLayer):
     def compress(self) -> None:
         """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping.
 
-        While decoding (one-token appends) it cuts `decode_slack` tokens deeper, so the next tokens fit
-        without a compression each: one compression per `decode_slack` generated tokens."""
+        It cuts `decode_slack` (one-token appends: decoding) or `chunk_slack` (chunks) tokens deeper, so
+        the next appends fit without a compression each: with decode_slack 32, one compression per 32
+        generated tokens."""
         t = self.get_seq_length()
         if not self.cfg.rules.evicts or t <= self.budget:
             return
         cfg, rules = self.cfg, self.cfg.rules
-        keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else 0)
+        keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else cfg.chunk_slack)
         prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
                              rules.text_prior)
         if cfg.evict_per == "layer":

@@ -27,6 +27,9 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="queries that score the cache: the last N, or AirCache's elite text queries")
     p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
                    help="same budget per layer, or AirCache's split of budget x layers by attention spread")
+    p.add_argument("--chunk-slack", type=int, default=0,
+                   help="a chunk over budget cuts this many tokens deeper, so the next chunks need no compression "
+                        "(fewer compressions, fewer tokens held)")
 
 
 def window_config(args: argparse.Namespace, max_positions: int | None = None) -> WindowConfig:
@@ -35,5 +38,6 @@ def window_config(args: argparse.Namespace, max_positions: int | None = None) ->
     options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
     if args.policy == "full":
         return WindowConfig(policy="full", budget=None, **options)
+    options["chunk_slack"] = getattr(args, "chunk_slack", 0)
     budget = args.budget or min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)
     return WindowConfig(policy=args.policy, budget=budget, **options)

@@ -28,23 +28,29 @@ def rope_inv_freq(config) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float) / rot_dim))
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 def rotate(keys: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotate RoPE'd keys by `delta` positions.
 
     keys: (B, H, T, D) rotated at some positions p; delta: (B, H, T) integer offsets (any sign);
     returns keys as if they had been rotated at p + delta, in the keys' dtype (math in float32).
     Only the first 2 * len(inv_freq) dims rotate (partial rotary); the rest pass through.
+    Deltas are whole positions and few distinct ones occur after an eviction (the gaps closed so far),
+    so cos/sin come from a small table of the deltas' range instead of one evaluation per element.
     """
-    rot = 2 * inv_freq.shape[0]
-    angles = delta.to(torch.float32).unsqueeze(-1) * inv_freq.to(keys.device)  # (B, H, T, R/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (B, H, T, R)
-    k = keys[..., :rot].float()
-    out = k * angles.cos() + _rotate_half(k) * angles.sin()
-    if rot == keys.shape[-1]:
-        return out.to(keys.dtype)
-    return torch.cat((out.to(keys.dtype), keys[..., rot:]), dim=-1)
+    half = inv_freq.shape[0]
+    d = delta.to(device=keys.device, dtype=torch.int64)
+    lo, hi = int(d.min()), int(d.max())
+    if lo == hi == 0:
+        return keys
+    freq = inv_freq.to(device=keys.device, dtype=torch.float32)
+    if hi - lo < d.numel():  # the usual case: a table of the range, then a lookup per element
+        table = torch.arange(lo, hi + 1, device=keys.device, dtype=torch.float32).unsqueeze(-1) * freq  # (n, R/2)
+        cos, sin = table.cos()[d - lo], table.sin()[d - lo]  # (B, H, T, R/2)
+    else:
+        angles = d.to(torch.float32).unsqueeze(-1) * freq  # (B, H, T, R/2)
+        cos, sin = angles.cos(), angles.sin()
+    k1, k2 = keys[..., :half].float(), keys[..., half : 2 * half].float()
+    out = torch.cat((k1 * cos - k2 * sin, k2 * cos + k1 * sin), dim=-1).to(keys.dtype)  # (B, H, T, R)
+    if 2 * half == keys.shape[-1]:
+        return out
+    return torch.cat((out, keys[..., 2 * half :]), dim=-1)

@@ -213,6 +213,19 @@ def test_decoding_compresses_once_per_slack():
     assert lengths[:10] == [56, 57, 58, 59, 60, 61, 62, 63, 64, 56]
 
 
+def test_chunk_slack_compresses_every_other_chunk():
+    cache = KVWindowCache(tiny_config(), window("combined", budget=64, n_sink=2, recent=8, chunk_slack=16))
+    stream = FakeStream(cache)
+    lengths, evicted = [], []
+    for i in range(8):
+        stream.append(16, Modality.IMAGE, torch.full((16,), float(i)))
+        lengths.append(cache.layers[0].get_seq_length())
+        evicted.append(cache.stats()["evicted"])
+    assert lengths == [16, 32, 48, 64, 48, 64, 48, 64]  # cut to budget - slack, then one chunk fits
+    assert len(set(evicted[4:])) == 2  # only every other chunk evicts
+    assert all(t <= 64 for t in cache.stats()["tokens_per_layer"])
+
+
 @pytest.mark.parametrize("mode", [m for m in MERGE_MODES if m != "none"])
 def test_merge_keeps_count_and_moves_toward_evicted(mode):
     gen = torch.Generator().manual_seed(7)
@@ -309,6 +322,8 @@ def test_stats_report_modalities_times_and_bytes():
     ({"score_decay": 0.0}, "score_decay"),
     ({"evict_per": "token"}, "evict_per"),
     ({"budget": 64, "decode_slack": 60}, "decode_slack"),
+    ({"budget": 64, "chunk_slack": 60}, "chunk_slack"),
+    ({"budget": 64, "chunk_slack": -1}, "chunk_slack"),
 ])
 def test_config_errors_are_clear(kw, msg):
     with pytest.raises(ConfigError, match=msg):
