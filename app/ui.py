@@ -1,6 +1,6 @@
 """Gradio web UI: chat about an uploaded video or a live webcam while the model is still watching it.
 
-    python -m app.ui [--model tiny-random] [--budget N] [--policy combined] [--host 127.0.0.1] [--port 7860]
+    python -m app.ui [--model tiny] [--budget N] [--policy combined] [--host 127.0.0.1] [--port 7860]
 
 What the page does: an uploaded video is ingested by a background thread (progress in the status line);
 the webcam streams frames from the browser at the target fps; questions can be asked at any time and
@@ -68,7 +68,7 @@ WEBCAM_ERRORS_JS = """
 """
 
 
-def build_demo(adapter=None, *, model: str = "tiny-random", window: WindowConfig | None = None,
+def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None = None,
                settings: UiSettings | None = None, device: str | None = None, dtype: str | None = None) -> gr.Blocks:
     """The app. `adapter` (a loaded ModelAdapter) is shared by every session; without one `model`
     is loaded here, once. The session registry is reachable as `demo.registry` (tests, admin)."""
@@ -176,9 +176,8 @@ def build_demo(adapter=None, *, model: str = "tiny-random", window: WindowConfig
             f"({window.layer_budget}) · "
             f"{settings.fps:g} frame(s) per second of video"
         )
-        if getattr(adapter, "is_random", False):
-            gr.Markdown(f"> **Note:** `{info['name']}` has random weights: its answers are noise. It shows "
-                        "the pipeline working; start with `--model` for a real model.")
+        if getattr(adapter, "note", None):
+            gr.Markdown(f"> **Note:** {adapter.note}.")
         with gr.Row():
             with gr.Column(scale=5):
                 with gr.Tab("Video file"):

@@ -1,6 +1,6 @@
 """Memory over a long stream: KV bytes and process RSS against video time, full cache vs each policy.
 
-An hour of synthetic video (`streamer.sample_video.write_sample`, 96x54 px, 1 fps; --quick: 10 minutes)
+An hour of synthetic video (`streamer.sample_video.write_sample`, 96x96 px synthetic world, 1 fps; --quick: 5 minutes)
 is replayed at 1 fps in chunks of 4 frames into a `StreamSession` with the built-in `tiny-random` model
 (random SmolVLM, 2 layers; the KV arithmetic is the same as for a real model). Each policy runs in a
 fresh subprocess so RSS belongs to that policy alone; after every chunk the script records the video
@@ -12,7 +12,7 @@ tiny-random); the JSON records the video time where that happened. The bounded p
 "Flat" is judged on RSS from the end of the first 10% of the video to the end, and KV bytes once the
 cache reached its budget. Writes bench/results/memory[_quick].json and .png.
 
-    .venv/bin/python bench/bench_memory.py --quick      # 10 minutes of video
+    .venv/bin/python bench/bench_memory.py --quick      # 5 minutes of video
     .venv/bin/python bench/bench_memory.py              # one hour
 """
 
@@ -76,7 +76,7 @@ def summarize(run: dict, seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="10 minutes of video instead of an hour")
+    ap.add_argument("--quick", action="store_true", help="5 minutes of video instead of an hour")
     ap.add_argument("--seconds", type=int, help="video length in seconds")
     ap.add_argument("--budget", type=int, default=512, help="tokens per layer of the bounded policies")
     ap.add_argument("--policies", nargs="*", default=["full"] + POLICIES)
@@ -86,18 +86,18 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    seconds = args.seconds or (600 if args.quick else 3600)
+    seconds = args.seconds or (300 if args.quick else 3600)
     common.setup(args.threads)
     started = common.machine()
 
     from models.smollm2_tokenizer import cache_root
     from streamer.sample_video import write_sample
 
-    video = cache_root() / "bench" / f"sample_{seconds}s_96x54_1fps.mp4"
+    video = cache_root() / "bench" / f"sample_{seconds}s_world96_1fps.mp4"
     if not video.is_file():
         video.parent.mkdir(parents=True, exist_ok=True)
         tmp = video.with_name(f".{os.getpid()}.mp4")
-        write_sample(tmp, seconds=seconds, fps=1, width=96, height=54)
+        write_sample(tmp, seconds=seconds, fps=1, frame_size=96)
         os.replace(tmp, video)
     runs = {}
     for policy in args.policies:
@@ -111,7 +111,7 @@ def main() -> None:
               + (f"  STOPPED at {s['stopped']['video_time_s']:.0f}s" if s["stopped"] else ""))
     name = "memory_quick" if args.quick else "memory"
     common.write_json(name, {
-        "settings": {"model": "tiny-random", "video_seconds": seconds, "fps": 1, "frame_size": "96x54",
+        "settings": {"model": "tiny-random", "video_seconds": seconds, "fps": 1, "frame_size": "96x96",
                      "chunk_frames": 4, "budget": args.budget,
                      "tokens_per_frame": next(iter(runs.values()))["tokens_per_frame"],
                      "max_positions": next(iter(runs.values()))["max_positions"],

@@ -154,18 +154,22 @@ def summary(seconds: list[float]) -> dict:
 
 
 def window(policy: str, budget: int | None, merge: str | None = None, obs_select: str = "last",
-           layer_budget: str = "uniform") -> WindowConfig:
+           layer_budget: str = "uniform", chunk_slack: int = 0) -> WindowConfig:
     if policy == "full":
         return WindowConfig(policy="full", budget=None)
-    return WindowConfig(policy=policy, budget=budget, merge=merge, obs_select=obs_select, layer_budget=layer_budget)
+    return WindowConfig(policy=policy, budget=budget, merge=merge, obs_select=obs_select, layer_budget=layer_budget,
+                        chunk_slack=chunk_slack)
 
 
-def variant_label(policy: str, merge: str | None = None, obs_select: str = "last", layer_budget: str = "uniform") -> str:
+def variant_label(policy: str, merge: str | None = None, obs_select: str = "last", layer_budget: str = "uniform",
+                  chunk_slack: int = 0) -> str:
     label = policy if merge is None else f"{policy}/{merge}"
     if obs_select != "last":
         label += f"+{obs_select}"
     if layer_budget != "uniform":
         label += f"+{layer_budget}"
+    if chunk_slack:
+        label += f"+slack{chunk_slack}"
     return label
 
 
@@ -239,24 +243,4 @@ def instrument(cache) -> dict:
     for layer in cache.layers:
         layer.__class__ = TimedLayer
         layer.clock = clock
-    return clock
-
-
-class LazyTimedLayer(TimedLayer):
-    """What-if (not a library option): compress only once the layer is `slack` tokens over its budget,
-    so the cost of one compression is shared by `slack` decode steps. Time it with means, not medians."""
-
-    slack: int = 8
-
-    def compress(self):
-        if self.get_seq_length() <= self.budget + self.slack:
-            return None
-        return super().compress()
-
-
-def instrument_lazy(cache, slack: int) -> dict:
-    clock = instrument(cache)
-    for layer in cache.layers:
-        layer.__class__ = LazyTimedLayer
-        layer.slack = slack
     return clock

@@ -84,7 +84,7 @@ def section_decode(only: str | None = None) -> str:
     title = "### Quick rerun (`--quick`)" if only else "## 2. Decode speed against context length (`bench_decode.py`)"
     lines = [f"{title}\n", header(data),
              f"SmolLM2-135M-Instruct, float32. Fill: {data['settings']['fill']}. Timing: "
-             f"{data['settings']['timing']}; {data['settings']['rounds']} rounds. Cells: median ms per token "
+             f"{data['settings']['timing']}; {data['settings']['rounds']} rounds. Cells: mean ms per token "
              "(speed-up vs the full cache in the same rounds; compression ms per step).\n",
              "| config | " + " | ".join(f"{L // 1024}k" for L in lengths) + " |",
              "|---|" + "---|" * len(lengths)]
@@ -92,7 +92,7 @@ def section_decode(only: str | None = None) -> str:
         cells = []
         for L in lengths:
             p = next((q for q in pts if q["label"] == lab and q["context"] == L), None)
-            cells.append("-" if not p else f"{p['median_ms']:.0f} ms (x{p['speedup_vs_full']:.2f}; {p['compress_ms_per_step']:.0f})")
+            cells.append("-" if not p else f"{p['mean_ms']:.0f} ms (x{p['speedup_vs_full']:.2f}; {p['compress_ms_per_step']:.0f})")
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     goal = data["goal"]["at_8k_10pct"]
     lines.append(f"\nGoal: >= 1.5x at 8k context and 10% budget. Measured: "
@@ -106,7 +106,7 @@ def section_ingest(only: str | None = None) -> str:
         return "" if only else "## 3. Ingest throughput\n\nNot run yet.\n"
     title = "### Quick rerun (`--quick`)" if only else "## 3. Ingest throughput and compression share (`bench_ingest.py`)"
     lines = [f"{title}\n", header(data),
-             "Frames per second = 4 / median chunk time; real-time factor at 1 fps = median chunk time / 4 s "
+             "Frames per second = 4 / mean chunk time; real-time factor at 1 fps = mean chunk time / 4 s "
              "(below 1 keeps up with a live 1 fps stream); compression share = time inside `observe` (scoring + "
              "compression) and other `compress` calls / chunk time. All configurations of a model ingest the "
              "same chunks round-robin.\n"]
@@ -159,10 +159,32 @@ def section_needle() -> str:
     if not data.get("available"):
         return head + f"**Not available**: `load_model(\"tiny\")` failed: {data['reason']}. The script is ready " \
                       "and runs as soon as the trained weights are committed.\n"
-    lines = [head, "Accuracy by needle depth (rows) and budget (columns):\n"]
+    st, edges = data["settings"], data["settings"]["depth_bins"]
+    bins = [f"{edges[i]:.2f}-{edges[i + 1]:.2f}" for i in range(len(edges) - 1)]
+    lines = [head, f"Reference videos: {st['video_seconds']} s, seeds {st['seeds']}, five needles each. Accuracy by "
+             "needle depth (share of the video before the needle first shows):\n",
+             "| policy | budget | " + " | ".join(bins) + " | all |", "|---|---|" + "---|" * (len(bins) + 1)]
+
+    def overall(policy, frac, video):
+        rows = [r["correct"] for r in data["results"] if r["policy"] == policy and r["fraction"] == frac
+                and r.get("video", "reference") == video]
+        return f"{sum(rows)}/{len(rows)}" if rows else "-"
+
     for policy, grid in data["accuracy_grid"].items():
-        lines.append(f"- {policy}: " + "; ".join(
-            "[" + ", ".join("-" if v is None else f"{v:.2f}" for v in row) + "]" for row in grid))
+        fracs = [None] if policy == "full" else st["fractions"]
+        for j, frac in enumerate(fracs):
+            cells = ["-" if row[j] is None else f"{row[j]:.2f}" for row in grid]
+            lines.append(f"| {policy} | {'full' if frac is None else f'{frac:.0%}'} | " + " | ".join(cells)
+                         + f" | {overall(policy, frac, 'reference')} |")
+    if st.get("long_seconds"):
+        lines += ["", f"One {st['long_seconds'] // 60}-minute video, each bounded policy at {st['long_budget']} tokens "
+                  "per layer (10% of the reference stream):\n",
+                  "| policy | stopped | " + " | ".join(bins) + " | all |", "|---|---|" + "---|" * (len(bins) + 1)]
+        for policy, info in data["long"].items():
+            grid = data["long_accuracy_grid"].get(policy)
+            stop = "-" if info["stopped_at_s"] is None else f"BudgetError at {info['stopped_at_s']:.0f} s"
+            cells = ["-" if not grid or row[0] is None else f"{row[0]:.2f}" for row in (grid or [[None]] * len(bins))]
+            lines.append(f"| {policy} | {stop} | " + " | ".join(cells) + f" | {overall(policy, None, 'long')} |")
     return "\n".join(lines) + "\n\n" + img(stem)
 
 
@@ -183,7 +205,7 @@ def report() -> None:
              "with `.venv/bin/python bench/run_all.py --report`; rerun everything with "
              "`.venv/bin/python bench/run_all.py [--quick]`. The machine was shared with other jobs while these "
              "ran, so absolute times are slow and noisy; every speed comparison is a ratio within one run "
-             "(configurations interleaved round-robin, medians).\n",
+             "(configurations interleaved round-robin; decode steps as means over whole compression periods, ingest chunks as means).\n",
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
              section_needle(), section_captions(), section_table()]

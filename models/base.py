@@ -40,6 +40,8 @@ class ModelAdapter:
         model: the transformers PreTrainedModel (eval mode, on `device` in `dtype`)
         tokenizer: its (fast) tokenizer
         is_random: True when the weights are random (answers are noise; for tests and demos)
+        note: what a user should know about this model's answers (None for a real checkpoint); the CLI
+            prints it and the UI shows it
     """
 
     family: ClassVar[str] = "base"
@@ -49,6 +51,10 @@ class ModelAdapter:
         self.model = model
         self.tokenizer = tokenizer
         self.is_random = is_random
+        self.note: str | None = (
+            f"'{name}' has random weights: its answers are noise, useful only to test the pipeline; "
+            "pass --model for a real model" if is_random else None
+        )
         param = next(model.parameters())
         self.device: torch.device = param.device
         self.dtype: torch.dtype = param.dtype

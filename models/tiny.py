@@ -46,6 +46,13 @@ NEW_ROWS_KEY = "new_token_rows"  # (n_new, hidden): embedding rows of the SmolVL
 LORA_PREFIX = "lora."  # "lora.<linear weight key>.A" (r, in) and ".B" (out, r), already scaled: W += B @ A
 
 
+TINY_NOTE = (
+    "'tiny' was trained only on the synthetic world of streamer/world.py (coloured squares, circles and "
+    "triangles with a digit on them): it answers about colours, shapes, digits, order, counts and times "
+    "there; on real videos its answers mean nothing: pass --model with a real checkpoint (e.g. SmolVLM2)"
+)
+
+
 @dataclass
 class TinySettings:
     """Sizes of the vision tower and connector (the text model is fixed: SmolLM2-135M-Instruct)."""
@@ -245,4 +252,5 @@ def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     directory = assemble()
     adapter = SmolVLMAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
     adapter.name = "tiny"
+    adapter.note = TINY_NOTE
     return adapter

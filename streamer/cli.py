@@ -110,9 +110,8 @@ def run(args: argparse.Namespace) -> int:
                             chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
     source = open_source(args.video, backend=args.backend)
     adapter = load_model(args.model, device=args.device, dtype=args.dtype)
-    if adapter.is_random:
-        print(f"note: '{args.model}' has random weights: its answers are noise, useful only to test the "
-              "pipeline; pass --model for a real model", file=sys.stderr)
+    if adapter.note:
+        print(f"note: {adapter.note}", file=sys.stderr)
     session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]))
     total = None
     if source.duration_s:

@@ -13,7 +13,8 @@ DEFAULT_BUDGET = 2048
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="tiny-random", help="built-in name, hub id or local directory")
+    p.add_argument("--model", default="tiny", help="built-in name (tiny, tiny-random, tiny-random-llava), hub id "
+                                                   "or local directory")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16")
 

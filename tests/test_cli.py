@@ -41,7 +41,7 @@ def test_json_answer_within_budget(video):
 
 
 def test_questions_at_times_see_only_the_past(video, capsys):
-    code = main([video, "-q", "early?", "--at", "00:05", "-q", "late?", "--at", "12.5", "--json",
+    code = main([video, "--model", "tiny-random", "-q", "early?", "--at", "00:05", "-q", "late?", "--at", "12.5", "--json",
                  "--max-new-tokens", "3", "--chunk-frames", "4"])
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -51,7 +51,7 @@ def test_questions_at_times_see_only_the_past(video, capsys):
 
 
 def test_prompt_mode_answers_until_eof(video):
-    out = run_cli(video, "--max-new-tokens", "3", "--policy", "saddle", stdin="first?\n\nsecond?\n")
+    out = run_cli(video, "--model", "tiny-random", "--max-new-tokens", "3", "--policy", "saddle", stdin="first?\n\nsecond?\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("Q: ") == 2
 
@@ -70,7 +70,7 @@ def test_missing_file_exits_2_with_one_line():
     (["{video}", "-q", "a", "--at", "1", "--at", "2"], "--at"),
     (["{video}", "-q", "a", "--at", "soon"], "soon"),
     (["{video}", "--model", "/nope/model-dir"], "--model"),
-    (["{video}", "-q", "why " * 3000, "--budget", "256"], "question"),
+    (["{video}", "--model", "tiny-random", "-q", "why " * 3000, "--budget", "256"], "question"),
 ])
 def test_user_errors_exit_2_with_one_line(video, args, msg, capsys):
     try:

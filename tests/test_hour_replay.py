@@ -14,7 +14,7 @@ MB = 1 << 20
 @pytest.fixture(scope="module")
 def hour_video(tmp_path_factory):
     # one frame per second keeps the file and its encoding small; the sampler still decodes a real H.264 file
-    return write_sample(tmp_path_factory.mktemp("hour") / "hour.mp4", seconds=3600, fps=1, width=96, height=54)
+    return write_sample(tmp_path_factory.mktemp("hour") / "hour.mp4", seconds=3600, fps=1, frame_size=96)
 
 
 def test_hour_long_replay_keeps_memory_flat(hour_video):

@@ -38,6 +38,7 @@ def test_committed_weights_are_small_and_hold_only_trained_parts():
 def test_tiny_is_a_builtin_smolvlm_checkpoint(tiny):
     assert "tiny" in list_builtin()
     assert isinstance(tiny, SmolVLMAdapter) and tiny.family == "smolvlm" and not tiny.is_random
+    assert "synthetic world" in tiny.note  # the CLI and the UI show what it can and cannot recognise
     facts = tiny.describe()
     assert facts["n_layers"] == 30 and facts["tokens_per_frame"] == 9
     assert facts["max_position_embeddings"] == 8192

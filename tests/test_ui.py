@@ -54,7 +54,7 @@ def app(adapter):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ui_videos")
-    made = {s: write_sample(folder / f"clip{s}.mp4", seconds=s, fps=5, width=160, height=96) for s in (3, 6, 9, 10)}
+    made = {s: write_sample(folder / f"clip{s}.mp4", seconds=s, fps=5, frame_size=128) for s in (3, 6, 9, 10)}
     bad = folder / "broken.mp4"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
     made["bad"] = bad

@@ -100,7 +100,7 @@ def stat(page: Page, key: str) -> str:
 
 
 def test_upload_ask_and_see_the_cache(page: Page, tmp_path):
-    video = write_sample(tmp_path / "street.mp4", seconds=12, fps=5, width=160, height=96)
+    video = write_sample(tmp_path / "street.mp4", seconds=12, fps=5, frame_size=128)
     page.set_input_files("#video input[type=file]", video)
     status = page.locator("#status .status")
     expect(status).to_contain_text("Watched all of street.mp4: 24 frames", timeout=60_000)

@@ -58,13 +58,18 @@ def single_example(adapter, seed: int, p_empty: float = 0.04) -> Example:
     return encode(adapter, [frame], qa.question, qa.answer, qa.kind)
 
 
-def clip_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 10)) -> Example:
-    """A short clip at 1 fps (1 to 3 events, cut from anywhere in a 5-minute video) and one video question."""
+def clip_example(
+    adapter, seed: int, n_frames: tuple[int, int] = (4, 10), max_events: int = 3, event_s: tuple[int, int] = (1, 2)
+) -> Example:
+    """A clip at 1 fps (1 to `max_events` events of `event_s` seconds, cut from anywhere in a 5-minute
+    video) and one video question. Short dense clips teach the templates; long sparse ones (e.g. 40-120
+    frames, one or two events) teach finding a needle among many empty frames."""
     rng = random.Random(seed * 7 + 2)
     n = rng.randint(*n_frames)
     start = rng.randint(0, 300 - n)
-    n_events = rng.randint(1, max(1, min(3, n // 3)))  # events of up to 2 s plus 1 s gaps must fit in n s
-    script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 2), start_s=start)
+    # events plus 1 s gaps must fit in n s
+    n_events = rng.randint(1, max(1, min(max_events, n // (event_s[1] + 1))))
+    script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=event_s, start_s=start)
     frames = list(script.frames(1.0))
     qas = video_questions(script, 1.0)
     qa = rng.choices(qas, weights=[CLIP_KIND_WEIGHTS.get(q.kind, 1.0) for q in qas])[0]

@@ -55,20 +55,22 @@ class TrainConfig:
     seed: int = 0  # drives the world seeds, the initial weights and the batch order
     threads: int = 2  # torch CPU threads
     # stage A: vision tower + connector with auxiliary heads
-    a_steps: int = 1000
+    a_steps: int = 3500
     a_batch: int = 64
     a_lr: float = 2e-3
     # stage B: end to end through the frozen LM
-    b_steps: int = 320
+    b_steps: int = 600
     b_batch: int = 16  # single-frame examples per batch
     clip_batch: int = 4  # clips per clip batch
     clip_every: int = 3  # every k-th batch is a clip batch (0: never)
     clip_frames: tuple[int, int] = (4, 14)
+    long_every: int = 6  # every k-th batch (taking precedence over clip_every) is one long sparse clip (0: never)
+    long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with one or two events of 2-4 s
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
     b_start: int = 0  # first stage-B step (with --resume: continue a run from its checkpoint at this step)
-    b_aux_batch: int = 0  # frames per step for the stage-A auxiliary loss kept on during stage B (0: off)
+    b_aux_batch: int = 48  # frames per step for the stage-A auxiliary loss kept on during stage B (0: off)
     b_aux_weight: float = 1.0
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -82,11 +84,13 @@ class TrainConfig:
         for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("a_steps", "b_steps", "clip_every", "warmup", "b_aux_batch"):
+        for name in ("a_steps", "b_steps", "clip_every", "long_every", "warmup", "b_aux_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 1 <= self.clip_frames[0] <= self.clip_frames[1]:
-            raise ValueError(f"clip_frames must be (min, max) with 1 <= min <= max, got {self.clip_frames}")
+        for name, low in (("clip_frames", 1), ("long_frames", 10)):
+            lo, hi = getattr(self, name)
+            if not low <= lo <= hi <= 300:
+                raise ValueError(f"{name} must be (min, max) with {low} <= min <= max <= 300, got {(lo, hi)}")
         if not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
 
@@ -127,14 +131,14 @@ def lora_factors(wrapped: dict[str, LoRALinear]) -> dict[str, torch.Tensor]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out: Path, results: Path) -> None:
+    def __init__(self, cfg: TrainConfig, out: Path, results: Path, settings: TinySettings | None = None) -> None:
         self.cfg, self.out, self.results_path = cfg, out, results
         self.start = time.perf_counter()
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.settings = TinySettings()
+        self.settings = settings or TinySettings()
         lm = load_language_model()
         self.n_old = lm.config.vocab_size
         model, tokenizer, image_processor = build_tiny(self.settings, seed=cfg.seed, language_model=lm)
@@ -260,8 +264,10 @@ class Trainer:
             factor = min(1.0, (step - cfg.b_start + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.b_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            is_clip = cfg.clip_every > 0 and step % cfg.clip_every == cfg.clip_every - 1
-            if is_clip:
+            kind = _batch_kind(step, cfg)
+            if kind == "long":
+                examples = [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=2, event_s=(2, 4))]
+            elif kind == "clip":
                 examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames) for _ in range(cfg.clip_batch)]
             else:
                 examples = [single_example(self.adapter, self.seed()) for _ in range(cfg.b_batch)]
@@ -274,14 +280,14 @@ class Trainer:
             (loss + cfg.b_aux_weight * aux).backward()
             torch.nn.utils.clip_grad_norm_(self.vision_params + self.lora_params + [self.new_rows], 1.0)
             opt.step()
-            row = {"step": step, "clip": is_clip, "loss": round(loss.item(), 4), "exact": round(exact, 3),
+            row = {"step": step, "kind": kind, "loss": round(loss.item(), 4), "exact": round(exact, 3),
                    "aux": round(aux.item(), 4), **{f"acc_{k}": round(v, 3) for k, v in acc.items()},
                    "tokens": sum(len(e.input_ids) for e in examples), "s": round(time.perf_counter() - t0, 2),
                    "t": round(self.elapsed(), 1)}  # fmt: skip
             self.history["stage_b"].append(row)
             if step % cfg.log_every == 0 or step == cfg.b_steps - 1:
                 log.info("B %4d %s loss %.3f exact %.2f aux %.3f %s (%d tok, %.1fs/step) t %.0fs", step,
-                         "clip" if is_clip else "frame", loss.item(), exact, aux.item(),
+                         kind, loss.item(), exact, aux.item(),
                          {k: round(v, 2) for k, v in acc.items()}, row["tokens"], row["s"], self.elapsed())  # fmt: skip
             if (step + 1) % cfg.save_every == 0:
                 self.save()
@@ -341,8 +347,7 @@ class Trainer:
             "stage_a_final": self.history["stage_a"][-1] if self.history["stage_a"] else None,
             "stage_b_steps_done": len(b),
             "stage_b_last50_loss": _mean([r["loss"] for r in b[-50:]]),
-            "stage_b_last50_exact_frames": _mean([r["exact"] for r in b[-50:] if not r["clip"]]),
-            "stage_b_last50_exact_clips": _mean([r["exact"] for r in b[-50:] if r["clip"]]),
+            **{f"stage_b_last100_exact_{k}": _mean([r["exact"] for r in b[-100:] if r["kind"] == k]) for k in BATCH_KINDS},
             "notes": self.notes,
             "history": self.history,
         }
@@ -350,6 +355,18 @@ class Trainer:
         tmp = self.results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(self.results_path)
+
+
+BATCH_KINDS = ("frame", "clip", "long")
+
+
+def _batch_kind(step: int, cfg: TrainConfig) -> str:
+    """Which of BATCH_KINDS stage-B step `step` trains on."""
+    if cfg.long_every and step % cfg.long_every == cfg.long_every - 1:
+        return "long"
+    if cfg.clip_every and step % cfg.clip_every == cfg.clip_every - 1:
+        return "clip"
+    return "frame"
 
 
 def _cosine(step: int, total: int, floor: float = 0.1) -> float:
@@ -369,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models/weights/tiny.safetensors"))
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
     p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
-    for f in fields(TrainConfig):
+    for f in fields(TrainConfig) + fields(TinySettings):  # every setting is a flag: --a-steps, --patch-size, ...
         if f.type in ("int", "float", "bool"):
             kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes")}[f.type]
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
@@ -377,7 +394,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
-    trainer = Trainer(cfg, args.out, args.results)
+    settings = TinySettings(**{f.name: getattr(args, f.name) for f in fields(TinySettings)})
+    trainer = Trainer(cfg, args.out, args.results, settings)
     if args.resume is None:
         trainer.stage_a()
     trainer.stage_b(args.resume)
