@@ -51,18 +51,20 @@ def _ask(session, frame, question: str) -> str:
     return session.answer(question, max_new_tokens=6).strip().lower()
 
 
-def test_tiny_answers_colour_and_shape_on_held_out_seeds(tiny):
-    """10 questions on 5 held-out frames; a model that ignored the picture would get about 3 right.
-    (Digits are left out: the trained model reads them poorly, 16% on held-out frames; docs/training.md.)"""
+@pytest.mark.parametrize("kinds,n_frames,least", [
+    (("colour", "shape"), 5, 8),  # a model that ignored the picture would get about 3 of 10 right
+    (("digit",), 10, 7),  # ... about 1 of 10 (held-out accuracy: 0.91, docs/training.md)
+])
+def test_tiny_reads_held_out_frames(tiny, kinds, n_frames, least):
     session = StreamSession(tiny, WindowConfig(policy="full", budget=None))
     results = []
-    for i in range(5):
+    for i in range(n_frames):
         frame, script = single_frame(HELD_OUT_SEED + 900 + i)
         for qa in frame_questions(script, frame.time_s):
-            if qa.kind in ("colour", "shape"):
+            if qa.kind in kinds:
                 results.append((qa.question, qa.answer, _ask(session, frame, qa.question)))
     right = sum(want == got for _, want, got in results)
-    assert len(results) == 10 and right >= 8, results
+    assert len(results) == 10 and right >= least, results
 
 
 def test_tiny_answers_differ_with_the_picture(tiny):
