@@ -21,7 +21,7 @@ The stream stays within the model's 8192 positions so the full cache is a valid 
 (bench/results/captions_variants[_quick].json, read by bench_table.py).
 One torch thread by default. Writes bench/results/captions[_quick].json and .png.
 
-    .venv/bin/python bench/bench_captions.py --quick          # ~1.5k-token stream, 5 needles
+    .venv/bin/python bench/bench_captions.py --quick          # ~1.5k-token stream, 5 needles, 10% budgets
     .venv/bin/python bench/bench_captions.py                   # ~3k-token stream, 10 needles
 """
 
@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--captions", type=int, help="captions in the stream (about 12 tokens each)")
     ap.add_argument("--needles", type=int)
-    ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.2, 0.5])
+    ap.add_argument("--fractions", type=float, nargs="*", default=None, help="default 0.1 0.2 0.5 (quick: 0.1)")
     ap.add_argument("--policies", nargs="*", default=POLICIES)
     ap.add_argument("--variants", action="store_true",
                     help="instead: every bench_table variant at 5/10/20%% (writes captions_variants[_quick])")
@@ -160,6 +160,7 @@ def main() -> None:
     started = common.machine()
     n_captions = args.captions or (120 if args.quick else 250)
     n_needles = args.needles or (5 if args.quick else 10)
+    fractions = args.fractions or ([0.1] if args.quick else [0.1, 0.2, 0.5])
 
     model, tokenizer = common.load_lm()
     use_window_attention(model)
@@ -170,7 +171,7 @@ def main() -> None:
     L = stream.n_tokens
     print(f"stream: {n_captions} captions, {L} tokens, {n_needles} needles")
     configs = [dict(label="full", policy="full", budget=None, fraction=1.0)]
-    for frac in [] if args.variants else args.fractions:
+    for frac in [] if args.variants else fractions:
         for p in args.policies:
             configs.append(dict(label=f"{p}@{frac:.0%}", policy=p, budget=int(L * frac), fraction=frac, variant=p))
     if args.variants:
@@ -219,7 +220,7 @@ def main() -> None:
         "rows": rows,
     }, started)
     if not args.variants:
-        plot(rows, args.fractions, args.policies, name, L)
+        plot(rows, fractions, args.policies, name, L)
 
 
 def plot(rows, fractions, policies, name, L) -> None:

@@ -1,6 +1,6 @@
 """Decode speed of SmolLM2-135M-Instruct: ms per generated token against context length, per cache policy.
 
-For each context length L (1k, 2k, 4k, 8k, 16k tokens; --quick: 1k, 4k, 8k) and each configuration
+For each context length L (1k, 2k, 4k, 8k, 16k tokens; --quick: 2k, 8k) and each configuration
 (the full cache, and every bounded policy at 10% and 20% of L), a cache is filled with L tokens and
 then greedy decode steps `model(input_ids=[[tok]], past_key_values=cache)` are timed. The bounded
 caches start at their budget; every step scores the cache with its query, and once a layer is over
@@ -19,7 +19,7 @@ Timing: all configurations of one length are timed round-robin, one decode step 
 means are taken; the speed-up is mean(full) / mean(config) from the same rounds. One torch
 thread by default (the machine is shared). Writes bench/results/decode[_quick].json and .png.
 
-    .venv/bin/python bench/bench_decode.py --quick     # 1k, 4k, 8k
+    .venv/bin/python bench/bench_decode.py --quick     # 2k, 8k
     .venv/bin/python bench/bench_decode.py             # 1k .. 16k
 """
 
@@ -80,7 +80,7 @@ class Decoder:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="contexts 1k, 4k, 8k and fewer rounds")
+    ap.add_argument("--quick", action="store_true", help="contexts 2k and 8k, fewer rounds")
     ap.add_argument("--lengths", type=int, nargs="*", help="context lengths in tokens")
     ap.add_argument("--fractions", type=float, nargs="*", default=[0.1, 0.2], help="budgets as fractions of L")
     ap.add_argument("--rounds", type=int, help="timed decode steps per configuration and length")
@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     common.setup(args.threads)
-    lengths = args.lengths or ([1024, 4096, 8192] if args.quick else [1024, 2048, 4096, 8192, 16384])
+    lengths = args.lengths or ([2048, 8192] if args.quick else [1024, 2048, 4096, 8192, 16384])
     rounds = args.rounds or (32 if args.quick else 64)  # whole periods of decode_slack (32) compressions
     started = common.machine()
 

@@ -152,8 +152,9 @@ def main() -> None:
         out["tiny"] = {"available": False, "reason": f"{type(err).__name__}: {str(err).splitlines()[0]}"}
         print("tiny:", out["tiny"]["reason"])
     configs = [dict(policy="full", label="full")] + [dict(policy=p, label=p) for p in POLICIES]
-    for p in ("sink-recent", "combined"):  # compress every other chunk: a cut leaves room for one more chunk
-        configs.append(dict(policy=p, chunk_slack=SLACK, label=common.variant_label(p, chunk_slack=SLACK)))
+    for p, merge in (("sink-recent", None), ("combined", None), ("combined", "none")):
+        # compress every other chunk: a cut leaves room for one more chunk
+        configs.append(dict(policy=p, merge=merge, chunk_slack=SLACK, label=common.variant_label(p, merge, chunk_slack=SLACK)))
     if args.variants:
         configs += [v for v in common.table_variants() if v["label"] not in {c["label"] for c in configs}]
     out["lm_135m"] = lm_runs(2048, 3 if args.quick else 6, configs)

@@ -22,16 +22,16 @@ import common
 from bench_decode import Decoder, filled_cache, prefill_kv
 from streamer.kv_window import use_window_attention
 
-FRACTIONS = [0.05, 0.1, 0.2]
+FRACTIONS = [0.05, 0.1, 0.2]  # budgets as fractions of the context (--quick: 10% only)
 
 
-def decode_run(context: int, rounds: int, variants: list[dict]) -> dict:
+def decode_run(context: int, rounds: int, variants: list[dict], fractions: list[float]) -> dict:
     model, tokenizer = common.load_lm(max_positions=32768)
     use_window_attention(model)
     kv = prefill_kv(model, tokenizer, 512)
     first = tokenizer("The", add_special_tokens=False)["input_ids"][0]
     decoders = {"full": Decoder(model, filled_cache(model, common.window("full", None), kv, context), first)}
-    for frac in FRACTIONS:
+    for frac in fractions:
         for v in variants:
             cfg = common.window(v["policy"], int(context * frac), v["merge"], v["obs_select"], v["layer_budget"])
             decoders[f"{v['label']}@{frac:.0%}"] = Decoder(model, filled_cache(model, cfg, kv, context), first)
@@ -83,12 +83,14 @@ def main() -> None:
     context = args.context or (4096 if args.quick else 8192)
     rounds = args.rounds or (32 if args.quick else 64)  # whole decode_slack (32) periods
     variants = common.table_variants()
+    fractions = [0.1] if args.quick else FRACTIONS
     suffix = "_quick" if args.quick else ""
     old = common.read_json("table" + suffix) if args.reuse else None
     if old:
         dec, context, rounds, started = old["decode"], old["settings"]["decode_context"], old["settings"]["rounds"], old["machine"]
+        fractions = old["settings"]["fractions"]
     else:
-        dec = decode_run(context, rounds, variants)
+        dec = decode_run(context, rounds, variants, fractions)
     ingest = common.read_json("ingest") or common.read_json("ingest_quick")
     captions = {"rows": [], "command": []}
     for stem in ("captions_variants", "captions_variants_quick", "captions", "captions_quick"):
@@ -98,7 +100,7 @@ def main() -> None:
             captions["command"].append(data["command"])
     captions["command"] = "; ".join(captions["command"]) or None
     rows = []
-    for frac in FRACTIONS:
+    for frac in fractions:
         for v in variants:
             d = dec[f"{v['label']}@{frac:.0%}"]
             c = lookup_captions(captions, v, frac)
@@ -112,7 +114,7 @@ def main() -> None:
             ("ingest_compress_share", min), ("caption_accuracy", max), ("caption_p_correct", max), ("caption_kl", min)]
     md = markdown(rows, cols, context)
     common.write_json("table" + suffix, {
-        "settings": {"decode_context": context, "rounds": rounds, "fractions": FRACTIONS,
+        "settings": {"decode_context": context, "rounds": rounds, "fractions": fractions,
                      "sources": {"ingest": ingest and ingest["command"], "captions": captions and captions["command"]},
                      "full_decode_ms": dec["full"]["mean_ms"]},
         "rows": rows, "markdown": md, "decode": dec}, started)
@@ -123,7 +125,7 @@ def main() -> None:
 
 def markdown(rows, cols, context) -> str:
     best = {}
-    for frac in FRACTIONS:
+    for frac in sorted({r["budget_fraction"] for r in rows}):
         sub = [r for r in rows if r["budget_fraction"] == frac]
         for col, pick in cols:
             vals = [r[col] for r in sub if r[col] is not None]
@@ -158,9 +160,11 @@ def plot(rows, name, context) -> None:
     plt = common.plt()
     fig, ax = plt.subplots(figsize=(9, 5))
     labels = list(dict.fromkeys(r["variant"] for r in rows))
-    for i, frac in enumerate(FRACTIONS):
+    fractions = sorted({r["budget_fraction"] for r in rows})
+    for i, frac in enumerate(fractions):
         ys = [next(r["decode_speedup"] for r in rows if r["variant"] == v and r["budget_fraction"] == frac) for v in labels]
-        ax.bar([j + (i - 1) * 0.27 for j in range(len(labels))], ys, width=0.27, label=f"budget {frac:.0%}")
+        ax.bar([j + (i - (len(fractions) - 1) / 2) * 0.27 for j in range(len(labels))], ys, width=0.27,
+               label=f"budget {frac:.0%}")
     ax.axhline(1.0, color="k", lw=0.6)
     ax.axhline(1.5, color="red", lw=0.8, label="goal 1.5x")
     ax.set_xticks(range(len(labels)), labels, rotation=50, ha="right", fontsize=8)
