@@ -203,8 +203,8 @@ def report() -> None:
     parts = ["# Benchmarks\n",
              "Produced by the scripts in `bench/` (each section: command, machine, date). Regenerate this file "
              "with `.venv/bin/python bench/run_all.py --report`; rerun everything with "
-             "`.venv/bin/python bench/run_all.py [--quick]`. The machine was shared with other jobs while these "
-             "ran, so absolute times are slow and noisy; every speed comparison is a ratio within one run "
+             "`.venv/bin/python bench/run_all.py [--quick]`. Each section's header says whether the machine was "
+             "quiet or shared with other jobs (then absolute times are slow and noisy); every speed comparison is a ratio within one run "
              "(configurations interleaved round-robin; decode steps as means over whole compression periods, ingest chunks as means).\n",
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
