@@ -65,7 +65,8 @@ class TrainConfig:
     clip_every: int = 3  # every k-th batch is a clip batch (0: never)
     clip_frames: tuple[int, int] = (4, 14)
     long_every: int = 6  # every k-th batch (taking precedence over clip_every) is one long sparse clip (0: never)
-    long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with one or two events of 2-4 s
+    long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with 1 to long_events events of 2-4 s
+    long_events: int = 2  # most events in a long clip (at most 5: colours and digits differ)
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
@@ -81,12 +82,14 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every"):
+        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every", "long_events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         for name in ("a_steps", "b_steps", "clip_every", "long_every", "warmup", "b_aux_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.long_events > 5:
+            raise ValueError(f"long_events must be at most 5 (distinct colours), got {self.long_events}")
         for name, low in (("clip_frames", 1), ("long_frames", 10)):
             lo, hi = getattr(self, name)
             if not low <= lo <= hi <= 300:
@@ -266,7 +269,8 @@ class Trainer:
                 g["lr"] = g["base_lr"] * factor
             kind = _batch_kind(step, cfg)
             if kind == "long":
-                examples = [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=2, event_s=(2, 4))]
+                examples = [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events,
+                                         event_s=(2, 4))]
             elif kind == "clip":
                 examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames) for _ in range(cfg.clip_batch)]
             else:
@@ -387,8 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
     p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
     for f in fields(TrainConfig) + fields(TinySettings):  # every setting is a flag: --a-steps, --patch-size, ...
-        if f.type in ("int", "float", "bool"):
-            kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes")}[f.type]
+        if f.type in ("int", "float", "bool", "tuple[int, int]"):
+            kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes"),
+                    "tuple[int, int]": lambda s: tuple(int(x) for x in s.split(","))}[f.type]  # "40,120"
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
