@@ -27,11 +27,9 @@ Run:  .venv/bin/python bench/bench_kv.py            (full, about 3 minutes on 2 
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -48,6 +46,7 @@ from transformers import LlamaConfig  # noqa: E402
 # Let `python bench/bench_kv.py` import the package from the repository root without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import common  # noqa: E402  (bench/common.py: this script's folder is on sys.path)
 from streamer.kv_scoring import observed_attention  # noqa: E402
 from streamer.kv_window import KVWindowCache, Modality, WindowConfig  # noqa: E402
 
@@ -271,17 +270,8 @@ def measure_memory(config, budget: int, seed: int = 0) -> dict:
 
 
 def machine_info() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__,
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],  # 1/5/15 min: other work running
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    """The machine facts every benchmark records (`common.machine`), plus the transformers version."""
+    return {**common.machine(), "transformers": transformers.__version__}
 
 
 def plot_compress(rows: list[dict], budgets: list[int], path: Path) -> None:

@@ -39,6 +39,6 @@ def window_config(args: argparse.Namespace, max_positions: int | None = None) ->
     options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
     if args.policy == "full":
         return WindowConfig(policy="full", budget=None, **options)
-    options["chunk_slack"] = getattr(args, "chunk_slack", 0)
+    options["chunk_slack"] = args.chunk_slack
     budget = args.budget or min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)
     return WindowConfig(policy=args.policy, budget=budget, **options)

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 import torch
 
 from models.registry import load_model
-from streamer.frames import Chunk
+from streamer.frames import Chunk, SamplerConfig, chunk_frames
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 from streamer.world import frame_questions, random_script, single_frame, video_questions
@@ -86,9 +86,8 @@ def needle_eval(adapter, n: int, window: WindowConfig) -> dict:
         script, qa = needle_script(i)
         session.reset()
         start = time.perf_counter()
-        frames = list(script.frames(1.0))
-        for c in range(0, len(frames), 4):
-            session.ingest(Chunk(tuple(frames[c:c + 4]), index=c // 4))
+        for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+            session.ingest(chunk)
         got = normalise(session.answer(qa.question, max_new_tokens=8))
         seconds += time.perf_counter() - start
         right += got == qa.answer
@@ -106,12 +105,11 @@ def needle_eval(adapter, n: int, window: WindowConfig) -> dict:
 def full_cache_tokens(adapter) -> int:
     """Tokens a 5-minute needle video takes in the full cache (frames only)."""
     script, _ = needle_script(0)
-    frames = list(script.frames(1.0))
     from models.prompt import Conversation
 
     conv, total = Conversation(), 0
-    for c in range(0, len(frames), 4):
-        p = adapter.chunk_prompt(Chunk(tuple(frames[c:c + 4])), conv)
+    for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+        p = adapter.chunk_prompt(chunk, conv)
         conv, total = p.after, total + p.n_tokens
     return total
 
