@@ -1,8 +1,8 @@
 """Training and evaluation examples for the `tiny` model, drawn from `streamer.world` by seed.
 
-An example is the exact token sequence the SmolVLM adapter feeds at inference (the prompt of one chunk
-of frames, then the question prompt), followed by the answer tokens and <end_of_utterance>; the loss is
-on the answer tokens only. Prompts are built with the adapter itself, so training and inference
+An example is the exact token sequence the SmolVLM adapter feeds at inference: the prompt of one chunk
+of frames, then for each question in turn the question prompt, the answer tokens with
+<end_of_utterance>, and the end of the assistant turn; the loss is on the answer tokens only. Prompts are built with the adapter itself, so training and inference
 cannot drift apart.
 
 Seeds: training draws world seeds below HELD_OUT_SEED; evaluation uses seeds from HELD_OUT_SEED on.
@@ -20,7 +20,7 @@ import torch
 
 from models.prompt import Conversation
 from streamer.frames import Chunk, Frame
-from streamer.world import frame_questions, random_script, single_frame, video_questions
+from streamer.world import QA, frame_questions, random_script, single_frame, video_questions
 
 HELD_OUT_SEED = 10_000_000  # world seeds >= this are never trained on
 
@@ -30,40 +30,67 @@ CLIP_KIND_WEIGHTS = {"needle_digit": 4.0, "needle_any": 2.0, "colour_of_digit": 
 
 @dataclass
 class Example:
-    """One training sequence."""
+    """One training sequence: a chunk of frames, then one or more question/answer turns (a chat)."""
 
-    input_ids: list[int]  # prompt + answer + <end_of_utterance>
-    n_prompt: int  # tokens before the answer
-    images: list[np.ndarray]  # frames in order, (H, W, 3) uint8 RGB
-    question: str
-    answer: str
-    kind: str
+    input_ids: list[int]  # prompt, answers with <end_of_utterance>, the turn ends between them
+    targets: list[tuple[int, int]]  # [start, end) of each answer's tokens (its <end_of_utterance> included)
+    frames: list[Frame]  # in order
+    qas: list[QA]  # the questions, in the order they are asked
+    kind: str  # batch kind: "frame", "clip" or "long"
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The frames' pixels, (H, W, 3) uint8 RGB."""
+        return [f.image for f in self.frames]
 
 
-def encode(adapter, frames: list[Frame], question: str, answer: str, kind: str) -> Example:
-    """The adapter's prompt for one chunk of `frames` and `question`, then " answer<end_of_utterance>"."""
+def encode(adapter, frames: list[Frame], qas: list[QA], kind: str) -> Example:
+    """What the session feeds for one chunk of `frames` and then each question in turn: the question
+    prompt, " answer<end_of_utterance>" (the loss targets) and, before the next question, the rest of
+    the adapter's answer_end() (its first token is that same <end_of_utterance>)."""
+    if not qas:
+        raise ValueError("an example needs at least one question")
+    eou = adapter.eos_token_ids[0]  # <end_of_utterance> closes a SmolVLM answer
     chunk = adapter.chunk_prompt(Chunk(tuple(frames)), Conversation())
-    q = adapter.question_prompt(question, chunk.after)
-    prompt = chunk.input_ids[0].tolist() + q.input_ids[0].tolist()
-    answer_ids = adapter.tokenizer(" " + answer, add_special_tokens=False)["input_ids"]
-    ids = prompt + answer_ids + [adapter.eos_token_ids[0]]  # <end_of_utterance> closes a SmolVLM answer
-    return Example(ids, len(prompt), [f.image for f in frames], question, answer, kind)
+    ids, conv, targets = chunk.input_ids[0].tolist(), chunk.after, []
+    for i, qa in enumerate(qas):
+        q = adapter.question_prompt(qa.question, conv)
+        ids += q.input_ids[0].tolist()
+        answer_ids = adapter.tokenizer(" " + qa.answer, add_special_tokens=False)["input_ids"]
+        targets.append((len(ids), len(ids) + len(answer_ids) + 1))
+        ids += answer_ids + [eou]
+        if i + 1 < len(qas):
+            end = adapter.answer_end(q.after)
+            end_ids = end.input_ids[0].tolist()
+            if end_ids[0] != eou:
+                raise ValueError(f"answer_end() should start with <end_of_utterance> ({eou}), got {end_ids[:3]}")
+            ids += end_ids[1:]
+            conv = end.after
+    return Example(ids, targets, list(frames), list(qas), kind)
 
 
-def single_example(adapter, seed: int, p_empty: float = 0.04) -> Example:
-    """One frame and one of its questions (colour, shape, digit, what is on screen)."""
+def single_example(adapter, seed: int, p_empty: float = 0.04, n_questions: int = 1) -> Example:
+    """One frame and up to `n_questions` different questions about it (colour, shape, digit, what is
+    on screen), asked one after the other."""
     rng = random.Random(seed * 7 + 1)
     frame, script = single_frame(seed, p_empty=p_empty)
-    qa = rng.choice(frame_questions(script, frame.time_s))
-    return encode(adapter, [frame], qa.question, qa.answer, qa.kind)
+    qas = frame_questions(script, frame.time_s)
+    return encode(adapter, [frame], rng.sample(qas, min(n_questions, len(qas))), "frame")
 
 
 def clip_example(
-    adapter, seed: int, n_frames: tuple[int, int] = (4, 10), max_events: int = 3, event_s: tuple[int, int] = (1, 2)
+    adapter,
+    seed: int,
+    n_frames: tuple[int, int] = (4, 10),
+    max_events: int = 3,
+    event_s: tuple[int, int] = (1, 2),
+    n_questions: int = 1,
+    kind: str = "clip",
 ) -> Example:
     """A clip at 1 fps (1 to `max_events` events of `event_s` seconds, cut from anywhere in a 5-minute
-    video) and one video question. Short dense clips teach the templates; long sparse ones (e.g. 40-120
-    frames, one or two events) teach finding a needle among many empty frames."""
+    video) and up to `n_questions` different video questions, asked one after the other. Short dense
+    clips teach the templates; long sparse ones (e.g. 60-200 frames, up to five objects, several
+    questions) teach finding the frame a question is about among many others."""
     rng = random.Random(seed * 7 + 2)
     n = rng.randint(*n_frames)
     start = rng.randint(0, 300 - n)
@@ -72,8 +99,13 @@ def clip_example(
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=event_s, start_s=start)
     frames = list(script.frames(1.0))
     qas = video_questions(script, 1.0)
-    qa = rng.choices(qas, weights=[CLIP_KIND_WEIGHTS.get(q.kind, 1.0) for q in qas])[0]
-    return encode(adapter, frames, qa.question, qa.answer, qa.kind)
+    weights = [CLIP_KIND_WEIGHTS.get(q.kind, 1.0) for q in qas]
+    chosen = []
+    for _ in range(min(n_questions, len(qas))):  # weighted, without replacement
+        i = rng.choices(range(len(qas)), weights=weights)[0]
+        chosen.append(qas[i])
+        weights[i] = 0.0
+    return encode(adapter, frames, chosen, kind)
 
 
 def pixel_batch(adapter, images: list[np.ndarray]) -> torch.Tensor:
@@ -82,14 +114,13 @@ def pixel_batch(adapter, images: list[np.ndarray]) -> torch.Tensor:
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids, attention_mask (B, T) and labels (B, T) (-100 off the answers)."""
+    """Right-padded batch: input_ids and labels (B, T), labels -100 off the answers. No attention mask is
+    needed under a causal mask: real tokens never see the pads that follow them."""
     t = max(len(e.input_ids) for e in examples)
     ids = torch.full((len(examples), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), t), dtype=torch.long)
     labels = torch.full((len(examples), t), -100, dtype=torch.long)
     for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[i, :n] = torch.tensor(e.input_ids)
-        mask[i, :n] = 1
-        labels[i, e.n_prompt:n] = ids[i, e.n_prompt:n]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        for a, b in e.targets:
+            labels[i, a:b] = ids[i, a:b]
+    return {"input_ids": ids, "labels": labels}

@@ -8,13 +8,16 @@ Recipe (docs/training.md has the numbers):
   a small penalty keeps the outputs at the RMS of SmolLM2's token embeddings. Cheap: thousands of
   frames a minute.
 - Stage B, end to end through SmolLM2-135M-Instruct (bf16 autocast on CPU): the exact prompts the
-  SmolVLM adapter feeds at inference plus " answer<end_of_utterance>", loss on the answer tokens only.
-  Trained: vision tower, connector, the four new special-token embedding rows, and LoRA factors (rank
-  r) on the attention q/v projections of all 30 layers; the rest of the LM is frozen. Most batches are
-  single frames (colour, shape, digit, what is on screen); optionally (--b-aux-batch N, off in the
-  committed run) the stage-A auxiliary loss stays on with N fresh frames a step; every `clip_every`-th batch holds 4-14 frame
-  clips cut from anywhere in a 5-minute video, with video questions (needle digit, colour of a digit,
-  before/after, how many times, when), so retrieval across frames is learned.
+  SmolVLM adapter feeds at inference, with each answer as " answer<end_of_utterance>" and the loss on
+  the answer tokens only. Trained: vision tower, connector, the four new special-token embedding rows,
+  and LoRA factors (rank r) on the attention projections in `lora_targets` of all 30 layers; the rest
+  of the LM is frozen. Batch kinds follow `schedule` in rotation: frames (16 single frames), short
+  clips (4-14 frames from anywhere in a 5-minute timeline) and long sparse clips (one clip of
+  `long_frames` frames with up to `long_events` objects); `*_questions` > 1 asks several different
+  questions about the same frames as a chat. The stage-A auxiliary loss stays on with `b_aux_batch`
+  fresh frames a step.
+- Stage C is this loop again from a stage-B checkpoint (--resume), with chats and long clips of
+  several objects at lower learning rates (the command is in docs/training.md).
 - The trained parts are saved (fp32 safetensors) to --out every `save_every` steps and at the end, and
   a JSON of settings, losses and timings to --results.
 
@@ -47,6 +50,8 @@ from train.data import HELD_OUT_SEED, clip_example, collate, pixel_batch, single
 
 log = logging.getLogger("train_tiny")
 
+BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long"}  # TrainConfig.schedule letters
+
 
 @dataclass
 class TrainConfig:
@@ -60,13 +65,15 @@ class TrainConfig:
     a_lr: float = 2e-3
     # stage B: end to end through the frozen LM
     b_steps: int = 600
-    b_batch: int = 16  # single-frame examples per batch
+    schedule: str = "ffcffl"  # batch kinds in rotation: f = frames, c = short clips, l = one long clip
+    b_batch: int = 16  # single-frame examples per frame batch
+    frame_questions: int = 1  # questions per frame, asked one after the other (a chat when > 1)
     clip_batch: int = 4  # clips per clip batch
-    clip_every: int = 3  # every k-th batch is a clip batch (0: never)
     clip_frames: tuple[int, int] = (4, 14)
-    long_every: int = 6  # every k-th batch (taking precedence over clip_every) is one long sparse clip (0: never)
+    clip_questions: int = 1
     long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with 1 to long_events events of 2-4 s
     long_events: int = 2  # most events in a long clip (at most 5: colours and digits differ)
+    long_questions: int = 1  # questions about one long clip, asked one after the other
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
@@ -82,10 +89,13 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every", "long_events"):
+        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every", "long_events",
+                     "frame_questions", "clip_questions", "long_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("a_steps", "b_steps", "clip_every", "long_every", "warmup", "b_aux_batch"):
+        if not self.schedule or set(self.schedule) - set(BATCH_KINDS):
+            raise ValueError(f"schedule must be a non-empty string of {sorted(BATCH_KINDS)}, got {self.schedule!r}")
+        for name in ("a_steps", "b_steps", "warmup", "b_aux_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.long_events > 5:
@@ -246,6 +256,8 @@ class Trainer:
             with torch.no_grad():
                 self.embed[self.n_old:] = state[NEW_ROWS_KEY]
                 for key, m in self.lora.items():
+                    if f"lora.{key}.A" not in state:  # a target the checkpoint has no factors for starts at zero
+                        continue
                     m.A.copy_(state[f"lora.{key}.A"] / m.scale)
                     m.B.copy_(state[f"lora.{key}.B"])
             self.rng = random.Random(cfg.seed * 1000 + cfg.b_start)
@@ -267,14 +279,16 @@ class Trainer:
             factor = min(1.0, (step - cfg.b_start + 1) / max(1, cfg.warmup)) * _cosine(step, cfg.b_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
-            kind = _batch_kind(step, cfg)
+            kind = BATCH_KINDS[cfg.schedule[step % len(cfg.schedule)]]
             if kind == "long":
                 examples = [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events,
-                                         event_s=(2, 4))]
+                                         event_s=(2, 4), n_questions=cfg.long_questions, kind=kind)]
             elif kind == "clip":
-                examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames) for _ in range(cfg.clip_batch)]
+                examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames, n_questions=cfg.clip_questions)
+                            for _ in range(cfg.clip_batch)]  # fmt: skip
             else:
-                examples = [single_example(self.adapter, self.seed()) for _ in range(cfg.b_batch)]
+                examples = [single_example(self.adapter, self.seed(), n_questions=cfg.frame_questions)
+                            for _ in range(cfg.b_batch)]  # fmt: skip
             t0 = time.perf_counter()
             loss, exact = self.lm_loss(examples, pad)
             aux, acc = torch.zeros(()), {}
@@ -286,8 +300,8 @@ class Trainer:
             opt.step()
             row = {"step": step, "kind": kind, "loss": round(loss.item(), 4), "exact": round(exact, 3),
                    "aux": round(aux.item(), 4), **{f"acc_{k}": round(v, 3) for k, v in acc.items()},
-                   "tokens": sum(len(e.input_ids) for e in examples), "s": round(time.perf_counter() - t0, 2),
-                   "t": round(self.elapsed(), 1)}  # fmt: skip
+                   "answers": sum(len(e.targets) for e in examples), "tokens": sum(len(e.input_ids) for e in examples),
+                   "s": round(time.perf_counter() - t0, 2), "t": round(self.elapsed(), 1)}  # fmt: skip
             self.history["stage_b"].append(row)
             if step % cfg.log_every == 0 or step == cfg.b_steps - 1:
                 log.info("B %4d %s loss %.3f exact %.2f aux %.3f %s (%d tok, %.1fs/step) t %.0fs", step,
@@ -302,7 +316,7 @@ class Trainer:
         return torch.cat([self.embed[: self.n_old], self.new_rows], dim=0)
 
     def lm_loss(self, examples, pad: int) -> tuple[torch.Tensor, float]:
-        """Cross-entropy on the answer tokens; also the fraction of examples whose answer is all right."""
+        """Cross-entropy on the answer tokens; also the fraction of answers whose tokens are all right."""
         batch = {k: v.to(self.device) for k, v in collate(examples, pad).items()}
         ids, labels = batch["input_ids"], batch["labels"]
         w = self.weight_matrix()
@@ -312,7 +326,9 @@ class Trainer:
         image_mask = (ids == self.adapter.image_token_id).unsqueeze(-1)  # (B, T, 1)
         embeds = embeds.masked_scatter(image_mask, feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            hidden = self.model.model.text_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+            # no attention mask: the batch is right-padded, so under the causal mask no real token sees a
+            # pad, and SDPA's plain causal path is much faster on long clips than an explicit mask
+            hidden = self.model.model.text_model(inputs_embeds=embeds).last_hidden_state
         target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at t
         sel = target != -100
         logits = hidden[:, :-1][sel].float() @ w.t()  # (n_answer_tokens, V)
@@ -320,8 +336,8 @@ class Trainer:
         with torch.no_grad():
             right = torch.zeros_like(target, dtype=torch.bool)
             right[sel] = logits.argmax(-1) == target[sel]
-            exact = float(((right | ~sel).all(dim=1)).float().mean())
-        return loss, exact
+            answers = [bool(right[i, a - 1:b - 1].all()) for i, e in enumerate(examples) for a, b in e.targets]
+        return loss, sum(answers) / len(answers)
 
     # ---- output ----------------------------------------------------------------------------------
 
@@ -351,7 +367,7 @@ class Trainer:
             "stage_a_final": self.history["stage_a"][-1] if self.history["stage_a"] else None,
             "stage_b_steps_done": len(b),
             "stage_b_last50_loss": _mean([r["loss"] for r in b[-50:]]),
-            **{f"stage_b_last100_exact_{k}": _mean([r["exact"] for r in b[-100:] if r["kind"] == k]) for k in BATCH_KINDS},
+            **{f"stage_b_last100_exact_{k}": _mean([r["exact"] for r in b[-100:] if r["kind"] == k]) for k in BATCH_KINDS.values()},
             "notes": self.notes,
             "history": self.history,
         }
@@ -359,18 +375,6 @@ class Trainer:
         tmp = self.results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(self.results_path)
-
-
-BATCH_KINDS = ("frame", "clip", "long")
-
-
-def _batch_kind(step: int, cfg: TrainConfig) -> str:
-    """Which of BATCH_KINDS stage-B step `step` trains on."""
-    if cfg.long_every and step % cfg.long_every == cfg.long_every - 1:
-        return "long"
-    if cfg.clip_every and step % cfg.clip_every == cfg.clip_every - 1:
-        return "clip"
-    return "frame"
 
 
 def _cosine(step: int, total: int, floor: float = 0.1) -> float:
@@ -391,9 +395,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
     p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
     for f in fields(TrainConfig) + fields(TinySettings):  # every setting is a flag: --a-steps, --patch-size, ...
-        if f.type in ("int", "float", "bool", "tuple[int, int]"):
-            kind = {"int": int, "float": float, "bool": lambda s: s.lower() in ("1", "true", "yes"),
-                    "tuple[int, int]": lambda s: tuple(int(x) for x in s.split(","))}[f.type]  # "40,120"
+        kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes"),
+                "tuple[int, int]": lambda s: tuple(int(x) for x in s.split(",")),  # "40,120"
+                "tuple[str, ...]": lambda s: tuple(s.split(","))}.get(f.type)  # "q_proj,v_proj"
+        if kind is not None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
