@@ -2,8 +2,8 @@
 
 An example is the exact token sequence the SmolVLM adapter feeds at inference: the prompt of one chunk
 of frames, then for each question in turn the question prompt, the answer tokens with
-<end_of_utterance>, and the end of the assistant turn; the loss is on the answer tokens only. Prompts are built with the adapter itself, so training and inference
-cannot drift apart.
+<end_of_utterance>, and the end of the assistant turn; the loss is on the answer tokens only. Prompts
+are built with the adapter itself, so training and inference cannot drift apart.
 
 Seeds: training draws world seeds below HELD_OUT_SEED; evaluation uses seeds from HELD_OUT_SEED on.
 

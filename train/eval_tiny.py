@@ -86,7 +86,7 @@ def needle_eval(adapter, n: int, window: WindowConfig) -> dict:
         script, qa = needle_script(i)
         session.reset()
         start = time.perf_counter()
-        for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+        for chunk in needle_chunks(script):
             session.ingest(chunk)
         got = normalise(session.answer(qa.question, max_new_tokens=8))
         seconds += time.perf_counter() - start
@@ -102,13 +102,18 @@ def needle_eval(adapter, n: int, window: WindowConfig) -> dict:
     }  # fmt: skip
 
 
+def needle_chunks(script):
+    """The needle video as the session receives it: 1 fps, chunks of 4 frames."""
+    return chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4))
+
+
 def full_cache_tokens(adapter) -> int:
     """Tokens a 5-minute needle video takes in the full cache (frames only)."""
     script, _ = needle_script(0)
     from models.prompt import Conversation
 
     conv, total = Conversation(), 0
-    for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+    for chunk in needle_chunks(script):
         p = adapter.chunk_prompt(chunk, conv)
         conv, total = p.after, total + p.n_tokens
     return total

@@ -389,15 +389,21 @@ def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+# how a setting's annotation is parsed from the command line; settings of other types are not flags
+_FLAG_TYPES = {
+    "int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes"),
+    "tuple[int, int]": lambda s: tuple(int(x) for x in s.split(",")),  # "40,120"
+    "tuple[str, ...]": lambda s: tuple(s.split(",")),  # "q_proj,v_proj"
+}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the built-in `tiny` model on the synthetic world.")
     p.add_argument("--out", type=Path, default=Path("models/weights/tiny.safetensors"))
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
     p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
     for f in fields(TrainConfig) + fields(TinySettings):  # every setting is a flag: --a-steps, --patch-size, ...
-        kind = {"int": int, "float": float, "str": str, "bool": lambda s: s.lower() in ("1", "true", "yes"),
-                "tuple[int, int]": lambda s: tuple(int(x) for x in s.split(",")),  # "40,120"
-                "tuple[str, ...]": lambda s: tuple(s.split(","))}.get(f.type)  # "q_proj,v_proj"
+        kind = _FLAG_TYPES.get(f.type)
         if kind is not None:
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = p.parse_args(argv)
