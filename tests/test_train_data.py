@@ -8,8 +8,8 @@ from models.registry import load_model
 from streamer.frames import Chunk
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
-from streamer.world import frame_questions, single_frame
-from train.data import clip_example, collate, single_example
+from streamer.world import frame_questions, random_script, single_frame
+from train.data import clip_example, collate, single_example, spliced_example
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,19 @@ def test_a_chat_example_is_what_the_session_feeds(adapter, make):
     assert len(session.fed) > len(ex.input_ids)
     for (a, b), qa in zip(ex.targets, ex.qas):
         assert adapter.tokenizer.decode(ex.input_ids[a:b]) == f" {qa.answer}<end_of_utterance>"
+
+
+def test_each_branch_is_what_a_fresh_session_feeds_for_its_question(adapter):
+    ex = spliced_example(adapter, seed=11, background=random_script(3, duration_s=30, n_events=0), n_questions=3)
+    assert not ex.chat and len(ex.qas) == len(ex.starts) == 3
+    ends = ex.starts[1:] + [len(ex.input_ids)]
+    for qa, a, b in zip(ex.qas, ex.starts, ends):
+        session = ScriptedSession(adapter, [qa.answer])
+        session.ingest(Chunk(tuple(ex.frames)))
+        assert session.answer(qa.question, max_new_tokens=16).strip() == qa.answer
+        assert session.fed[: ex.starts[0] + b - a] == ex.input_ids[: ex.starts[0]] + ex.input_ids[a:b]
+    with pytest.raises(ValueError, match="branch"):
+        collate([ex], pad_id=0)
 
 
 def test_chat_questions_differ_and_are_right(adapter):

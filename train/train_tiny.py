@@ -18,6 +18,12 @@ Recipe (docs/training.md has the numbers):
   fresh frames a step.
 - Stage C is this loop again from a stage-B checkpoint (--resume), with chats and long clips of
   several objects at lower learning rates (the command is in docs/training.md).
+- Stage D continues from stage C with spliced batches (schedule letter "s") between frame batches: one
+  5-minute background video (no objects) goes through the LM once without gradient, then
+  `splice_branches` times one or two objects are spliced into it at random times. Only the frames
+  near the objects are computed (with gradient, over the background's cached keys and values); the
+  rest of the cache is the background's, and each question is asked on its own right after the
+  frames. A 300-frame needle example then costs a few seconds instead of a 50-second step.
 - The trained parts are saved (fp32 safetensors) to --out every `save_every` steps and at the end, and
   a JSON of settings, losses and timings to --results.
 
@@ -42,15 +48,18 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import DynamicCache
 
 from models.smolvlm import SmolVLMAdapter
 from models.tiny import NEW_ROWS_KEY, TinySettings, build_tiny, load_language_model, read_trained, save_trained
-from streamer.world import COLOURS, DIGITS, SHAPES, single_frame
-from train.data import HELD_OUT_SEED, clip_example, collate, pixel_batch, single_example
+from models.prompt import Conversation
+from streamer.frames import Chunk
+from streamer.world import COLOURS, DIGITS, SHAPES, random_script, single_frame
+from train.data import HELD_OUT_SEED, Example, clip_example, collate, pixel_batch, single_example, spliced_example
 
 log = logging.getLogger("train_tiny")
 
-BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long"}  # TrainConfig.schedule letters
+BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long", "s": "spliced"}  # TrainConfig.schedule letters
 
 
 @dataclass
@@ -74,6 +83,7 @@ class TrainConfig:
     long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with 1 to long_events events of 2-4 s
     long_events: int = 2  # most events in a long clip (at most 5: colours and digits differ)
     long_questions: int = 1  # questions about one long clip, asked one after the other
+    splice_branches: int = 12  # spliced batches: event sets spliced into one background video of long_frames[1] frames
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
     warmup: int = 20
@@ -89,7 +99,7 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("threads", "a_batch", "b_batch", "clip_batch", "lora_rank", "save_every", "log_every", "long_events",
+        for name in ("threads", "a_batch", "b_batch", "clip_batch", "splice_branches", "lora_rank", "save_every", "log_every", "long_events",
                      "frame_questions", "clip_questions", "long_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -163,6 +173,10 @@ class Trainer:
         self.vision_params = [p for n, p in self.model.named_parameters() if n.startswith(("model.vision_model.", "model.connector."))]
         for p in self.vision_params:
             p.requires_grad_(True)
+        if cfg.bf16:  # autocast would cast these frozen weights to bf16 at every call: do it once
+            for m in self.model.model.text_model.modules():
+                if isinstance(m, nn.Linear):
+                    m.weight.data = m.weight.data.to(torch.bfloat16)
         self.embed = self.model.model.text_model.embed_tokens.weight  # (V, D), frozen
         self.emb_rms = float(self.embed[: self.n_old].pow(2).mean().sqrt())
         self.history: dict[str, list] = {"stage_a": [], "stage_b": []}
@@ -280,32 +294,30 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             kind = BATCH_KINDS[cfg.schedule[step % len(cfg.schedule)]]
-            if kind == "long":
-                examples = [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events,
-                                         event_s=(2, 4), n_questions=cfg.long_questions, kind=kind)]
-            elif kind == "clip":
-                examples = [clip_example(self.adapter, self.seed(), cfg.clip_frames, n_questions=cfg.clip_questions)
-                            for _ in range(cfg.clip_batch)]  # fmt: skip
-            else:
-                examples = [single_example(self.adapter, self.seed(), n_questions=cfg.frame_questions)
-                            for _ in range(cfg.b_batch)]  # fmt: skip
             t0 = time.perf_counter()
-            loss, exact = self.lm_loss(examples, pad)
+            opt.zero_grad(set_to_none=True)
+            if kind == "spliced":  # branches backpropagate one by one
+                loss, exact, answers, tokens = self.spliced_backward()
+            else:
+                examples = self.examples(kind)
+                loss_t, exact = self.lm_loss(examples, pad)
+                loss_t.backward()
+                loss, answers = loss_t.item(), sum(len(e.targets) for e in examples)
+                tokens = sum(len(e.input_ids) for e in examples)
             aux, acc = torch.zeros(()), {}
             if cfg.b_aux_batch:
                 aux, _, acc = self.aux_loss(cfg.b_aux_batch)
-            opt.zero_grad(set_to_none=True)
-            (loss + cfg.b_aux_weight * aux).backward()
+                (cfg.b_aux_weight * aux).backward()
             torch.nn.utils.clip_grad_norm_(self.vision_params + self.lora_params + [self.new_rows], 1.0)
             opt.step()
-            row = {"step": step, "kind": kind, "loss": round(loss.item(), 4), "exact": round(exact, 3),
+            row = {"step": step, "kind": kind, "loss": round(loss, 4), "exact": round(exact, 3),
                    "aux": round(aux.item(), 4), **{f"acc_{k}": round(v, 3) for k, v in acc.items()},
-                   "answers": sum(len(e.targets) for e in examples), "tokens": sum(len(e.input_ids) for e in examples),
+                   "answers": answers, "tokens": tokens,
                    "s": round(time.perf_counter() - t0, 2), "t": round(self.elapsed(), 1)}  # fmt: skip
             self.history["stage_b"].append(row)
             if step % cfg.log_every == 0 or step == cfg.b_steps - 1:
                 log.info("B %4d %s loss %.3f exact %.2f aux %.3f %s (%d tok, %.1fs/step) t %.0fs", step,
-                         kind, loss.item(), exact, aux.item(),
+                         kind, loss, exact, aux.item(),
                          {k: round(v, 2) for k, v in acc.items()}, row["tokens"], row["s"], self.elapsed())  # fmt: skip
             if (step + 1) % cfg.save_every == 0:
                 self.save()
@@ -315,29 +327,97 @@ class Trainer:
         """(V, D) embedding / output matrix with the trainable new rows."""
         return torch.cat([self.embed[: self.n_old], self.new_rows], dim=0)
 
+    def examples(self, kind: str) -> list[Example]:
+        """A fresh batch of `kind` ("frame", "clip" or "long")."""
+        cfg = self.cfg
+        if kind == "long":
+            return [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events, event_s=(2, 4),
+                                 n_questions=cfg.long_questions, kind=kind)]  # fmt: skip
+        if kind == "clip":
+            return [clip_example(self.adapter, self.seed(), cfg.clip_frames, n_questions=cfg.clip_questions)
+                    for _ in range(cfg.clip_batch)]  # fmt: skip
+        return [single_example(self.adapter, self.seed(), n_questions=cfg.frame_questions) for _ in range(cfg.b_batch)]
+
     def lm_loss(self, examples, pad: int) -> tuple[torch.Tensor, float]:
         """Cross-entropy on the answer tokens; also the fraction of answers whose tokens are all right."""
         batch = {k: v.to(self.device) for k, v in collate(examples, pad).items()}
-        ids, labels = batch["input_ids"], batch["labels"]
-        w = self.weight_matrix()
-        embeds = F.embedding(ids, w)  # (B, T, D)
-        pixels = pixel_batch(self.adapter, [im for e in examples for im in e.images]).to(self.device)
-        feats = self.image_features(pixels)  # (n_images, 9, D), in the order the placeholders appear
-        image_mask = (ids == self.adapter.image_token_id).unsqueeze(-1)  # (B, T, 1)
-        embeds = embeds.masked_scatter(image_mask, feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
+        embeds = self.input_embeds(batch["input_ids"], self.frame_features([im for e in examples for im in e.images]))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
             # no attention mask: the batch is right-padded, so under the causal mask no real token sees a
             # pad, and SDPA's plain causal path is much faster on long clips than an explicit mask
             hidden = self.model.model.text_model(inputs_embeds=embeds).last_hidden_state
+        return self.answer_loss(hidden, batch["labels"])
+
+    def branch_loss(self, ex: Example, background: list, feats: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """lm_loss of one branch example (chat=False) over `background` (see branch_hidden), `feats` its
+        frames' features (n_frames, 9, D)."""
+        embeds = self.input_embeds(torch.tensor([ex.input_ids], device=self.device), feats)  # (1, T, D)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+            hidden, labels = branch_hidden(self.model.model.text_model, embeds, ex, background)
+        return self.answer_loss(hidden, labels)
+
+    def spliced_backward(self) -> tuple[float, float, int, int]:
+        """One spliced batch: a background video of long_frames[1] frames goes through the LM once
+        without gradient; then splice_branches times, 1 to long_events events are spliced into it
+        (their frames' keys and values computed with gradient over the background's cache) and up to
+        long_questions questions asked about them, each branch's loss backpropagated at once (so only one
+        branch's graph is held). Returns (mean loss, fraction of answers right, answers, tokens)."""
+        cfg, tm = self.cfg, self.model.model.text_model
+        background = random_script(self.seed(), duration_s=cfg.long_frames[1], n_events=0)
+        frames = list(background.frames(1.0))
+        ids = self.adapter.chunk_prompt(Chunk(tuple(frames)), Conversation()).input_ids.to(self.device)  # (1, n)
+        cache = DynamicCache(config=tm.config)
+        with torch.no_grad():
+            feats = self.frame_features([f.image for f in frames])  # (n_frames, 9, D)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                tm(inputs_embeds=self.input_embeds(ids, feats), past_key_values=cache, use_cache=True)
+        kv = [(layer.keys, layer.values) for layer in cache.layers]  # (1, H_kv, n, D) each
+        losses, right, answers, tokens = [], 0.0, 0, 0
+        for _ in range(cfg.splice_branches):
+            ex = spliced_example(self.adapter, self.seed(), background, cfg.long_events, (2, 4), cfg.long_questions)
+            if ex.input_ids[: ids.shape[1]] != ids[0].tolist():
+                raise RuntimeError("a spliced example's frames must be the background's tokens")
+            times = torch.tensor(ex.times, dtype=torch.float64)
+            near = ex.near_events()
+            spliced = [i for i, f in enumerate(ex.frames) if bool(near[times == f.time_s].any())]
+            branch_feats = feats.clone()
+            branch_feats[spliced] = self.frame_features([ex.frames[i].image for i in spliced])
+            loss, exact = self.branch_loss(ex, kv, branch_feats)
+            (loss / cfg.splice_branches).backward()
+            losses.append(loss.item())
+            right += exact * len(ex.targets)
+            answers, tokens = answers + len(ex.targets), tokens + len(ex.input_ids) - ids.shape[1]
+        return sum(losses) / len(losses), right / answers, answers, tokens + ids.shape[1]
+
+    def frame_features(self, images: list) -> torch.Tensor:
+        """(n, tokens_per_frame, D) connector outputs for (H, W, 3) uint8 RGB frames."""
+        return self.image_features(pixel_batch(self.adapter, images).to(self.device))
+
+    def input_embeds(self, ids: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T) token ids -> (B, T, D) input embeddings, `feats` (n_images, 9, D) in the image
+        placeholders in the order they appear."""
+        embeds = F.embedding(ids, self.weight_matrix())  # (B, T, D)
+        image_mask = (ids == self.adapter.image_token_id).unsqueeze(-1)  # (B, T, 1)
+        return embeds.masked_scatter(image_mask, feats.reshape(-1, feats.shape[-1]).to(embeds.dtype))
+
+    def answer_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """Cross-entropy of hidden (B, T, D) against labels (B, T) (-100 off the answers); also the
+        fraction of answers (runs of labelled tokens) whose tokens are all right."""
+        w = self.weight_matrix()
         target = labels[:, 1:]  # (B, T-1): token t+1 is predicted at t
         sel = target != -100
         logits = hidden[:, :-1][sel].float() @ w.t()  # (n_answer_tokens, V)
         loss = F.cross_entropy(logits, target[sel])
         with torch.no_grad():
-            right = torch.zeros_like(target, dtype=torch.bool)
-            right[sel] = logits.argmax(-1) == target[sel]
-            answers = [bool(right[i, a - 1:b - 1].all()) for i, e in enumerate(examples) for a, b in e.targets]
-        return loss, sum(answers) / len(answers)
+            wrong = torch.zeros_like(target, dtype=torch.bool)
+            wrong[sel] = logits.argmax(-1) != target[sel]
+            # an answer is a run of labelled tokens; it is right when none of its tokens is wrong
+            starts = sel & ~torch.cat([torch.zeros_like(sel[:, :1]), sel[:, :-1]], dim=1)  # (B, T-1) answer starts
+            answer_id = starts.flatten().cumsum(0).view_as(sel)  # which answer each token belongs to
+            bad = torch.zeros(int(starts.sum()) + 1, dtype=torch.bool, device=sel.device)
+            bad[answer_id[wrong]] = True
+        n = int(starts.sum())
+        return loss, (n - int(bad[1:].sum())) / n
 
     # ---- output ----------------------------------------------------------------------------------
 
@@ -375,6 +455,55 @@ class Trainer:
         tmp = self.results_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(summary, indent=1))
         tmp.replace(self.results_path)
+
+
+def branch_hidden(
+    text_model: nn.Module, embeds: torch.Tensor, ex: Example, background: list[tuple[torch.Tensor, torch.Tensor]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A branch example (chat=False) with input embeddings (1, T, D): its frames go through a KV cache
+    (segmented_hidden: frames near events computed, the rest copied from `background`), then all its
+    questions in one packed forward over that cache, each seeing the frames and itself only (a block
+    mask, and positions that restart after the frames). Returns hidden (1, Q, D) and labels (1, Q) of the
+    packed questions (-100 off the answers), ready for the answer loss."""
+    ids = torch.tensor(ex.input_ids, device=embeds.device)  # (T,)
+    n, t = ex.starts[0], ids.numel()
+    cache = DynamicCache(config=text_model.config)
+    segmented_hidden(text_model, embeds[:, :n], ex.near_events()[:n].to(embeds.device), background, cache)
+    branch = torch.zeros(t - n, dtype=torch.long, device=embeds.device)  # (Q,) which question a token is in
+    for a in ex.starts[1:]:
+        branch[a - n :] += 1
+    pos = torch.arange(n, t, device=embeds.device)  # (Q,)
+    pos -= torch.tensor(ex.starts, device=embeds.device)[branch] - n  # each question starts right after the frames
+    own = (branch[:, None] == branch[None, :]) & (pos[:, None] >= pos[None, :])  # (Q, Q)
+    mask = torch.cat([own.new_ones(t - n, n), own], dim=1)[None, None]  # (1, 1, Q, n + Q) True: may attend
+    labels = torch.full((1, t - n), -100, dtype=torch.long, device=embeds.device)
+    for a, b in ex.targets:
+        labels[0, a - n : b - n] = ids[a:b]
+    out = text_model(inputs_embeds=embeds[:, n:], attention_mask=mask, position_ids=pos[None], past_key_values=cache, use_cache=True)
+    return out.last_hidden_state, labels
+
+
+def segmented_hidden(
+    text_model: nn.Module, embeds: torch.Tensor, grad: torch.Tensor, background: list[tuple[torch.Tensor, torch.Tensor]],
+    cache: DynamicCache | None = None,
+) -> torch.Tensor:
+    """Last hidden states (1, T, D) of `text_model` over `embeds` (1, T, D), fed run by run through a KV
+    cache (`cache`, left holding all T tokens). Runs where `grad` (T,) is True are computed, with
+    gradient, over the cache so far; the others are copied from `background`: per layer (keys, values)
+    (1, H_kv, >= T, D) of a forward pass without gradient over a sequence with the same tokens in those
+    runs (their hidden states come back as zeros). So the few frames near events cost a forward and
+    backward pass each, and the background's frames are shared by every example spliced into it."""
+    cache = cache if cache is not None else DynamicCache(config=text_model.config)
+    cuts = [0] + (torch.nonzero(grad[1:] != grad[:-1]).flatten() + 1).tolist() + [grad.numel()]
+    hidden = []
+    for a, b in zip(cuts, cuts[1:]):
+        if grad[a]:
+            hidden.append(text_model(inputs_embeds=embeds[:, a:b], past_key_values=cache, use_cache=True).last_hidden_state)
+        else:
+            for layer, (k, v) in zip(cache.layers, background):
+                layer.update(k[:, :, a:b], v[:, :, a:b])  # (1, H_kv, b - a, D) appended
+            hidden.append(embeds.new_zeros(1, b - a, embeds.shape[-1]))
+    return torch.cat(hidden, dim=1)
 
 
 def _cosine(step: int, total: int, floor: float = 0.1) -> float:
