@@ -365,10 +365,11 @@ class Trainer:
         cfg, tm = self.cfg, self.model.model.text_model
         background = random_script(self.seed(), duration_s=cfg.long_frames[1], n_events=0)
         frames = list(background.frames(1.0))
-        ids = self.adapter.chunk_prompt(Chunk(tuple(frames)), Conversation()).input_ids.to(self.device)  # (1, n)
+        prompt = self.adapter.chunk_prompt(Chunk(tuple(frames)), Conversation())
+        ids = prompt.input_ids.to(self.device)  # (1, n)
         cache = DynamicCache(config=tm.config)
-        with torch.no_grad():
-            feats = self.frame_features([f.image for f in frames])  # (n_frames, 9, D)
+        with torch.no_grad():  # the prompt's pixels: (1, n_frames, 3, S, S) -> features (n_frames, 9, D)
+            feats = self.image_features(prompt.inputs["pixel_values"][0].to(self.device))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 tm(inputs_embeds=self.input_embeds(ids, feats), past_key_values=cache, use_cache=True)
         kv = [(layer.keys, layer.values) for layer in cache.layers]  # (1, H_kv, n, D) each
@@ -377,9 +378,8 @@ class Trainer:
             ex = spliced_example(self.adapter, self.seed(), background, cfg.long_events, (2, 4), cfg.long_questions)
             if ex.input_ids[: ids.shape[1]] != ids[0].tolist():
                 raise RuntimeError("a spliced example's frames must be the background's tokens")
-            times = torch.tensor(ex.times, dtype=torch.float64)
-            near = ex.near_events()
-            spliced = [i for i, f in enumerate(ex.frames) if bool(near[times == f.time_s].any())]
+            near_times = set(torch.tensor(ex.times, dtype=torch.float64)[ex.near_events()].tolist())  # NaN (text) matches no frame
+            spliced = [i for i, f in enumerate(ex.frames) if f.time_s in near_times]
             branch_feats = feats.clone()
             branch_feats[spliced] = self.frame_features([ex.frames[i].image for i in spliced])
             loss, exact = self.branch_loss(ex, kv, branch_feats)
