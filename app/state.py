@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamer.errors import StreamerError
-from streamer.frames import Chunk, PushSource, SamplerConfig, VideoSource, iter_chunks
+from streamer.frames import Chunk, SamplerConfig, iter_chunks
+from streamer.sources import PushSource, VideoSource
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 

@@ -1,6 +1,6 @@
 """Gradio web UI: chat about an uploaded video or a live webcam while the model is still watching it.
 
-    python -m app.ui [--model tiny] [--budget N] [--policy combined] [--host 127.0.0.1] [--port 7860]
+    python -m streamer.app.ui [--model tiny] [--budget N] [--policy combined] [--host 127.0.0.1] [--port 7860]
 
 What the page does: an uploaded video is ingested by a background thread (progress in the status line);
 the webcam streams frames from the browser at the target fps; questions can be asked at any time and
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import plots
-from app.state import SessionRegistry, UiSettings, UserSession
+from streamer.app import plots
+from streamer.app.state import SessionRegistry, UiSettings, UserSession
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
 from streamer.kv_window import WindowConfig
@@ -73,7 +73,7 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
     """The app. `adapter` (a loaded ModelAdapter) is shared by every session; without one `model`
     is loaded here, once. The session registry is reachable as `demo.registry` (tests, admin)."""
     if adapter is None:
-        from models.registry import load_model  # heavy import, after argument errors
+        from streamer.models.registry import load_model  # heavy import, after argument errors
 
         adapter = load_model(model, device=device, dtype=dtype)
     window = window or window_config(build_parser().parse_args([]), adapter.describe()["max_position_embeddings"])
@@ -261,7 +261,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m app.ui", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m streamer.app.ui", description=__doc__.split("\n\n")[0])
     add_model_options(p)
     add_cache_options(p)
     p.add_argument("--fps", type=float, default=1.0, help="frames per second of video to keep")
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--max-upload-mb must be at least 1")
         settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions)
         window_config(args)  # bad cache options fail before the slow model load
-        from models.registry import load_model
+        from streamer.models.registry import load_model
 
         adapter = load_model(args.model, device=args.device, dtype=args.dtype)
         window = window_config(args, adapter.describe()["max_position_embeddings"])

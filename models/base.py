@@ -24,10 +24,12 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from models.prompt import Conversation, Prompt, Segment, Turn, encode_segments, format_timestamp
-from streamer.frames import Chunk, Frame
+from streamer.models.prompt import encode_segments
+from streamer.vocab import Conversation, Phase, Prompt, Segment, format_timestamp
+from streamer.frames import Chunk
+from streamer.sources import Frame
 
-__all__ = ["Conversation", "ModelAdapter", "Prompt", "Turn"]
+__all__ = ["ModelAdapter"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ class ModelAdapter:
         images = [_check_frame(f) for f in chunk.frames]
         segments = self._turn_prefix(conv)
         segments += [Segment(self._frame_text(f), float(f.time_s)) for f in chunk.frames]
-        prompt = self._build(segments, self._pixel_inputs(images), Conversation(Turn.USER, has_frames=True))
+        prompt = self._build(segments, self._pixel_inputs(images), Conversation(Phase.USER, has_frames=True))
         logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
         return prompt
 
@@ -144,19 +146,19 @@ class ModelAdapter:
         if not question:
             raise ValueError("the question is empty")
         segments = self._turn_prefix(conv)
-        after_frames = conv.turn is Turn.USER and conv.has_frames
+        after_frames = conv.phase is Phase.USER and conv.has_frames
         user_text, template = self._question_text(question, after_frames=after_frames)
         segments += [Segment(user_text, literal=True), Segment(template)]
-        return self._build(segments, {}, Conversation(Turn.ASSISTANT))
+        return self._build(segments, {}, Conversation(Phase.ASSISTANT))
 
     def answer_end(self, conv: Conversation) -> Prompt:
         """Tokens that close the assistant turn after the answer, so more frames/questions can follow.
 
         Feed it after the generated answer tokens (without the EOS token that stopped generation).
         """
-        if conv.turn is not Turn.ASSISTANT:
-            raise RuntimeError(f"answer_end() needs an open assistant turn, the conversation is at {conv.turn}")
-        return self._build([Segment(self._assistant_end_text())], {}, Conversation(Turn.CLOSED))
+        if conv.phase is not Phase.ASSISTANT:
+            raise RuntimeError(f"answer_end() needs an open assistant turn, the conversation is at {conv.phase}")
+        return self._build([Segment(self._assistant_end_text())], {}, Conversation(Phase.CLOSED))
 
     def decode(self, ids: Sequence[int]) -> str:
         """Answer text for generated ids (special tokens dropped)."""
@@ -198,12 +200,12 @@ class ModelAdapter:
 
     def _turn_prefix(self, conv: Conversation) -> list[Segment]:
         """Segments needed before new user content, given where the conversation stands."""
-        if conv.turn is Turn.NONE:
+        if conv.phase is Phase.NONE:
             return [Segment(self._opening_text()), Segment(self._user_open_text())]
-        if conv.turn is Turn.ASSISTANT:
+        if conv.phase is Phase.ASSISTANT:
             logger.debug("closing the assistant turn implicitly (answer_end() was not fed)")
             return [Segment(self._assistant_end_text()), Segment(self._user_open_text())]
-        if conv.turn is Turn.CLOSED:
+        if conv.phase is Phase.CLOSED:
             return [Segment(self._user_open_text())]
         return []
 

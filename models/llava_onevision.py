@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.base import ModelAdapter
-from models.prompt import format_timestamp
+from streamer.models.base import ModelAdapter
+from streamer.vocab import format_timestamp
 from streamer.errors import ModelLoadError
-from streamer.frames import Frame
+from streamer.sources import Frame
 
 logger = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from models.base import ModelAdapter
-from models.llava_onevision import LlavaOnevisionAdapter
-from models.runtime import LoadSettings
-from models.smolvlm import SmolVLMAdapter
+from streamer.models.base import ModelAdapter
+from streamer.models.llava_onevision import LlavaOnevisionAdapter
+from streamer.models.runtime import LoadSettings
+from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ BuiltinFactory = Callable[[torch.device, torch.dtype], ModelAdapter]
 
 
 def _tiny_random(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from models.tiny_random import build_tiny_random
+    from streamer.models.tiny_random import build_tiny_random
 
     return build_tiny_random(device, dtype)
 
 
 def _tiny_random_llava(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from models.tiny_random import build_tiny_random_llava
+    from streamer.models.tiny_random import build_tiny_random_llava
 
     return build_tiny_random_llava(device, dtype)
 
@@ -201,7 +201,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _tiny(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from models.tiny import load_tiny
+    from streamer.models.tiny import load_tiny
 
     return load_tiny(device, dtype)
 

@@ -26,10 +26,10 @@ import logging
 import numpy as np
 import torch
 
-from models.base import ModelAdapter
-from models.prompt import format_timestamp
+from streamer.models.base import ModelAdapter
+from streamer.vocab import format_timestamp
 from streamer.errors import ModelLoadError
-from streamer.frames import Frame
+from streamer.sources import Frame
 
 logger = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
-from models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, load_smollm2_tokenizer
-from models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
+from streamer.models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, load_smollm2_tokenizer
+from streamer.models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 from streamer.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
-from models.llava_onevision import VIDEO_TOKEN, LlavaOnevisionAdapter
-from models.smollm2_tokenizer import load_smollm2_tokenizer
-from models.smolvlm import IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
+from streamer.models.llava_onevision import VIDEO_TOKEN, LlavaOnevisionAdapter
+from streamer.models.smollm2_tokenizer import load_smollm2_tokenizer
+from streamer.models.smolvlm import IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 
 logger = logging.getLogger(__name__)
 

@@ -13,12 +13,11 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
 
 from tqdm import tqdm
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.frames import Chunk, Frame, SamplerConfig, open_source, sample_frames
+from streamer.frames import SamplerConfig, chunk_frames, open_source, sample_frames
 from streamer.options import add_cache_options, add_model_options, window_config
 from streamer.session import StreamSession
 
@@ -72,35 +71,8 @@ def schedule(questions: list[str], ats: list[str]) -> list[tuple[float, str]]:
     return sorted(zip(times, questions), key=lambda tq: tq[0])
 
 
-def replay(frames: Iterable[Frame], chunk_frames: int, due: list[float]) -> Iterator[Chunk | float]:
-    """Group frames into chunks; yield a question time as soon as no frame before it is pending.
-
-    A question at time t sees exactly the frames with time <= t: the chunk in progress is cut short.
-    """
-    pending: list[Frame] = []
-    index = 0
-    due = list(due)
-
-    def flush():
-        nonlocal pending, index
-        chunk, pending, index = Chunk(tuple(pending), index), [], index + 1
-        return chunk
-
-    for frame in frames:
-        while due and frame.time_s > due[0]:
-            if pending:
-                yield flush()
-            yield due.pop(0)
-        pending.append(frame)
-        if len(pending) >= chunk_frames:
-            yield flush()
-    if pending:
-        yield flush()
-    yield from due
-
-
 def run(args: argparse.Namespace) -> int:
-    from models.registry import load_model  # heavy import, after argument errors are out of the way
+    from streamer.models.registry import load_model  # heavy import, after argument errors are out of the way
 
     if args.chunk_frames < 1 or args.fps <= 0:
         raise ConfigError("--chunk-frames must be >= 1 and --fps > 0")
@@ -119,16 +91,17 @@ def run(args: argparse.Namespace) -> int:
         total = max(0, int((end - args.start) * args.fps))
     bar = tqdm(total=total, unit="frame", desc="ingest", file=sys.stderr, disable=None)
     with source:
-        for item in replay(sample_frames(source, sampler), args.chunk_frames, [t for t, _ in plan]):
-            if isinstance(item, Chunk):
-                session.ingest(item)
-                bar.update(len(item.frames))
-                bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
-            else:
+        # a question at time t sees exactly the frames up to t: chunks are cut at question times
+        for chunk in chunk_frames(sample_frames(source, sampler), sampler, cut_at=[t for t, _ in plan]):
+            while plan and chunk.frames[0].time_s > plan[0][0]:
                 bar.clear()
-                _, question = plan.pop(0)
-                answer_one(session, question, args)
+                answer_one(session, plan.pop(0)[1], args)
+            session.ingest(chunk)
+            bar.update(len(chunk.frames))
+            bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
     bar.close()
+    for _, question in plan:  # questions after the last frame (or without --at)
+        answer_one(session, question, args)
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
     if not args.question:

@@ -46,7 +46,6 @@ import logging
 import math
 import threading
 from dataclasses import dataclass, field
-from enum import IntEnum
 
 import torch
 from transformers import AttentionInterface
@@ -60,18 +59,11 @@ from streamer.kv_scoring import (
     attention_spread, elite_attention, keep_priority, observed_attention, split_budget,
 )
 from streamer.rope import rope_inv_freq, rotate
+from streamer.vocab import Modality
 
 log = logging.getLogger(__name__)
 
 ATTN_IMPLEMENTATION = "kv_window"
-
-
-class Modality(IntEnum):
-    """What a cached token came from; the caller tags each appended token with one."""
-
-    TEXT = 0
-    IMAGE = 1
-    OTHER = 2  # e.g. image-boundary / special tokens around frames
 
 
 @dataclass(frozen=True)

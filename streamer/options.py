@@ -1,7 +1,7 @@
 """Command-line options shared by the CLI and the web UI: which model, and how its cache is bounded.
 
 One place for the flags, their defaults (a budget of 2048 tokens per layer, or half the model's
-positions if that is fewer) and their early validation, so `streamer.cli` and `app.ui` agree.
+positions if that is fewer) and their early validation, so `streamer.cli` and `streamer.app.ui` agree.
 """
 
 import argparse

@@ -23,7 +23,7 @@ import torch
 
 from streamer.errors import BudgetError
 from streamer.frames import Chunk
-from models.prompt import Conversation
+from streamer.vocab import Conversation
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)

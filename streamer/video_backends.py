@@ -36,7 +36,7 @@ from streamer.errors import (
     UnsupportedCodecError,
     WebcamError,
 )
-from streamer.frames import Frame, TimeGrid, VideoSource
+from streamer.sources import Frame, TimeGrid, VideoSource
 
 log = logging.getLogger(__name__)
 

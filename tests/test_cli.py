@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from streamer.cli import main, replay
-from streamer.frames import Chunk, Frame
-from streamer.sample_video import write_sample
+from streamer.cli import main
+from streamer.frames import SamplerConfig, chunk_frames
+from streamer.sources import Frame
+from streamer.world.sample_video import write_sample
 
 import numpy as np
 
@@ -88,7 +89,8 @@ def frames(times):
     return [Frame(np.zeros((2, 2, 3), np.uint8), t) for t in times]
 
 
-def test_replay_cuts_chunks_at_question_times():
-    items = list(replay(frames([0, 1, 2, 3, 4, 5, 6]), chunk_frames=3, due=[1.5, 1.7, 10.0]))
-    shape = [i.times if isinstance(i, Chunk) else i for i in items]
-    assert shape == [[0, 1], 1.5, 1.7, [2, 3, 4], [5, 6], 10.0]
+def test_chunks_are_cut_at_question_times():
+    cfg = SamplerConfig(chunk_frames=3)
+    chunks = chunk_frames(frames([0, 1, 2, 3, 4, 5, 6]), cfg, cut_at=[1.7, 1.5, 10.0])
+    assert [c.times for c in chunks] == [[0, 1], [2, 3, 4], [5, 6]]
+    assert [c.index for c in chunk_frames(frames([0, 1, 2, 3]), cfg, cut_at=[0.5])] == [0, 1]

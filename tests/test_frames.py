@@ -31,17 +31,8 @@ from streamer.errors import (
     UnsupportedCodecError,
     WebcamError,
 )
-from streamer.frames import (
-    Chunk,
-    Frame,
-    PushSource,
-    SamplerConfig,
-    VideoSource,
-    chunk_frames,
-    iter_chunks,
-    open_source,
-    sample_frames,
-)
+from streamer.frames import Chunk, SamplerConfig, chunk_frames, iter_chunks, open_source, sample_frames
+from streamer.sources import Frame, PushSource, VideoSource
 
 FPS, N, W, H = 30, 90, 96, 64  # the standard test clip: 3 s at 30 fps, 96x64
 BACKENDS = ["decord", "pyav", "opencv"]

@@ -2,10 +2,10 @@
 
 import pytest
 
-from models.registry import load_model
+from streamer.models.registry import load_model
 from streamer.frames import SamplerConfig, iter_chunks
 from streamer.kv_window import WindowConfig
-from streamer.sample_video import write_sample
+from streamer.world.sample_video import write_sample
 from streamer.session import StreamSession
 
 MB = 1 << 20

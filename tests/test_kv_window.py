@@ -9,7 +9,8 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 
 from streamer.errors import ConfigError
 from streamer.kv_merge import MERGE_MODES, merge_into_kept
-from streamer.kv_window import POLICIES, KVWindowCache, Modality, WindowConfig, use_window_attention
+from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window_attention
+from streamer.vocab import Modality
 from streamer.rope import rope_inv_freq, rotate
 
 EVICTING = [p for p in POLICIES if p != "full"]

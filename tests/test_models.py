@@ -15,17 +15,18 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from models import registry
-from models.base import Conversation, ModelAdapter, Turn
-from models.llava_onevision import LlavaOnevisionAdapter
-from models.prompt import Prompt, format_timestamp
-from models.registry import list_builtin, load_model
-from models.smollm2_tokenizer import _store, cache_root
-from models.smolvlm import SmolVLMAdapter
-from models.tiny_random import TinyRandomSettings, build_tiny_random
+from streamer.models import registry
+from streamer.models.base import ModelAdapter
+from streamer.models.llava_onevision import LlavaOnevisionAdapter
+from streamer.vocab import Conversation, Phase, Prompt, format_timestamp
+from streamer.models.registry import list_builtin, load_model
+from streamer.models.smollm2_tokenizer import _store, cache_root
+from streamer.models.smolvlm import SmolVLMAdapter
+from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random
 from streamer.errors import ConfigError, ModelLoadError
-from streamer.frames import Chunk, Frame
-from streamer.kv_window import Modality
+from streamer.frames import Chunk
+from streamer.sources import Frame
+from streamer.vocab import Modality
 
 
 @pytest.fixture(scope="session")
@@ -271,13 +272,13 @@ def test_turn_state_moves_only_with_fed_prompts(adapter):
     with pytest.raises(RuntimeError):
         adapter.answer_end(Conversation())  # no question yet
     frames = adapter.chunk_prompt(make_chunk(0, [0.0]), Conversation())
-    assert frames.after == Conversation(Turn.USER, has_frames=True)
+    assert frames.after == Conversation(Phase.USER, has_frames=True)
     refused = adapter.question_prompt("Why?", frames.after)  # e.g. it did not fit the budget: not fed
-    assert refused.after.turn is Turn.ASSISTANT
+    assert refused.after.phase is Phase.ASSISTANT
     again = adapter.question_prompt("Why?", frames.after)
     assert text_of(adapter, again) == text_of(adapter, refused)
     assert text_of(adapter, again).startswith("\n\nWhy?" if isinstance(adapter, SmolVLMAdapter) else "Why?")
-    assert adapter.answer_end(again.after).after.turn is Turn.CLOSED
+    assert adapter.answer_end(again.after).after.phase is Phase.CLOSED
 
 
 def test_bad_inputs_are_rejected(adapter):

@@ -5,9 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from models.registry import load_model
+from streamer.models.registry import load_model
 from streamer.errors import BudgetError
-from streamer.frames import Chunk, Frame
+from streamer.frames import Chunk
+from streamer.sources import Frame
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 

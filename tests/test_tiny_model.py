@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.registry import list_builtin, load_model
-from models.smolvlm import SmolVLMAdapter
-from models.tiny import WEIGHTS_FILE, read_trained
+from streamer.models.registry import list_builtin, load_model
+from streamer.models.smolvlm import SmolVLMAdapter
+from streamer.models.tiny import WEIGHTS_FILE, read_trained
 from streamer.frames import Chunk
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
-from streamer.world import frame_questions, single_frame
+from streamer.world.scene import frame_questions, single_frame
 from train.data import HELD_OUT_SEED
 
 pytestmark = pytest.mark.skipif(not WEIGHTS_FILE.is_file(), reason="the tiny model's weights are not trained yet")

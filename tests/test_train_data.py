@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from models.registry import load_model
+from streamer.models.registry import load_model
 from streamer.frames import Chunk
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
-from streamer.world import frame_questions, random_script, single_frame
+from streamer.world.scene import frame_questions, random_script, single_frame
 from train.data import clip_example, collate, single_example, spliced_example
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from models.prompt import Conversation
-from models.registry import load_model
+from streamer.vocab import Conversation
+from streamer.models.registry import load_model
 from streamer.frames import Chunk
-from streamer.world import random_script
+from streamer.world.scene import random_script
 from train.data import spliced_example
 from train.train_tiny import branch_hidden, segmented_hidden
 

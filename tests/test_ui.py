@@ -17,14 +17,15 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from app import plots, state
-from app.state import History, Sample, SessionRegistry, UiSettings
-from app.ui import build_demo, feed_status, launch
-from models.registry import load_model
+from streamer.app import plots, state
+from streamer.app.state import History, Sample, SessionRegistry, UiSettings
+from streamer.app.ui import build_demo, feed_status, launch
+from streamer.models.registry import load_model
 from streamer.errors import SourceError, StreamerError
-from streamer.frames import Frame, VideoSource, open_source
+from streamer.frames import open_source
+from streamer.sources import Frame, VideoSource
 from streamer.kv_window import WindowConfig
-from streamer.sample_video import write_sample
+from streamer.world.sample_video import write_sample
 
 BUDGET = 128
 pytestmark = pytest.mark.timeout(180)

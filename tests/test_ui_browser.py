@@ -18,11 +18,11 @@ import time
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from app.state import UiSettings
-from app.ui import build_demo, launch
-from models.registry import load_model
+from streamer.app.state import UiSettings
+from streamer.app.ui import build_demo, launch
+from streamer.models.registry import load_model
 from streamer.kv_window import WindowConfig
-from streamer.sample_video import write_sample
+from streamer.world.sample_video import write_sample
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",

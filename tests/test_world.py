@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.frames import SamplerConfig, iter_chunks
-from streamer.world import (
+from streamer.world.scene import (
     COLOURS,
     NOTHING,
     Event,

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.prompt import Conversation
-from streamer.frames import Chunk, Frame
-from streamer.world import QA, SceneScript, frame_questions, random_script, single_frame, video_questions
+from streamer.vocab import Conversation
+from streamer.frames import Chunk
+from streamer.sources import Frame
+from streamer.world.scene import QA, SceneScript, frame_questions, random_script, single_frame, video_questions
 
 HELD_OUT_SEED = 10_000_000  # world seeds >= this are never trained on
 

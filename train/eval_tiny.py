@@ -27,11 +27,11 @@ if __package__ in (None, ""):
 
 import torch
 
-from models.registry import load_model
+from streamer.models.registry import load_model
 from streamer.frames import Chunk, SamplerConfig, chunk_frames
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
-from streamer.world import frame_questions, random_script, single_frame, video_questions
+from streamer.world.scene import frame_questions, random_script, single_frame, video_questions
 from train.data import HELD_OUT_SEED
 
 log = logging.getLogger("eval_tiny")
@@ -110,7 +110,7 @@ def needle_chunks(script):
 def full_cache_tokens(adapter) -> int:
     """Tokens a 5-minute needle video takes in the full cache (frames only)."""
     script, _ = needle_script(0)
-    from models.prompt import Conversation
+    from streamer.vocab import Conversation
 
     conv, total = Conversation(), 0
     for chunk in needle_chunks(script):

@@ -50,11 +50,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from models.smolvlm import SmolVLMAdapter
-from models.tiny import NEW_ROWS_KEY, TinySettings, build_tiny, load_language_model, read_trained, save_trained
-from models.prompt import Conversation
+from streamer.models.smolvlm import SmolVLMAdapter
+from streamer.models.tiny import NEW_ROWS_KEY, TinySettings, build_tiny, load_language_model, read_trained, save_trained
+from streamer.vocab import Conversation
 from streamer.frames import Chunk
-from streamer.world import COLOURS, DIGITS, SHAPES, random_script, single_frame
+from streamer.world.scene import COLOURS, DIGITS, SHAPES, random_script, single_frame
 from train.data import HELD_OUT_SEED, Example, clip_example, collate, pixel_batch, single_example, spliced_example
 
 log = logging.getLogger("train_tiny")

@@ -30,7 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.frames import Frame
+from streamer.sources import Frame
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -320,7 +320,7 @@ def video_questions(script: SceneScript, fps: float = 1.0) -> list[QA]:
 
 
 def format_time(time_s: float) -> str:
-    """"HH:MM:SS", the time format of the prompts (models.prompt.format_timestamp)."""
+    """"HH:MM:SS", the time format of the prompts (streamer.vocab.format_timestamp)."""
     total = int(time_s)
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 

@@ -1,6 +1,6 @@
 """Writes the demo's sample video: a scene of the synthetic world (`streamer.world`) with its ground truth.
 
-    python -m streamer.sample_video sample.mp4 [--seconds 60] [--seed 3] [--fps 4]
+    python -m streamer.world.sample_video sample.mp4 [--seconds 60] [--seed 3] [--fps 4]
 
 prints the path, then what happens in it ("00:00:07-00:00:12  blue circle with the digit 3") and
 questions the built-in `tiny` model was trained on, with their right answers, so a user can check the
@@ -11,7 +11,7 @@ Deliberately not here: the world itself (streamer/world.py).
 import argparse
 from pathlib import Path
 
-from streamer.world import SceneScript, format_time, random_script, video_questions
+from streamer.world.scene import SceneScript, format_time, random_script, video_questions
 
 SAMPLE_SEED = 3  # the README's demo questions are written for this seed
 

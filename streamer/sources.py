@@ -1,0 +1,210 @@
+"""What every video source is: timed frames (`Frame`), the time grid that picks which to keep
+(`TimeGrid`), the source interface (`VideoSource`) and the source fed from another thread (`PushSource`).
+
+The decoders (`video_backends.py`) implement `VideoSource`; the sampler (`frames.py`) consumes it.
+This module decodes nothing and imports neither of them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamer.errors import ConfigError, NoFramesError
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-4  # s; timestamps closer than this count as equal (decord reports float32 times)
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One sampled frame."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    time_s: float  # presentation time in seconds from the start of the source
+
+
+class TimeGrid:
+    """Which frames to keep: the first frame at or after each tick `start_s + k / fps`.
+
+    Frames must be offered in time order. Each frame covers every tick up to its own time, so a frame
+    is kept at most once and a gap in the video skips ticks instead of repeating a frame.
+    `fps=None` keeps every frame from `start_s` on.
+    """
+
+    def __init__(self, fps: float | None = None, start_s: float = 0.0, end_s: float | None = None):
+        self.fps, self.start_s, self.end_s = fps, start_s, end_s
+        self.next_tick = start_s  # earliest time the next kept frame may have
+
+    def past_end(self, t: float) -> bool:
+        """True once `t` is at or after end_s: nothing later can be kept."""
+        return self.end_s is not None and t >= self.end_s - EPS
+
+    def take(self, t: float) -> bool:
+        """Offer a frame at time `t`; True if it is kept (then the grid moves past `t`)."""
+        if t < self.next_tick - EPS or self.past_end(t):
+            return False
+        if self.fps is not None:
+            k = math.floor((t - self.start_s) * self.fps + EPS * self.fps) + 1  # first tick after t
+            self.next_tick = self.start_s + k / self.fps
+        else:
+            self.next_tick = t + EPS
+        return True
+
+
+class VideoSource:
+    """A source of timed frames; iterate for every frame at the native rate, or call `sample()`.
+
+    Attributes (None where the source cannot know): backend ("decord" | "pyav" | "opencv" | "push"),
+    duration_s, fps, width, height; is_live (a stream/webcam/push source: no seeking, times from its
+    own clock); frames_decoded (frames the decoder produced so far, where the backend can count).
+    Iterating a file source again starts over; do not iterate one source from two places at once.
+    Backends implement `_read(grid)`.
+    """
+
+    backend: str = "none"
+    name: str = ""  # path, URL or device, for messages
+    duration_s: float | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    is_live: bool = False
+    frames_decoded: int = 0
+    _empty_is_error = True  # sample() raises NoFramesError when nothing at all came out
+
+    def _read(self, grid: TimeGrid) -> Iterator[Frame]:
+        """Yield the frames `grid` keeps, in time order, full size RGB."""
+        raise NotImplementedError
+
+    def sample(self, fps: float | None = None, start_s: float = 0.0, end_s: float | None = None) -> Iterator[Frame]:
+        """Frames on the grid of `fps` ticks per second (None: every frame) in [start_s, end_s).
+
+        Raises NoFramesError if a file or stream gives no frame in that range at all.
+        """
+        grid = TimeGrid(fps, start_s, end_s)
+        kept = 0
+        for frame in self._read(grid):
+            kept += 1
+            yield frame
+        if kept == 0 and self._empty_is_error:
+            if self.frames_decoded > 0 or start_s > 0 or end_s is not None:
+                length = f"{self.duration_s:.2f} s" if self.duration_s is not None else "of unknown length"
+                raise NoFramesError(
+                    f"no frames between {start_s:g} s and {end_s if end_s is not None else 'the end'} in "
+                    f"{self.name} (video is {length}); choose start_s/end_s inside the video"
+                )
+            raise NoFramesError(
+                f"no frame could be decoded from {self.name}; it is empty or corrupt: re-encode or re-download it"
+            )
+
+    def __iter__(self) -> Iterator[Frame]:
+        return self.sample()
+
+    def close(self) -> None:
+        """Release the decoder/device; safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} backend={self.backend} {self.width}x{self.height} fps={self.fps}>"
+
+    def _warn_if_cut(self, last_s: float | None, error: Exception | None = None) -> None:
+        """Log a warning when decoding stopped on an error or well before the length the header announces."""
+        if error is not None:
+            where = f"{last_s:.2f} s" if last_s is not None else "the start"
+            log.warning(
+                "%s: decoding stopped at %s (%s); the file is truncated or corrupt, frames up to there were kept",
+                self.name, where, str(error).splitlines()[0] if str(error) else type(error).__name__,
+            )
+        elif self.duration_s and last_s is not None and not self.is_live:
+            slack = max(1.0, 3.0 / self.fps) if self.fps else 1.0
+            if last_s < self.duration_s - slack:
+                log.warning(
+                    "%s: video ends at %.2f s but its header says %.2f s; the file looks truncated, "
+                    "frames up to there were kept",
+                    self.name, last_s, self.duration_s,
+                )
+
+
+class PushSource(VideoSource):
+    """Frames handed in one at a time from another thread (e.g. the web UI's webcam callback).
+
+    `push(image, time_s)` from any thread; iterate (or `sample_frames`) from one consumer thread;
+    iteration blocks until a frame arrives and ends after `close()` once pending frames are drained.
+    `time_s` defaults to wall-clock seconds since the first push; times must not decrease.
+    At most `max_pending` frames wait; when the consumer falls behind the oldest are dropped
+    (counted in `dropped`), so a slow model never makes memory grow.
+    """
+
+    backend = "push"
+    is_live = True
+    _empty_is_error = False  # closing before any push is a normal end
+
+    def __init__(self, max_pending: int = 64, name: str = "pushed frames"):
+        if max_pending < 1:
+            raise ConfigError(f"max_pending must be >= 1, got {max_pending!r}")
+        self.name = name
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._pending: collections.deque[Frame] = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._t0: float | None = None  # time.monotonic() of the first push
+        self._last_s = -math.inf
+
+    def push(self, image: np.ndarray, time_s: float | None = None) -> bool:
+        """Queue one (H, W, 3) or (H, W, 4) uint8 RGB(A) image; returns False (frame ignored) after close()."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise ValueError(f"push() expects an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+        image = np.array(image[:, :, :3], copy=True, order="C")  # (H, W, 3); the caller may reuse its buffer
+        with self._cond:
+            if self._closed:
+                log.debug("%s: frame pushed after close() ignored", self.name)
+                return False
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            t = now - self._t0 if time_s is None else float(time_s)
+            if t < self._last_s:
+                raise ValueError(f"push() times must not decrease: got {t:.3f} s after {self._last_s:.3f} s")
+            self._last_s = t
+            if len(self._pending) >= self.max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 100 == 0:
+                    log.warning("%s: consumer is behind, %d frame(s) dropped so far", self.name, self.dropped)
+            self._pending.append(Frame(image, t))
+            self.frames_decoded += 1
+            self._cond.notify()
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _read(self, grid: TimeGrid) -> Iterator[Frame]:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                frame = self._pending.popleft()
+            if grid.past_end(frame.time_s):
+                return
+            if grid.take(frame.time_s):
+                yield frame
