@@ -1,0 +1,70 @@
+"""The `kv_window` attention function: SDPA for the output, then the cache layer scores and compresses.
+
+`KVWindowCache.update` hands the layer it just appended to through a per-thread slot (`_observer`);
+`window_attention`, registered with transformers' `AttentionInterface` under `ATTN_IMPLEMENTATION`,
+computes the usual SDPA output and then lets that layer score its tokens with this pass's queries
+(`KVWindowLayer.observe`) and cut itself back to its budget before the next layer runs.
+`use_window_attention(model)` switches a model to it. Any other module, and any call with no layer in
+the slot (the vision tower, a plain `DynamicCache`), gets plain SDPA.
+
+Deliberately not here: the cache and its layers (`kv_window.py`, `kv_layer.py`), scoring math
+(`kv_scoring.py`). No model class is patched; the function is registered, not monkeypatched in.
+"""
+
+import threading
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+from streamer.kv_layer import KVWindowLayer
+from streamer.rope import rotate
+
+ATTN_IMPLEMENTATION = "kv_window"
+
+
+class _Observer(threading.local):
+    """The layer whose attention the next `kv_window` call should score (per thread)."""
+
+    layer: KVWindowLayer | None = None
+
+
+_observer = _Observer()
+
+
+def window_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """SDPA for the output; then the cache layer that was just updated scores its tokens and compresses.
+
+    query: (B, Hq, Q, D); key, value: (B, Hkv, T, D) the whole cache of this layer. A layer whose length
+    differs from the one the model built its mask for (adaptive budgets) gets its own causal mask, and
+    its queries move by the layer's `shift` like its new keys did."""
+    layer = _observer.layer
+    ours = layer is not None and getattr(module, "layer_idx", None) == layer.layer_idx
+    if ours:
+        _observer.layer = None
+        if layer.shift:
+            b, h, q_len = query.shape[:3]
+            query = rotate(query, torch.full((b, h, q_len), layer.shift), layer.inv_freq)
+        if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
+            attention_mask = _causal_mask(query.shape[2], key.shape[-2], key.device)
+    out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    if ours:
+        layer.observe(query, scaling if scaling is not None else query.shape[-1] ** -0.5)
+    return out, weights
+
+
+def _causal_mask(q_len: int, kv_len: int, device) -> torch.Tensor:
+    """(1, 1, Q, T) bool: query i sees keys up to T - Q + i (the new tokens are the last Q)."""
+    q_pos = torch.arange(kv_len - q_len, kv_len, device=device).unsqueeze(-1)
+    return (torch.arange(kv_len, device=device) <= q_pos)[None, None]
+
+
+AttentionInterface.register(ATTN_IMPLEMENTATION, window_attention)
+ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, sdpa_mask)  # same masks as SDPA
+
+
+def use_window_attention(model) -> None:
+    """Switch a model to the `kv_window` attention (SDPA output + cache scoring); the vision tower too,
+    where it is plain SDPA since it has no cache."""
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)

@@ -1,0 +1,169 @@
+"""One layer of the bounded KV cache: keys/values plus per-token, per-head bookkeeping, and the cut.
+
+How one append goes. `update()` appends the new chunk's keys/values with their tags (modality, video
+time, stream position) and returns the whole layer, so a forward pass attends to at most
+`budget + len(chunk)` tokens. `observe()` (called by the `kv_window` attention, `kv_attention.py`)
+scores the cached tokens with this pass's queries and compresses back to `budget` right away.
+`compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
+contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
+
+Eviction is per KV head (`evict_per="head"`, default): every head keeps the same number of tokens, but
+each keeps the tokens its own queries attend to. Heads specialise (some track recent text, some the
+visual detail), and a per-layer choice forces one compromise on all of them at the same memory. The cost
+is bookkeeping per head (tags are (B, H, T)); `evict_per="layer"` sums scores over heads and keeps the
+same tokens in every head. `bench/bench_kv.py` measures both.
+
+With adaptive layer budgets (AirCache) layers hold different lengths: each layer moves its new keys by
+its own `shift` so that every layer sees one contiguous stream (the attention turns the queries too).
+
+Deliberately not here: which tokens are important (`kv_scoring.py`), how evicted pairs are folded in
+(`kv_merge.py`), RoPE math (`rope.py`), the split of budgets across layers and the model-facing
+`Cache` (`kv_window.py`), the attention function (`kv_attention.py`). Batch size is whatever the model
+sends, but tags are shared by the batch rows.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+from streamer.kv_config import WindowConfig
+from streamer.kv_merge import merge_into_kept
+from streamer.kv_scoring import attention_spread, elite_attention, keep_priority, observed_attention
+from streamer.rope import rotate
+from streamer.vocab import Modality
+
+
+@dataclass
+class _Tags:
+    """Facts about the tokens of the next append, shared by all layers."""
+
+    modality: torch.Tensor  # (T,) int8 Modality
+    times: torch.Tensor  # (T,) float32 video seconds, NaN for text
+
+
+class KVWindowLayer(DynamicLayer):
+    """One layer's bounded cache: keys/values (B, H, T, D) plus per-token, per-head bookkeeping."""
+
+    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int):
+        super().__init__()
+        self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
+        self.n_seen = self.n_evicted = self.n_merged = 0
+        self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
+        self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
+        self.shift = 0  # this layer's positions minus the model's for the current pass (adaptive budgets)
+        self.last_append = 0  # tokens in the latest append: 1 while decoding
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, dev = key_states.shape[0], key_states.shape[1], key_states.device
+        self.keys = key_states.new_zeros((b, h, 0, key_states.shape[-1]))
+        self.values = value_states.new_zeros((b, h, 0, value_states.shape[-1]))
+        self.score = torch.zeros((b, h, 0), device=dev)  # (B, H, T) accumulated attention
+        self.weight = torch.zeros((b, h, 0), device=dev)  # (B, H, T) original tokens each one stands for
+        self.modality = torch.zeros((b, h, 0), dtype=torch.int8, device=dev)  # (B, H, T)
+        self.times = torch.zeros((b, h, 0), device=dev)  # (B, H, T) video seconds, NaN = none
+        self.position = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) stream position
+
+    def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
+               **kwargs):
+        """Append a chunk. `model_position` is where the model placed it; a layer holding a different
+        number of tokens (adaptive budgets) moves it to its own next position, and `window_attention`
+        turns the queries by the same `shift`, so every layer sees a contiguous stream."""
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        self.compress()  # only does work if the previous pass was never observed
+        b, h, c = key_states.shape[:3]
+        self.shift = self.get_seq_length() - model_position
+        self.last_append = c
+        if self.shift:
+            key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
+        dev = key_states.device
+        if tags is None or tags.modality.shape[0] != c:
+            tags = _Tags(torch.full((c,), Modality.TEXT, dtype=torch.int8), torch.full((c,), math.nan))
+
+        def grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            return torch.cat([old, new.to(dev, old.dtype).expand(b, h, c)], dim=-1)
+
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        self.score = grow(self.score, torch.zeros(c))
+        self.weight = grow(self.weight, torch.ones(c))
+        self.modality = grow(self.modality, tags.modality)
+        self.times = grow(self.times, tags.times)
+        self.position = grow(self.position, torch.arange(self.n_seen, self.n_seen + c))
+        self.n_seen += c
+        return self.keys, self.values
+
+    def observe(self, query: torch.Tensor, scaling: float) -> None:
+        """Add this pass's attention to the scores and the spread estimate, then compress.
+
+        query: (B, Hq, Q, D), already moved to this layer's positions."""
+        cfg = self.cfg
+        if not (cfg.rules.scored or cfg.layer_budget == "adaptive"):
+            return self.compress()
+        if cfg.obs_select == "elite":
+            is_text = self._is_text()[0, 0]  # (T,) tags are shared by batch rows and heads
+            seen = elite_attention(query, self.keys, scaling, cfg.obs_window, is_text[-query.shape[2]:], ~is_text)
+        else:
+            seen = observed_attention(query, self.keys, scaling, cfg.obs_window)  # (B, H, T)
+        if cfg.rules.scored:
+            self.score += seen
+        if cfg.layer_budget == "adaptive":
+            now = attention_spread(seen)
+            m = cfg.spread_momentum
+            self.spread = now if self.spread is None else m * self.spread + (1 - m) * now
+        self.compress()
+
+    def _is_text(self) -> torch.Tensor:
+        """(B, H, T) bool: conversation text, as opposed to frame tokens (image, boundary, timestamp)."""
+        return (self.modality == Modality.TEXT) & self.times.isnan()
+
+    def compress(self) -> None:
+        """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping.
+
+        It cuts `decode_slack` (one-token appends: decoding) or `chunk_slack` (chunks) tokens deeper, so
+        the next appends fit without a compression each: with decode_slack 32, one compression per 32
+        generated tokens."""
+        t = self.get_seq_length()
+        if not self.cfg.rules.evicts or t <= self.budget:
+            return
+        cfg, rules = self.cfg, self.cfg.rules
+        keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else cfg.chunk_slack)
+        prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
+                             rules.text_prior)
+        if cfg.evict_per == "layer":
+            prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
+        keep = prio.topk(keep_n, dim=-1).indices.sort(dim=-1).values  # (B, H, K) in stream order
+        dropped = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, keep, False)  # (B, H, T)
+        evict = dropped.nonzero()[:, -1].view(*keep.shape[:2], t - keep_n)  # (B, H, E)
+
+        def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            if x.dim() == 4:
+                return x.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
+            return x.gather(2, idx)
+
+        keys, values, weight = merge_into_kept(
+            take(self.keys, keep), take(self.values, keep), take(self.weight, keep),
+            take(self.keys, evict), take(self.values, evict), take(self.weight, evict),
+            can_absorb=keep >= cfg.n_sink, mode=cfg.merge,
+        )
+        delta = torch.arange(keep_n, device=keep.device) - keep  # (B, H, K) <= 0: close the gaps
+        self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
+        self.score = take(self.score, keep) * (cfg.score_decay if rules.decays else 1.0)
+        self.modality, self.times, self.position = (take(x, keep) for x in (self.modality, self.times, self.position))
+        self.n_evicted += t - keep_n
+        if cfg.merge != "none":
+            self.n_merged += t - keep_n
+
+    def reset(self) -> None:
+        super().reset()
+        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = 0
+        self.budget, self.spread = self.cfg.budget, None
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("KVWindowCache does not support cropping (assisted decoding)")
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        raise NotImplementedError("KVWindowCache does not support beam search")
