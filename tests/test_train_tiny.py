@@ -1,5 +1,6 @@
 """Training mechanics of `tiny` that could silently go wrong: events spliced into a background video
-whose keys and values are reused, and question branches packed over one cache."""
+whose keys and values are reused, question branches packed over one cache, image features placed in
+the input embeddings, and the exact-answer rate."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from streamer.models.registry import load_model
 from streamer.frames import Chunk
 from streamer.world.scene import random_script
 from train.data import spliced_example
-from train.train_tiny import branch_hidden, segmented_hidden
+from train.losses import answer_loss, input_embeds
+from train.splice import branch_hidden, segmented_hidden
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,31 @@ def test_branches_see_the_frames_and_only_their_own_question(adapter):
         torch.testing.assert_close(hidden[0, a - n : b - n], want, atol=1e-4, rtol=1e-4)
         assert a <= ta < tb <= b and labels[0, ta - n : tb - n].tolist() == ex.input_ids[ta:tb]
     assert labels.ne(-100).sum() == sum(tb - ta for ta, tb in ex.targets)
+
+
+def test_answer_loss_counts_an_answer_right_only_when_all_its_tokens_are():
+    weight = torch.eye(6) * 10  # (V, D): hidden one-hot at v predicts token v
+    labels = torch.full((2, 8), -100)
+    labels[0, 2:4] = torch.tensor([1, 2])  # answer 1: predicted at positions 1 and 2
+    labels[0, 6:8] = torch.tensor([3, 4])  # answer 2: at 5 and 6
+    labels[1, 5:7] = torch.tensor([5, 0])  # answer 3: at 4 and 5
+    predicted = torch.zeros(2, 8, dtype=torch.long)
+    predicted[0, 1:3] = torch.tensor([1, 2])  # answer 1 right
+    predicted[0, 5:7] = torch.tensor([3, 1])  # answer 2: second token wrong
+    predicted[1, 4:6] = torch.tensor([5, 0])  # answer 3 right
+    hidden = torch.nn.functional.one_hot(predicted, 6).float()  # (2, 8, 6)
+    loss, exact = answer_loss(hidden, labels, weight)
+    assert exact == pytest.approx(2 / 3)
+    perfect = hidden.clone()
+    perfect[0, 6] = torch.nn.functional.one_hot(torch.tensor(4), 6).float()
+    better, all_right = answer_loss(perfect, labels, weight)
+    assert all_right == 1.0 and better < loss
+
+
+def test_input_embeds_puts_image_features_in_the_placeholders_in_order():
+    weight = torch.arange(12.0).view(6, 2)  # (V, D)
+    ids = torch.tensor([[1, 5, 5, 2], [5, 3, 0, 0]])  # 5: the image placeholder
+    feats = torch.tensor([[[-1.0, -1.0]], [[-2.0, -2.0]], [[-3.0, -3.0]]])  # (3 images, 1 token each, D)
+    embeds = input_embeds(ids, feats, weight, image_token_id=5)  # (2, 4, D)
+    assert embeds[0, 1:3].tolist() == [[-1.0, -1.0], [-2.0, -2.0]] and embeds[1, 0].tolist() == [-3.0, -3.0]
+    assert embeds[0, 0].tolist() == weight[1].tolist() and embeds[1, 1].tolist() == weight[3].tolist()

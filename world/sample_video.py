@@ -11,7 +11,8 @@ Deliberately not here: the world itself (streamer/world.py).
 import argparse
 from pathlib import Path
 
-from streamer.world.scene import SceneScript, format_time, random_script, video_questions
+from streamer.vocab import format_timestamp
+from streamer.world.scene import SceneScript, random_script, video_questions
 
 SAMPLE_SEED = 3  # the README's demo questions are written for this seed
 
@@ -32,7 +33,7 @@ def write_sample(path: str | Path, seconds: float = 60.0, fps: int = 4, seed: in
 
 def describe(script: SceneScript) -> list[str]:
     """One line per event, then one video question of each kind with its answer."""
-    lines = [f"{format_time(e.start_s)}-{format_time(e.end_s)}  {e.obj.name} with the digit {e.obj.digit}"
+    lines = [f"{format_timestamp(e.start_s)}-{format_timestamp(e.end_s)}  {e.obj.name} with the digit {e.obj.digit}"
              for e in script.events]
     first = {qa.kind: qa for qa in reversed(video_questions(script))}  # the earliest question of each kind
     return lines + [f"Q: {qa.question}  A: {qa.answer}" for qa in first.values()]

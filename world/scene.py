@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from streamer.sources import Frame
+from streamer.vocab import format_timestamp
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -311,18 +312,12 @@ def video_questions(script: SceneScript, fps: float = 1.0) -> list[QA]:
                 qas.append(QA(f"What appeared before the {o.name}?", seen[i - 1].obj.name, "before"))
         if len(same_digit) == 1:
             qas.append(QA(f"What colour was the shape with the digit {o.digit}?", o.colour, "colour_of_digit"))
-            qas.append(QA(f"When did the digit {o.digit} appear?", format_time(script.first_seen(e, fps)), "when"))
+            qas.append(QA(f"When did the digit {o.digit} appear?", format_timestamp(script.first_seen(e, fps)), "when"))
         if same_colour[0] is e:
             qas.append(QA(f"How many times did a {o.colour} shape appear?", str(len(same_colour)), "count"))
     if len(seen) == 1:
         qas.append(QA("What digit appeared?", seen[0].obj.digit, "needle_any"))
     return qas
-
-
-def format_time(time_s: float) -> str:
-    """"HH:MM:SS", the time format of the prompts (streamer.vocab.format_timestamp)."""
-    total = int(time_s)
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
 def nearest_colour(rgb: Sequence[int]) -> str:
