@@ -1,0 +1,111 @@
+"""The first run: a one-minute sample of the synthetic world, watched under a small KV budget.
+
+    streamer-demo            (or: python -m streamer.world.demo [--budget 256] [--policy combined])
+
+Writes the sample video (to a temporary folder unless `--video PATH`), lists what happens in it, then
+streams it into the built-in `tiny` model at 1 frame/s with a KV budget far smaller than the video
+(about 1500 tokens at 256: the cache is full after about ten seconds and stays there). It asks two
+questions at the moments their objects are on screen, prints each answer beside the right one, and
+shows after each answer and at the end what the cache holds: tokens against the budget, real KV
+bytes, how many tokens were evicted and merged, and which moments of the video are still in it.
+
+The questions are the ones `tiny` answers right here; the sample's other questions (order, counts,
+digits asked later in a chat) are listed by `python -m streamer.world.sample_video`, and `tiny` still
+gets many of those wrong (see README, "Built-in models").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from streamer.errors import StreamerError
+from streamer.frames import SamplerConfig, chunk_frames, sample_frames
+from streamer.kv_window import POLICIES, WindowConfig
+from streamer.report import cache_line
+from streamer.session import StreamSession
+from streamer.vocab import format_timestamp
+from streamer.world.sample_video import describe, sample_script, write_sample
+
+SECONDS = 60.0
+QUESTIONS = (  # (video time asked at, question, right answer) for the sample's seed and length
+    (36.0, "What colour is the shape?", "blue"),  # the blue square is on screen from 00:00:32 to 00:00:38
+    (55.0, "What shape is it?", "circle"),  # the green circle, 00:00:53 to 00:00:56
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamer-demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--video", type=Path, help="where to write the sample video (default: a temporary folder)")
+    p.add_argument("--model", default="tiny", help="model name or path (default: the built-in tiny)")
+    p.add_argument("--policy", default="combined", choices=[p for p in POLICIES if p != "full"])
+    p.add_argument("--budget", type=int, default=256, help="KV tokens kept per layer (default 256)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.models.registry import load_model  # heavy import, after argument errors
+
+    window = WindowConfig(policy=args.policy, budget=args.budget)
+    with tempfile.TemporaryDirectory(prefix="streamer-demo-") as tmp:
+        video = write_sample(args.video or Path(tmp) / "sample.mp4", seconds=SECONDS)
+        print(f"sample video: {video} ({SECONDS:.0f} s of the synthetic world)")
+        print("\n".join("  " + line for line in describe(sample_script(SECONDS)) if not line.startswith("Q:")))
+        print(f"loading the model {args.model!r} ...", flush=True)
+        adapter = load_model(args.model)
+        session = StreamSession(adapter, window)
+        print(f"watching at 1 frame/s with the {args.policy!r} policy and a budget of {args.budget} "
+              "KV tokens per layer", flush=True)
+        plan = list(QUESTIONS)
+        right = 0
+        cfg = SamplerConfig(fps=1.0, chunk_frames=4)
+        bar = tqdm(total=int(SECONDS), unit="frame", desc="watching", file=sys.stderr, disable=None)
+        for chunk in chunk_frames(sample_frames(video, cfg), cfg, cut_at=[t for t, _, _ in plan]):
+            while plan and chunk.frames[0].time_s > plan[0][0]:
+                right += ask(session, *plan.pop(0), bar)
+            session.ingest(chunk)
+            bar.update(len(chunk.frames))
+            bar.set_postfix(kv=f"{session.stats()['kv_tokens']}/{args.budget}")
+        for item in plan:
+            right += ask(session, *item, bar)
+        bar.close()
+    stats = session.stats()
+    print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames): "
+          f"{cache_line(stats)}")
+    print(f"peak KV memory {stats['peak_kv_bytes'] / 2**20:.1f} MB; a full cache would hold all "
+          f"{stats['seen_tokens']} tokens ({stats['seen_tokens'] / args.budget:.1f}x the budget) and keep "
+          "growing with the video")
+    print(f"{right} of {len(QUESTIONS)} answers right")
+    return 0
+
+
+def ask(session: StreamSession, at: float, question: str, expected: str, bar: tqdm) -> bool:
+    """Ask one question, print the answer beside the right one and the cache line; True if right."""
+    bar.clear()
+    answer = session.answer(question, max_new_tokens=8).strip()
+    ok = answer.lower() == expected
+    print(f"[{format_timestamp(at)}] Q: {question}\n  A: {answer}   (right answer: {expected}: "
+          f"{'right' if ok else 'wrong'})\n  {cache_line(session.stats())}", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except StreamerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
