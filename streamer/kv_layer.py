@@ -73,7 +73,7 @@ class KVWindowLayer(DynamicLayer):
         turns the queries by the same `shift`, so every layer sees a contiguous stream."""
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        self.compress()  # only does work if the previous pass was never observed
+        self.compress()  # only does work if nothing cut the last pass (or the adaptive split lowered the budget)
         b, h, c = key_states.shape[:3]
         self.shift = self.get_seq_length() - model_position
         self.last_append = c

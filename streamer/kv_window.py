@@ -13,9 +13,12 @@ chunk's last `obs_window` queries and the layer compresses back to `budget` righ
 `forward` returns no layer holds more than `budget` tokens. Kept keys are re-rotated to contiguous
 positions, so the cache looks like an ordinary cache of `get_seq_length()` tokens: the model's default
 position ids (`get_seq_length() + arange`) are right, `next_position()` says the same, and a stream can
-outlive `max_position_embeddings`. Without the attention function (another `attn_implementation`), a
-layer that is over budget compresses on its next append, or when the caller calls `compress()`; scores
-then stay at zero.
+outlive `max_position_embeddings`. Without the attention function (another `attn_implementation`),
+nothing scores the cache (scores stay at zero) and a layer is cut when the next layer appends, once its
+own attention is done; the last layer when the next pass begins, or when the caller calls `compress()`
+(as `StreamSession` does after every pass). Layer 0 is therefore within budget when the model reads its
+length for the next pass's positions and mask. A one-layer model has no next layer: without the
+attention function it needs `compress()` after every forward pass.
 
 AirCache options (any evicting policy): `obs_select="elite"` scores with the conversation-text queries
 that attend to frames most strongly and consistently across heads instead of the last `obs_window`
@@ -85,6 +88,10 @@ class KVWindowCache(Cache):
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         layer = self.layers[layer_idx]
+        # The previous layer's attention is done (for layer 0: the last layer's, in the previous pass).
+        # The kv_window attention has cut it back already; any other attention has not, so cut it here,
+        # before the model reads layer 0's length for the next pass's positions and mask sizes.
+        self.layers[layer_idx - 1].compress()
         if layer_idx == 0:
             self._model_position = self.get_seq_length()  # where the model placed this pass
             if self.cfg.layer_budget == "adaptive":
@@ -106,7 +113,8 @@ class KVWindowCache(Cache):
             layer.budget = b
 
     def compress(self) -> None:
-        """Bring every layer back to its budget now (only needed without the `kv_window` attention)."""
+        """Bring every layer back to its budget now. Only the last layer can be over it, and only without
+        the `kv_window` attention (its cut otherwise waits for the next pass)."""
         for layer in self.layers:
             layer.compress()
 

@@ -191,6 +191,44 @@ def test_stream_four_times_longer_than_positions(model, policy, air):
     assert cache.stats()["seen_tokens"] == 4 * 256
 
 
+@pytest.mark.parametrize("policy", EVICTING)
+def test_without_window_attention_the_cache_stays_bounded(model, policy):
+    """Another attention (plain SDPA) never scores the cache, but a stream past the budget still runs:
+    each layer is cut once its attention is done, so the length the model reads for the next pass's
+    positions and mask (layer 0's) is the length every layer hands to attention."""
+    plain = LlamaForCausalLM(tiny_config()).eval()  # attn_implementation "sdpa": use_window_attention not called
+    plain.load_state_dict(model.state_dict())
+    cache = KVWindowCache(plain.config, window(policy, budget=64, n_sink=4, recent=16))
+    gen = torch.Generator().manual_seed(10)
+    with torch.no_grad():
+        for _ in range(12):
+            logits = plain(torch.randint(0, 128, (1, 20), generator=gen), past_key_values=cache).logits
+            assert torch.isfinite(logits).all()
+            assert cache.get_seq_length() <= 64
+    cache.compress()  # the last layer's cut waits for the next pass, or for this call
+    assert all(t <= 64 for t in cache.stats()["tokens_per_layer"])
+    assert cache.stats()["seen_tokens"] == 12 * 20
+    decoding = KVWindowCache(plain.config, window(policy, budget=32, n_sink=2, recent=8))
+    with torch.no_grad():
+        out = plain.generate(torch.randint(0, 128, (1, 10), generator=gen), past_key_values=decoding,
+                             max_new_tokens=40, do_sample=False)
+    assert out.shape[1] == 50 and decoding.get_seq_length() <= 32
+
+
+def test_without_window_attention_sink_recent_gives_the_same_logits(model):
+    """sink-recent needs no scores, so plain SDPA and the kv_window attention must keep the same tokens."""
+    plain = LlamaForCausalLM(tiny_config()).eval()
+    plain.load_state_dict(model.state_dict())
+    ids = torch.randint(0, 128, (1, 240), generator=torch.Generator().manual_seed(11))
+    got = {}
+    with torch.no_grad():
+        for name, m in (("plain", plain), ("window", model)):
+            cache = KVWindowCache(m.config, window("sink-recent", budget=64, n_sink=4, recent=16))
+            got[name] = torch.cat([m(ids[:, i : i + 20], past_key_values=cache).logits for i in range(0, 240, 20)], 1)
+    assert cache.stats()["evicted"] > 0
+    torch.testing.assert_close(got["plain"], got["window"], atol=1e-5, rtol=0)
+
+
 def test_generate_runs_past_the_budget(model):
     cache = KVWindowCache(model.config, window("combined", budget=32, n_sink=2, recent=8))
     with torch.no_grad():
