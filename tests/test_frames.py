@@ -32,7 +32,7 @@ from streamer.errors import (
     WebcamError,
 )
 from streamer.frames import Chunk, SamplerConfig, chunk_frames, iter_chunks, open_source, sample_frames
-from streamer.sources import Frame, PushSource, VideoSource
+from streamer.sources import Frame, PushSource
 
 FPS, N, W, H = 30, 90, 96, 64  # the standard test clip: 3 s at 30 fps, 96x64
 BACKENDS = ["decord", "pyav", "opencv"]
@@ -498,9 +498,18 @@ def test_iter_chunks_on_a_file(videos):
 
 
 def test_video_source_is_the_common_type(videos):
+    """A file and a push source are read one way: the file's frames, pushed, sample to the same frames."""
+    cfg = SamplerConfig(fps=7, max_side=48)
     with open_source(videos["h264.mp4"]) as source:
-        assert isinstance(source, VideoSource)
-    assert isinstance(PushSource(), VideoSource)
+        from_file = list(sample_frames(source, cfg))
+        pushed = PushSource(max_pending=N)
+        for frame in source:  # every frame at the native rate, as a webcam would hand them in
+            pushed.push(frame.image, frame.time_s)
+    pushed.close()
+    from_push = list(sample_frames(pushed, cfg))
+    assert len(from_file) == 21 and pushed.dropped == 0
+    assert [f.time_s for f in from_push] == [f.time_s for f in from_file]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(from_push, from_file))
 
 
 # --- an hour of video: count, times and flat memory ----------------------------------------------------

@@ -20,6 +20,7 @@ from streamer.models.base import ModelAdapter
 from streamer.models.llava_onevision import LlavaOnevisionAdapter
 from streamer.vocab import Conversation, Phase, Prompt, format_timestamp
 from streamer.models.registry import list_builtin, load_model
+from streamer.models import smollm2_tokenizer
 from streamer.models.smollm2_tokenizer import _store, cache_root
 from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random
@@ -116,9 +117,22 @@ def test_tiny_random_is_deterministic_and_leaves_global_rng_alone(tiny):
     assert (base - diff).abs().max() > 1e-3
 
 
-def test_tokenizer_cache_was_written(tiny):
-    cached = list((cache_root() / "tokenizers").glob("smollm2-*/tokenizer.json"))
-    assert cached, "loading tiny-random should have cached the converted tokenizer"
+def test_tokenizer_cache_is_written_then_read_back(tmp_path, monkeypatch):
+    """In an empty cache directory the first load converts the GGUF vocabulary and caches it; the second
+    load reads the cache (converting again would fail here) and gives the same tokenizer."""
+    monkeypatch.setenv("STREAMER_CACHE", str(tmp_path))
+    assert cache_root() == tmp_path
+    first = smollm2_tokenizer.load_smollm2_tokenizer()
+    cached = list((tmp_path / "tokenizers").glob("smollm2-*/tokenizer.json"))
+    assert len(cached) == 1, "the first load should have cached the converted tokenizer"
+
+    def convert_again():
+        raise AssertionError("the tokenizer was converted again instead of read from the cache")
+
+    monkeypatch.setattr(smollm2_tokenizer, "_convert_from_gguf", convert_again)
+    again = smollm2_tokenizer.load_smollm2_tokenizer()
+    text = "What digit was on the red circle? 0.5 s"
+    assert again(text).input_ids == first(text).input_ids and len(again) == len(first) > 49000
 
 
 def test_tokenizer_cache_store_is_atomic_first_writer_wins(tmp_path):

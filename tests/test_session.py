@@ -50,11 +50,12 @@ def test_ingest_ask_multi_turn_and_continue(adapter):
 
 
 def test_streamed_pieces_join_to_the_answer(adapter):
-    s = session(adapter)
-    s.ingest(chunk(0))
+    s, same = session(adapter), session(adapter)
+    for x in (s, same):
+        x.ingest(chunk(0))
     pieces = list(s.ask("Describe it.", max_new_tokens=8))
-    assert "".join(pieces) == s.history[-1].answer
-    assert all(pieces)
+    assert "".join(pieces) == s.history[-1].answer == same.answer("Describe it.", max_new_tokens=8)
+    assert len(pieces) > 1 and all(pieces)  # streamed piece by piece, none empty
 
 
 def test_too_long_question_is_refused_and_session_survives(adapter):
