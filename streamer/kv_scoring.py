@@ -11,7 +11,7 @@
   the top `budget`. Sinks and the recent window get +inf; under the LOOK-M text prior, conversation text
   outranks every visual token (image tokens, their boundary tokens and their timestamp text).
 
-Nothing here changes the cache: `kv_window.py` gathers, merges and re-rotates.
+Nothing here changes the cache: `KVWindowLayer.compress` (`kv_layer.py`) gathers, merges and re-rotates.
 """
 
 import torch
