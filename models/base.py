@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from streamer.models.prompt import encode_segments
-from streamer.vocab import Conversation, Phase, Prompt, Segment, format_timestamp
+from streamer.vocab import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
 from streamer.frames import Chunk
 from streamer.sources import Frame
 
@@ -122,6 +122,19 @@ class ModelAdapter:
         """Forward kwargs holding the pixels of these frames, in order. images: (H, W, 3) uint8 RGB."""
         raise NotImplementedError
 
+    def _frame_segments(self, frames: Sequence[Frame], opens_turn: bool) -> list[Segment]:
+        """The text of one chunk's frames, one segment per frame carrying its time (override when frames
+        are not written one by one, e.g. in temporal patches). opens_turn: no frames precede them in this
+        user turn."""
+        return [Segment(self._frame_text(f), float(f.time_s)) for f in frames]
+
+    def _rope_layout(
+        self, input_ids: torch.Tensor, times: torch.Tensor, pixel_inputs: dict[str, torch.Tensor]
+    ) -> MRopeLayout | None:
+        """3-D positions, from 0, of a prompt with frames (M-RoPE families); None for 1-D RoPE.
+        input_ids: (1, T) on the CPU; times: (T,) the tokens' video times."""
+        return None
+
     # ----------------------------------------------------------------- public API
 
     def chunk_prompt(self, chunk: Chunk, conv: Conversation) -> Prompt:
@@ -135,7 +148,7 @@ class ModelAdapter:
             raise ValueError(f"chunk {chunk.index} has no frames")
         images = [_check_frame(f) for f in chunk.frames]
         segments = self._turn_prefix(conv)
-        segments += [Segment(self._frame_text(f), float(f.time_s)) for f in chunk.frames]
+        segments += self._frame_segments(chunk.frames, opens_turn=not (conv.phase is Phase.USER and conv.has_frames))
         prompt = self._build(segments, self._pixel_inputs(images), Conversation(Phase.USER, has_frames=True))
         logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
         return prompt
@@ -216,7 +229,8 @@ class ModelAdapter:
         inputs = {"input_ids": input_ids.to(self.device)}
         for key, value in pixel_inputs.items():
             inputs[key] = value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
-        return Prompt(inputs=inputs, modality=modality, times=times, after=after)
+        mrope = self._rope_layout(input_ids, times, pixel_inputs) if pixel_inputs else None
+        return Prompt(inputs=inputs, modality=modality, times=times, after=after, mrope=mrope)
 
 
 def _check_frame(frame: Frame) -> np.ndarray:

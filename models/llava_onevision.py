@@ -1,26 +1,28 @@
-"""Adapter for LLaVA-OneVision (SigLIP vision tower + Qwen2 LM): each frame as a one-frame video.
+"""Adapter for LLaVA-OneVision (SigLIP vision tower + Qwen2 LM): each chunk of frames as one video.
 
-Prompt layout (Qwen chat template; N = tokens_per_frame = ceil(P/2)^2 + 1 with P = image_size //
-patch_size, i.e. 14*14 + 1 = 197 for the released 384 px / patch 14 checkpoints):
+Prompt layout (Qwen chat template, as `LlavaOnevisionProcessor` writes a video; N = tokens_per_frame =
+ceil(P/2)^2 with P = image_size // patch_size, i.e. 14*14 = 196 for the released 384 px / patch 14
+checkpoints, n = frames in the chunk):
 
-    <|im_start|>system
-    You are a helpful assistant.<|im_end|>
     <|im_start|>user
-    Frame at 00:00:01:<video>*N
-    Frame at 00:00:02:<video>*N
+    <video>*(n*N + 1)
+    <video>*(n*N + 1)
     What is happening?<|im_end|>
     <|im_start|>assistant
     <answer><|im_end|>
     <|im_start|>user
-    Frame at 00:00:03:...
+    <video>*...
 
-Why video placeholders and not `<image>`: LLaVA-OneVision encodes video frames through its video
-path (vision features pooled 2x2, then one learned newline vector), which is what the model saw for
-video in training and costs 197 tokens per frame. As `<image>` a frame costs 730 tokens (several
-images in one prompt) or 1485 (a lone image, "anyres" tiling), so the count would even depend on how
-many frames a chunk holds. Sending every frame as its own one-frame video keeps a fixed count and
-lets each frame carry its own timestamp. All N tokens (features and the trailing newline vector) use
-the `<video>` id and are tagged IMAGE.
+The video path (vision features pooled 2x2, then one learned newline vector after the whole video) is
+what the model saw for video in training; as `<image>` a frame would cost 730 or 1485 tokens. All the
+tokens (features and the newline vector) use the `<video>` id and are tagged IMAGE, each frame's with
+its time; the newline vector takes the chunk's last frame time. The official format writes no frame
+times, so neither does this one.
+
+What streaming changes, and why (tests/test_parity.py asserts exactly this): with one chunk before a
+question the tokens and the pixel layout are the official ones. A stream of several chunks is several
+videos, each closed by its newline vector and a "\n": a stream has no end at which to close one video
+before a question can come, and a chunk is one vision-tower pass.
 
 Frames are resized to the vision tower's square input size and normalised as
 `LlavaOnevisionVideoProcessor` does; that class needs torchvision, so this file does it with PIL,
@@ -39,14 +41,14 @@ import torch
 from PIL import Image
 
 from streamer.models.base import ModelAdapter
-from streamer.vocab import format_timestamp
+from streamer.models.pixels import normalised_frames
+from streamer.vocab import Segment
 from streamer.errors import ModelLoadError
-from streamer.sources import Frame
 
 logger = logging.getLogger(__name__)
 
 VIDEO_TOKEN = "<video>"
-DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+DEFAULT_SYSTEM_PROMPT = None  # the llava-hf chat template writes no system turn unless the chat has one
 
 
 class LlavaOnevisionAdapter(ModelAdapter):
@@ -62,7 +64,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         image_processor,
         *,
         is_random: bool = False,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
         super().__init__(name, model, tokenizer, is_random=is_random)
         self.image_processor = image_processor
@@ -86,7 +88,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self._im_end_id = vocab["<|im_end|>"]
         vision = config.vision_config
         side = int(vision.image_size) // int(vision.patch_size)
-        self._tokens_per_frame = math.ceil(side / 2) ** 2 + 1  # pooled grid + one newline vector
+        self._tokens_per_frame = math.ceil(side / 2) ** 2  # pooled grid; + one newline vector per chunk
         self.frame_size = int(vision.image_size)  # px, square input of the vision tower (pooling assumes it)
         self._mean = np.asarray(image_processor.image_mean, dtype=np.float32).reshape(3, 1, 1)
         self._std = np.asarray(image_processor.image_std, dtype=np.float32).reshape(3, 1, 1)
@@ -108,13 +110,15 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return self._eos_ids_with(self._im_end_id)
 
     def _opening_text(self) -> str:
-        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
+        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n" if self.system_prompt else ""
 
     def _user_open_text(self) -> str:
         return "<|im_start|>user\n"
 
-    def _frame_text(self, frame: Frame) -> str:
-        return f"Frame at {format_timestamp(frame.time_s)}:" + VIDEO_TOKEN * self._tokens_per_frame + "\n"
+    def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
+        """One video: each frame's pooled features at its time, then the newline vector and "\n"."""
+        segments = [Segment(VIDEO_TOKEN * self._tokens_per_frame, float(f.time_s)) for f in frames]
+        return segments + [Segment(VIDEO_TOKEN + "\n", float(frames[-1].time_s))]
 
     def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
         return question, "<|im_end|>\n<|im_start|>assistant\n"
@@ -123,12 +127,10 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return "<|im_end|>\n"
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        h = w = self.frame_size
-        frames = []
-        for image in images:
-            resized = np.asarray(Image.fromarray(image).resize((w, h), self._resample), dtype=np.float32)  # (H, W, 3)
-            chw = resized.transpose(2, 0, 1) * self._rescale  # (3, H, W)
-            frames.append((chw - self._mean) / self._std)
-        pixel_values = torch.from_numpy(np.stack(frames))  # (n_frames, 3, H, W)
-        return {"pixel_values_videos": pixel_values.unsqueeze(1)}  # (n_frames, 1, 3, H, W): one video per frame
+        frames = normalised_frames(
+            images, (self.frame_size, self.frame_size), resample=self._resample, rescale=self._rescale,
+            mean=self._mean, std=self._std,
+        )
+        pixel_values = torch.from_numpy(frames)  # (n_frames, 3, H, W)
+        return {"pixel_values_videos": pixel_values.unsqueeze(0)}  # (1, n_frames, 3, H, W): one video
 

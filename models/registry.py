@@ -27,6 +27,7 @@ import torch
 
 from streamer.models.base import ModelAdapter
 from streamer.models.llava_onevision import LlavaOnevisionAdapter
+from streamer.models.qwen_vl import QwenVLAdapter
 from streamer.models.runtime import LoadSettings
 from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.errors import ModelLoadError
@@ -48,9 +49,16 @@ def _tiny_random_llava(device: torch.device, dtype: torch.dtype) -> ModelAdapter
     return build_tiny_random_llava(device, dtype)
 
 
+def _tiny_random_qwen(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    from streamer.models.tiny_random import build_tiny_random_qwen
+
+    return build_tiny_random_qwen(device, dtype)
+
+
 _BUILTINS: dict[str, BuiltinFactory] = {
     "tiny-random": _tiny_random,  # random SmolVLM, answers are noise
     "tiny-random-llava": _tiny_random_llava,  # random LLaVA-OneVision, answers are noise
+    "tiny-random-qwen": _tiny_random_qwen,  # random Qwen2.5-VL (M-RoPE), answers are noise
 }
 # Names kept for built-ins that are planned but not shipped yet (register them with register_builtin).
 _PLANNED_BUILTINS = {"tiny": "a small trained model"}
@@ -59,6 +67,7 @@ FAMILIES: dict[str, type[ModelAdapter]] = {
     "smolvlm": SmolVLMAdapter,
     "idefics3": SmolVLMAdapter,  # SmolVLM (v1) checkpoints use the Idefics3 model type
     "llava_onevision": LlavaOnevisionAdapter,
+    "qwen2_5_vl": QwenVLAdapter,
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name

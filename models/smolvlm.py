@@ -1,14 +1,21 @@
 """Adapter for SmolVLM / SmolVLM2 (the Idefics3 family): video frames as timestamped global images.
 
-Prompt layout (SmolVLM2 video style; N = tokens_per_frame, e.g. 64 for SmolVLM2-256M):
+Prompt layout (what `SmolVLMProcessor` writes for a video; N = tokens_per_frame, 64 for SmolVLM2-256M):
 
-    <|im_start|>User:
-    Frame from 00:00:01:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
-    Frame from 00:00:02:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
+    <|im_start|>User: <intro line: see below>
+    Frame from 00:01:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
+    Frame from 00:02:<fake_token_around_image><global-img><image>*N<fake_token_around_image>
     <blank line>What is happening?<end_of_utterance>
     Assistant: <answer><end_of_utterance>
-    User:
-    Frame from 00:00:03:...
+    User: 
+    Frame from 00:03:...
+
+Frame times are "MM:SS" with unbounded minutes ("75:30" at 1:15:30), as the processor writes them.
+What streaming changes, and why (tests/test_parity.py asserts exactly this): the official video opens
+with "You are provided the following series of {N in words} frames from a {H:MM:SS} [H:MM:SS] video.\n";
+a stream knows neither its frame count nor its duration when it starts, so that line is left out and
+nothing else changes. The built-in `tiny` was trained on this project's earlier layout ("User:" without
+the space before frames, "HH:MM:SS" times) and keeps it (`official_prompt = False`, models/tiny.py).
 
 Each frame is one global image (no splitting into tiles), resized to the vision tower's square input
 size, so every frame costs the same number of tokens. The prompt text is written here and tokenized
@@ -22,12 +29,13 @@ Deliberately not here: loading by name (registry.py) and the tiny random model (
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from streamer.models.base import ModelAdapter
-from streamer.vocab import format_timestamp
+from streamer.vocab import Segment, format_timestamp
 from streamer.errors import ModelLoadError
 from streamer.sources import Frame
 
@@ -46,6 +54,7 @@ class SmolVLMAdapter(ModelAdapter):
     """SmolVLM / SmolVLM2 / Idefics3-architecture models."""
 
     family = "smolvlm"
+    official_prompt: ClassVar[bool] = True  # False: the layout `tiny` was trained on (see the module docstring)
 
     def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool = False) -> None:
         super().__init__(name, model, tokenizer, is_random=is_random)
@@ -96,7 +105,13 @@ class SmolVLMAdapter(ModelAdapter):
         return "User:"
 
     def _frame_text(self, frame: Frame) -> str:
-        return f"\nFrame from {format_timestamp(frame.time_s)}:" + self._image_block
+        return f"\nFrame from {format_timestamp(frame.time_s, hours=not self.official_prompt)}:" + self._image_block
+
+    def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
+        segments = super()._frame_segments(frames, opens_turn)
+        if opens_turn and self.official_prompt:  # "User: " + video: the template's space, then the frames
+            segments.insert(0, Segment(" ", segments[0].time_s))
+        return segments
 
     def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
         sep = "\n\n" if after_frames else " "

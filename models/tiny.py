@@ -235,10 +235,16 @@ def assemble(weights: Path = WEIGHTS_FILE) -> Path:
     return target
 
 
+class TinyAdapter(SmolVLMAdapter):
+    """The SmolVLM adapter with the prompt layout `tiny` was trained on ("HH:MM:SS" frame times)."""
+
+    official_prompt = False
+
+
 def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SmolVLMAdapter:
     """The `tiny` built-in, loaded through the SmolVLM adapter from the assembled (cached) checkpoint."""
     directory = assemble()
-    adapter = SmolVLMAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
+    adapter = TinyAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
     adapter.name = "tiny"
     adapter.note = TINY_NOTE
     return adapter

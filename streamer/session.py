@@ -154,13 +154,15 @@ class StreamSession:
             )
 
     def _forward(self, prompt) -> torch.Tensor:
-        self.cache.tag(prompt.modality, prompt.times)
-        logits = self._run(prompt.inputs)
+        position_ids = self.cache.tag(prompt.modality, prompt.times, prompt.mrope)  # M-RoPE only, else None
+        logits = self._run(prompt.inputs if position_ids is None else {**prompt.inputs, "position_ids": position_ids})
         self.conv = prompt.after
         return logits
 
     def _forward_ids(self, ids: list[int]) -> torch.Tensor:
-        return self._run({"input_ids": torch.tensor([ids])})
+        position_ids = self.cache.tag(torch.zeros(len(ids)))  # plain text; M-RoPE models need the positions
+        inputs = {"input_ids": torch.tensor([ids])}
+        return self._run(inputs if position_ids is None else {**inputs, "position_ids": position_ids})
 
     @torch.no_grad()
     def _run(self, inputs: dict) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """The small vocabulary that the session, the cache and the model adapters share.
 
 What a cached token is (`Modality`), where a chat stands (`Phase`, `Conversation`), one model step's
-input with its per-token tags (`Prompt`, built from `Segment`s) and the one video-time format of the
-prompts (`format_timestamp`). Both sides import this module; it imports nothing of the project.
+input with its per-token tags (`Prompt`, built from `Segment`s; `MRopeLayout` for 3-D positions) and the
+one video-time format of the prompts (`format_timestamp`). Both sides import this module; it imports
+nothing of the project.
 
 Deliberately not here: tokenizing (`streamer.models.prompt`), chat templates (each family adapter),
 cache policy (`kv_window.py`).
@@ -43,6 +44,39 @@ class Conversation:
     has_frames: bool = False  # the open user turn already holds frames
 
 
+@dataclass(frozen=True)
+class MRopeLayout:
+    """3-D (t, h, w) M-RoPE positions of one prompt's tokens, counted from 0 = where the prompt starts.
+
+    The model lays a prompt out as position blocks: a text token is a block of 1 position (the same on
+    all three axes); a video block's tokens share its start (`anchor`) and it takes `advance` positions.
+    The cache adds its next position to all of it and moves whole blocks when it closes gaps.
+    """
+
+    position_ids: torch.Tensor  # (3, T) int64
+    anchor: torch.Tensor  # (T,) int64 start of the block each token belongs to
+    advance: torch.Tensor  # (T,) int64 positions that block takes
+
+    def __post_init__(self) -> None:
+        n = self.anchor.shape[0]
+        if self.position_ids.shape != (3, n) or self.advance.shape != (n,):
+            raise ValueError(
+                f"position_ids {tuple(self.position_ids.shape)} and advance {tuple(self.advance.shape)} must be "
+                f"(3, {n}) and ({n},)"
+            )
+
+    @classmethod
+    def text(cls, n: int) -> "MRopeLayout":
+        """n plain text tokens: positions 0..n-1 on every axis."""
+        pos = torch.arange(n)
+        return cls(pos.expand(3, n).clone(), pos, torch.ones(n, dtype=torch.int64))
+
+    @property
+    def length(self) -> int:
+        """Positions the prompt takes: where the next prompt starts."""
+        return int(self.anchor[-1] + self.advance[-1]) if self.anchor.numel() else 0
+
+
 @dataclass
 class Prompt:
     """One model step's input with per-token bookkeeping (batch size 1)."""
@@ -51,6 +85,7 @@ class Prompt:
     modality: torch.Tensor  # (T,) int8 Modality of each token
     times: torch.Tensor  # (T,) float32 video time (s) of the frame each token belongs to; NaN for plain text
     after: Conversation = Conversation()  # the conversation once this prompt has been fed
+    mrope: MRopeLayout | None = None  # 3-D positions of a prompt with frames (M-RoPE models); None: text
 
     def __post_init__(self) -> None:
         n = self.n_tokens
@@ -58,6 +93,8 @@ class Prompt:
             raise ValueError(
                 f"modality {tuple(self.modality.shape)} and times {tuple(self.times.shape)} must be ({n},)"
             )
+        if self.mrope is not None and self.mrope.anchor.shape != (n,):
+            raise ValueError(f"the M-RoPE layout has {self.mrope.anchor.shape[0]} tokens, the prompt {n}")
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -77,9 +114,12 @@ class Segment:
     literal: bool = False  # user text: special-token strings in it (e.g. "<image>") stay plain text
 
 
-def format_timestamp(time_s: float) -> str:
-    """Video time as "HH:MM:SS" (floored to the second), e.g. 751.4 -> "00:12:31"."""
+def format_timestamp(time_s: float, hours: bool = True) -> str:
+    """Video time as "HH:MM:SS" (floored to the second), e.g. 751.4 -> "00:12:31"; with hours=False as
+    "MM:SS" with the minutes unbounded ("12:31", 4000 s -> "66:40"), the way SmolVLM2 writes frame times."""
     if not math.isfinite(time_s) or time_s < 0:
         raise ValueError(f"frame time must be a finite number >= 0, got {time_s!r}")
     total = int(time_s)
+    if not hours:
+        return f"{total // 60:02d}:{total % 60:02d}"
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"

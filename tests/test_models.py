@@ -77,7 +77,7 @@ def full_inputs(adapter: ModelAdapter, prompts: list[Prompt]) -> dict[str, torch
     for key in with_pixels[0].inputs:
         if key == "input_ids":
             continue
-        # SmolVLM: (1, n_images, ...) -> concatenate images; LLaVA videos: (n_videos, 1, ...) -> videos
+        # SmolVLM: (1, n_images, ...) -> concatenate images; LLaVA: (1 video, n_frames, ...) -> videos
         dim = 1 if isinstance(adapter, SmolVLMAdapter) else 0
         inputs[key] = torch.cat([p.inputs[key] for p in with_pixels], dim=dim)
     return inputs
@@ -193,17 +193,17 @@ def test_smolvlm_conversation_layout(tiny):
     )
     texts = [text_of(tiny, p) for p in parts]
     assert texts == [
-        f"<|im_start|>User:\nFrame from 00:00:01:{img}\nFrame from 00:00:02:{img}",
-        f"\nFrame from 00:00:03:{img}",
+        f"<|im_start|>User: \nFrame from 00:01:{img}\nFrame from 00:02:{img}",
+        f"\nFrame from 00:03:{img}",
         "\n\nWhat happens?<end_of_utterance>\nAssistant:",
         "<end_of_utterance>\n",
-        f"User:\nFrame from 01:02:05:{img}",
+        f"User: \nFrame from 62:05:{img}",
         "\n\nAnd now?<end_of_utterance>\nAssistant:",
         "<end_of_utterance>\nUser: Anything else?<end_of_utterance>\nAssistant:",
     ]
     # a question as the very first content, and a fresh Conversation starting over
     assert text_of(tiny, tiny.question_prompt("Hi?", Conversation())) == "<|im_start|>User: Hi?<end_of_utterance>\nAssistant:"
-    assert text_of(tiny, tiny.chunk_prompt(make_chunk(0, [0.0]), Conversation())).startswith("<|im_start|>User:\nFrame")
+    assert text_of(tiny, tiny.chunk_prompt(make_chunk(0, [0.0]), Conversation())).startswith("<|im_start|>User: \nFrame")
     eou = tiny.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     assert tiny.eos_token_ids[0] == eou
 
@@ -213,16 +213,15 @@ def test_llava_onevision_conversation_layout(tiny_llava):
     vid = "<video>" * a.tokens_per_frame
     parts = chat(a, make_chunk(0, [1.0, 2.0]), "What happens?", None, make_chunk(1, [61.0]),
                  make_chunk(2, [62.0]), "And now?")
-    assert [text_of(a, p) for p in parts] == [
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        f"Frame at 00:00:01:{vid}\nFrame at 00:00:02:{vid}\n",
+    assert [text_of(a, p) for p in parts] == [  # one video per chunk, closed by its newline vector
+        f"<|im_start|>user\n{vid}{vid}<video>\n",
         "What happens?<|im_end|>\n<|im_start|>assistant\n",
         "<|im_end|>\n",
-        f"<|im_start|>user\nFrame at 00:01:01:{vid}\n",
-        f"Frame at 00:01:02:{vid}\n",
+        f"<|im_start|>user\n{vid}<video>\n",
+        f"{vid}<video>\n",
         "And now?<|im_end|>\n<|im_start|>assistant\n",
     ]
-    assert a.tokens_per_frame == 17  # (64 px / 8 px patches / 2 pooling)^2 + 1 newline vector
+    assert a.tokens_per_frame == 16  # (64 px / 8 px patches / 2 pooling)^2; + 1 newline vector per chunk
     assert a.eos_token_ids[0] == a.tokenizer.convert_tokens_to_ids("<|im_end|>")
 
 
@@ -238,7 +237,8 @@ def test_tokens_are_tagged_one_to_one(adapter):
     assert torch.equal(prompt.modality == Modality.OTHER, other)
     if isinstance(adapter, SmolVLMAdapter):
         assert int(other.sum()) == 3 * len(times)  # <fake> <global-img> ... <fake> per frame
-    assert int(is_image.sum()) == adapter.describe()["tokens_per_frame"] * len(times)
+    per_chunk = 1 if isinstance(adapter, LlavaOnevisionAdapter) else 0  # the video's newline vector
+    assert int(is_image.sum()) == adapter.describe()["tokens_per_frame"] * len(times) + per_chunk
 
     on_frame = ~torch.isnan(prompt.times)
     assert not on_frame[0]  # the opening is plain text
@@ -247,9 +247,10 @@ def test_tokens_are_tagged_one_to_one(adapter):
     assert bool((prompt.times[on_frame].diff() >= 0).all())  # frames in order, contiguous
     for t in times:
         mine = prompt.times == t
-        assert int((mine & is_image).sum()) == adapter.tokens_per_frame
+        assert int((mine & is_image).sum()) == adapter.tokens_per_frame + (per_chunk if t == times[-1] else 0)
         text = adapter.tokenizer.decode(ids[mine].tolist(), skip_special_tokens=False)
-        assert format_timestamp(t) in text  # the timestamp text belongs to its frame
+        if isinstance(adapter, SmolVLMAdapter):  # LLaVA-OneVision writes no frame times
+            assert format_timestamp(t, hours=False) in text  # the timestamp text belongs to its frame
 
     question = adapter.question_prompt("What is it?", prompt.after)
     assert bool(torch.isnan(question.times).all())
@@ -263,7 +264,7 @@ def test_pixel_inputs_hold_one_entry_per_frame(adapter):
         assert tuple(prompt.inputs["pixel_values"].shape) == (1, 3, 3, size, size)
         assert bool(prompt.inputs["pixel_attention_mask"].all())
     else:
-        assert tuple(prompt.inputs["pixel_values_videos"].shape) == (3, 1, 3, size, size)
+        assert tuple(prompt.inputs["pixel_values_videos"].shape) == (1, 3, 3, size, size)  # one video
     assert all(v.device == adapter.device for v in prompt.inputs.values())
 
 
@@ -274,7 +275,7 @@ def test_pixels_are_normalised_and_in_frame_order(adapter):
     if isinstance(adapter, SmolVLMAdapter):
         per_frame = prompt.inputs["pixel_values"][0]  # (n, 3, S, S)
     else:
-        per_frame = prompt.inputs["pixel_values_videos"][:, 0]  # (n, 3, S, S)
+        per_frame = prompt.inputs["pixel_values_videos"][0]  # (n, 3, S, S)
     mean = torch.tensor(adapter.image_processor.image_mean).view(3, 1, 1)
     std = torch.tensor(adapter.image_processor.image_std).view(3, 1, 1)
     for k, level in enumerate(levels):
@@ -336,7 +337,7 @@ def test_incremental_prefill_equals_one_full_forward(adapter):
         if isinstance(adapter, SmolVLMAdapter):
             changed[key][:, 2:] = -inputs[key][:, 2:]  # (1, n_images, 3, S, S): frames of chunk 2
         else:
-            changed[key][2:] = -inputs[key][2:]  # (n_videos, 1, 3, S, S)
+            changed[key][1:] = -inputs[key][1:]  # (n_videos, n_frames, 3, S, S): chunk 2's video
         assert (model(**changed).logits[0, -1] - full).abs().max() > 1e-2
 
 

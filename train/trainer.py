@@ -28,8 +28,9 @@ from transformers import DynamicCache
 
 from streamer.atomic import atomic_file
 from streamer.frames import Chunk
-from streamer.models.smolvlm import SmolVLMAdapter
-from streamer.models.tiny import NEW_ROWS_KEY, TinySettings, build_tiny, load_language_model, read_trained, save_trained
+from streamer.models.tiny import (
+    NEW_ROWS_KEY, TinyAdapter, TinySettings, build_tiny, load_language_model, read_trained, save_trained,
+)
 from streamer.vocab import Conversation
 from streamer.world.scene import COLOURS, DIGITS, SHAPES, random_script, single_frame
 from train.config import BATCH_KINDS, TrainConfig
@@ -59,7 +60,7 @@ class Trainer:
         model, tokenizer, image_processor = build_tiny(self.settings, seed=cfg.seed, language_model=lm)
         del lm
         self.model = model.to(self.device)
-        self.adapter = SmolVLMAdapter("tiny-train", self.model, tokenizer, image_processor)
+        self.adapter = TinyAdapter("tiny-train", self.model, tokenizer, image_processor)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.vision_params = [p for n, p in self.model.named_parameters() if n.startswith(("model.vision_model.", "model.connector."))]

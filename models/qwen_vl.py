@@ -1,0 +1,196 @@
+"""Adapter for Qwen2.5-VL (ViT with window attention + Qwen2 LM, 3-D M-RoPE): each chunk as one video.
+
+Prompt layout (Qwen chat template, as `Qwen2_5_VLProcessor` writes a video; N = tokens of the chunk):
+
+    <|im_start|>system
+    You are a helpful assistant.<|im_end|>
+    <|im_start|>user
+    <|vision_start|><|video_pad|>*N<|vision_end|><|vision_start|><|video_pad|>*N<|vision_end|>What is happening?<|im_end|>
+    <|im_start|>assistant
+    <answer><|im_end|>
+    <|im_start|>user
+    <|vision_start|>...
+
+Frames go through the official video path: resized to a multiple of 28 px inside the checkpoint's
+pixel range (`smart_resize`), normalised with its mean/std, and cut into temporal patches of 2 frames
+(an odd chunk repeats its last frame, as the video processor pads a video's end), so a chunk of n
+frames costs ceil(n/2) x (h/28) x (w/28) tokens: 56 per frame for a 384x216 frame. Positions are the
+model's own M-RoPE rule (`get_vision_position_ids`): a video block starts at the next position, its
+t axis steps `tokens_per_second` x seconds per temporal patch, h/w count rows/columns, and text after it
+starts max(rows, cols) later. The prompt carries them as an `MRopeLayout` and the cache places it.
+
+What streaming changes, and why (tests/test_parity.py asserts exactly this): with one chunk before a
+question the tokens, pixels and positions are the official ones. A stream of several chunks is
+several video blocks (a `<|vision_end|><|vision_start|>` pair between chunks, the t axis starting again
+at each): the official layout makes the whole video one block, whose t axis grows with the stream's
+length, so its positions could never be compacted into a fixed budget, and a stream has no end at which
+to close it before a question comes. Seconds per temporal patch come from the frames' own times (the
+official processor takes them from the sampling fps; the same at a steady rate).
+
+Deliberately not here: images (`<|image_pad|>`), loading by name (registry.py), the tiny random model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from streamer.errors import ModelLoadError
+from streamer.models.base import ModelAdapter
+from streamer.models.pixels import normalised_frames
+from streamer.sources import Frame
+from streamer.vocab import MRopeLayout, Segment
+
+logger = logging.getLogger(__name__)
+
+VISION_START = "<|vision_start|>"
+VISION_END = "<|vision_end|>"
+VIDEO_PAD = "<|video_pad|>"
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+DEFAULT_MODEL = "Qwen/Qwen2.5-VL-3B-Instruct"
+REFERENCE_FRAME = (216, 384)  # (h, w) a 16:9 frame at the sampler's default --max-side, for tokens_per_frame
+
+
+def smart_resize_hw(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The official `smart_resize` (Qwen2-VL image/video processors): a multiple of `factor` on each side,
+    the area inside [min_pixels, max_pixels], the aspect ratio kept as near as possible."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    return tuple(smart_resize(height, width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels))
+
+
+def patchify_video(frames: torch.Tensor, patch: int, merge: int, temporal: int) -> tuple[torch.Tensor, list[int]]:
+    """(n, C, H, W) frames -> (gt * gh * gw, C * temporal * patch^2) patches and [gt, gh, gw], the layout
+    of the official Qwen2-VL video processor (frames padded to a multiple of `temporal` by repeating the last)."""
+    if pad := -frames.shape[0] % temporal:
+        frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
+    n, c, h, w = frames.shape
+    gt, gh, gw = n // temporal, h // patch, w // patch
+    x = frames.view(gt, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (gt, gh/m, gw/m, m, m, C, T, P, P)
+    return x.reshape(gt * gh * gw, c * temporal * patch * patch), [gt, gh, gw]
+
+
+class QwenVLAdapter(ModelAdapter):
+    """Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`) models."""
+
+    family = "qwen2_5_vl"
+
+    def __init__(
+        self,
+        name: str,
+        model,
+        tokenizer,
+        image_processor,
+        *,
+        is_random: bool = False,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        super().__init__(name, model, tokenizer, is_random=is_random)
+        self.image_processor = image_processor
+        self.system_prompt = system_prompt
+        config = model.config
+        vocab = tokenizer.get_vocab()
+        for token, key in ((VIDEO_PAD, "video_token_id"), (VISION_START, "vision_start_token_id")):
+            if vocab.get(token) != getattr(config, key):
+                raise ModelLoadError(
+                    f"model {name!r}: tokenizer {token} id {vocab.get(token)} != config {key} {getattr(config, key)}"
+                )
+        missing = [t for t in (VISION_END, "<|im_start|>", "<|im_end|>") if t not in vocab]
+        if missing:
+            raise ModelLoadError(f"model {name!r}: its tokenizer lacks the Qwen tokens {missing}")
+        self._video_token_id = int(config.video_token_id)
+        self._other_ids = (vocab[VISION_START], vocab[VISION_END])
+        self._im_end_id = vocab["<|im_end|>"]
+        vision = config.vision_config
+        self.patch = int(vision.patch_size)
+        self.merge = int(vision.spatial_merge_size)
+        self.temporal = int(vision.temporal_patch_size)
+        self.tokens_per_second = float(getattr(vision, "tokens_per_second", 1.0))
+        size = image_processor.size
+        self.min_pixels = int(size.get("shortest_edge") or image_processor.min_pixels)
+        self.max_pixels = int(size.get("longest_edge") or image_processor.max_pixels)
+        self._resample = int(getattr(image_processor, "resample", 3))
+        self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
+        self._mean, self._std = image_processor.image_mean, image_processor.image_std
+
+    # ----------------------------------------------------------------- sizes
+
+    def frame_hw(self, height: int, width: int) -> tuple[int, int]:
+        """Size (h, w) in px a (height, width) frame is resized to."""
+        return smart_resize_hw(height, width, self.patch * self.merge, self.min_pixels, self.max_pixels)
+
+    def tokens_per_patch(self, height: int, width: int) -> int:
+        """Tokens of one temporal patch (`temporal` frames) of (height, width) frames."""
+        h, w = self.frame_hw(height, width)
+        return (h // self.patch) * (w // self.patch) // self.merge**2
+
+    # ----------------------------------------------------------------- family hooks
+
+    @property
+    def image_token_id(self) -> int:
+        return self._video_token_id
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """Tokens per frame (a temporal patch over its frames) for a 384x216 frame; others: tokens_per_patch."""
+        return self.tokens_per_patch(*REFERENCE_FRAME) // self.temporal
+
+    @property
+    def other_token_ids(self) -> tuple[int, ...]:
+        return self._other_ids
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return self._eos_ids_with(self._im_end_id)
+
+    def _opening_text(self) -> str:
+        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
+
+    def _user_open_text(self) -> str:
+        return "<|im_start|>user\n"
+
+    def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
+        """One video block: <|vision_start|>, each temporal patch's tokens (at its first frame's time), <|vision_end|>."""
+        n = self.tokens_per_patch(*np.asarray(frames[0].image).shape[:2])
+        starts = [float(f.time_s) for f in frames[:: self.temporal]]
+        segments = [Segment(VISION_START, starts[0])]
+        segments += [Segment(VIDEO_PAD * n, t) for t in starts]
+        return segments + [Segment(VISION_END, starts[-1])]
+
+    def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
+        return question, "<|im_end|>\n<|im_start|>assistant\n"
+
+    def _assistant_end_text(self) -> str:
+        return "<|im_end|>\n"
+
+    def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        size = self.frame_hw(*images[0].shape[:2])
+        frames = normalised_frames(
+            images, size, resample=self._resample, rescale=self._rescale, mean=self._mean, std=self._std
+        )
+        patches, grid = patchify_video(torch.from_numpy(frames), self.patch, self.merge, self.temporal)
+        return {"pixel_values_videos": patches, "video_grid_thw": torch.tensor([grid])}  # (N, C*T*P*P), (1, 3)
+
+    def _rope_layout(self, input_ids: torch.Tensor, times: torch.Tensor, pixel_inputs) -> MRopeLayout:
+        """The model's own positions for this prompt from 0: text tokens one by one, the video block by
+        `get_vision_position_ids` with t spaced by `tokens_per_second` x seconds per temporal patch."""
+        grid = pixel_inputs["video_grid_thw"][0]
+        is_video = (input_ids[0] == self._video_token_id).nonzero()[:, 0]  # one contiguous run per chunk
+        first, count = int(is_video[0]), is_video.numel()
+        n_text_after = input_ids.shape[1] - first - count
+        patch_times = times[first : first + count : count // int(grid[0])].double()
+        seconds = float(patch_times.diff().mean()) if patch_times.numel() > 1 else 0.0
+        interval = round(self.tokens_per_second * seconds, 6)  # float32 times: 0.6666667 s -> what 2/3 gives
+        video = self.model.model.get_vision_position_ids(first, grid, 1, self.merge, interval)  # (3, count)
+        advance = int(max(grid[1], grid[2])) // self.merge
+        after = first + advance + torch.arange(n_text_after)
+        before = torch.arange(first)
+        pos = torch.cat([before.expand(3, -1), video, after.expand(3, -1)], dim=1)
+        anchor = torch.cat([before, torch.full((count,), first), after])
+        adv = torch.ones_like(anchor)
+        adv[first : first + count] = advance
+        return MRopeLayout(pos.long(), anchor.long(), adv.long())
