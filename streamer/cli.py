@@ -2,44 +2,94 @@
 
 Replays the video into a `StreamSession` (progress bar on stderr) and answers the questions, each at
 its `--at` time (seeing only the frames before it) or at the end. Without questions it ingests the whole
-video, then opens a prompt (Ctrl-C or EOF ends it). Answers go to stdout, as text or, with `--json`,
-one JSON object per answer. A user error (missing file, bad option, question too long) prints one line
-on stderr and exits 2; no traceback.
+video, then opens a prompt (Ctrl-C or EOF ends it; a bad question there is one error line and the
+conversation goes on). Answers go to stdout, as text or, with `--json`, one JSON object per answer;
+control characters in text output (an answer's escape sequences, a file name's) are shown escaped
+(`\\x1b`), never sent to the terminal as such.
+
+Every option is checked before any work starts (before the video is opened and the model loaded).
+Exit codes: 0 done; 2 a user error (missing file, bad option, bad question), one line on stderr, no
+traceback; 130 interrupted (Ctrl-C); 141 stdout was closed (`streamer ... | head -c 5`): it stops
+quietly, with the status a shell reports for a program ended by SIGPIPE.
 """
 
 import argparse
 import json
 import logging
 import math
+import os
+import re
+import signal
 import sys
+import threading
 import time
 
 from tqdm import tqdm
 
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import SamplerConfig, chunk_frames, open_source, sample_frames
-from streamer.options import add_cache_options, add_model_options, window_config
-from streamer.session import StreamSession
+from streamer.models.runtime import LoadSettings
+from streamer.options import FPS, MAX_NEW_TOKENS, add_cache_options, add_model_options, int_in, window_config
+from streamer.session import StreamSession, check_question
 
 log = logging.getLogger(__name__)
 
 
+MAX_TIME_S = 1e7  # latest --start/--end/--at in seconds (115 days)
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -c 5`
+_CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)")  # [HH:]MM:SS[.frac]
+# control characters but newline and tab, bidirectional overrides and lone surrogates
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
 def parse_time(text: str) -> float:
-    """'75', '1:15', '00:01:15' or '75.5' -> seconds."""
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError:
-        parts = []
-    if not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts):
-        raise ConfigError(f"--at {text!r} is not a time; use seconds (75) or [HH:]MM:SS (01:15)")
-    return sum(p * 60**i for i, p in enumerate(reversed(parts)))
+    """'75', '75.5', '1:15' or '01:01:15' -> seconds (minutes and seconds under 60, at most MAX_TIME_S).
+
+    An argparse `type=`: anything else raises argparse.ArgumentTypeError.
+    """
+    clock = _CLOCK.fullmatch(text.strip())
+    if clock:
+        hours, minutes, seconds = int(clock[1] or 0), int(clock[2]), float(clock[3])
+        value = hours * 3600 + minutes * 60 + seconds if minutes < 60 and seconds < 60 else math.nan
+    else:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+    if not 0 <= value <= MAX_TIME_S:  # NaN and inf fail too
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: use seconds (75.5) or [HH:]MM:SS (01:15) with minutes and seconds under 60, "
+            f"at most {MAX_TIME_S:.0f} s"
+        )
+    return value
+
+
+_ctrl_c = threading.Event()  # set by our SIGINT handler, so a KeyboardInterrupt a C library swallowed still counts
+
+
+def _on_ctrl_c(signum, frame):
+    _ctrl_c.set()
+    raise KeyboardInterrupt
+
+
+def _check_ctrl_c() -> None:
+    """Raise the KeyboardInterrupt that a library swallowed: PyAV's I/O callback loses the one raised
+    while FFmpeg waits on a stream, which then just ends (or fails) after the network timeout."""
+    if _ctrl_c.is_set():
+        raise KeyboardInterrupt
+
+
+def printable(text: str) -> str:
+    """`text` with control characters shown escaped (`\\x1b`, `\\r`) instead of acted on by a terminal;
+    newlines and tabs stay."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr (exit 2), like every other user error."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+        self.exit(2, f"error: {printable(message)} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,15 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="video file, URL/RTSP stream, or webcam index (0) / /dev/videoN")
     add_model_options(p)
     p.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
-    p.add_argument("--at", action="append", default=[], type=str, metavar="TIME",
-                   help="video time to ask the matching -q at (one per question)")
-    p.add_argument("--fps", type=float, default=1.0, help="frames per second of video to keep")
-    p.add_argument("--chunk-frames", type=int, default=4, help="frames per forward pass")
-    p.add_argument("--max-side", type=int, default=384, help="resize frames so the longer side is at most this")
-    p.add_argument("--start", type=parse_time, default=0.0, help="start time")
-    p.add_argument("--end", type=parse_time, default=None, help="end time")
+    p.add_argument("--at", action="append", default=[], type=parse_time, metavar="TIME",
+                   help="video time to ask the matching -q at (one per question): seconds or [HH:]MM:SS")
+    p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep, in (0, 60]")
+    p.add_argument("--chunk-frames", type=int_in(1, 256), default=4, help="frames per forward pass, 1-256")
+    p.add_argument("--max-side", type=int_in(16, 8192), default=384,
+                   help="resize frames so the longer side is at most this, 16-8192")
+    p.add_argument("--start", type=parse_time, default=0.0, help="start time: seconds or [HH:]MM:SS")
+    p.add_argument("--end", type=parse_time, default=None, help="end time: seconds or [HH:]MM:SS")
     add_cache_options(p)
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, default=64, help="longest answer in tokens, 1-4096")
     p.add_argument("--realtime", action="store_true", help="release frames at wall-clock rate")
     p.add_argument("--json", action="store_true", help="one JSON object per answer on stdout")
     p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
@@ -63,25 +114,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def schedule(questions: list[str], ats: list[str]) -> list[tuple[float, str]]:
-    """(time, question) pairs in asking order; questions without --at go to the end (inf)."""
+def schedule(questions: list[str], ats: list[float]) -> list[tuple[float, str]]:
+    """(time, question) pairs in asking order; questions without --at go to the end (inf).
+    Each question's text is checked here, before any work (`check_question`)."""
     if ats and len(ats) != len(questions):
         raise ConfigError(f"got {len(ats)} --at for {len(questions)} questions; give one --at per -q")
-    times = [parse_time(a) for a in ats] if ats else [math.inf] * len(questions)
+    for question in questions:
+        check_question(question)
+    times = ats or [math.inf] * len(questions)
     return sorted(zip(times, questions), key=lambda tq: tq[0])
 
 
 def run(args: argparse.Namespace) -> int:
     from streamer.models.registry import load_model  # heavy import, after argument errors are out of the way
 
-    if args.chunk_frames < 1 or args.fps <= 0:
-        raise ConfigError("--chunk-frames must be >= 1 and --fps > 0")
-    window_config(args)  # bad cache options fail here, before the slow model load
+    # every check before any work: argparse did the ranges; these are the checks that need several options
+    load = LoadSettings(args.model, args.device, args.dtype)
+    window_config(args)
     plan = schedule(args.question, args.at)
+    if args.end is not None and args.end <= args.start:
+        raise ConfigError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
                             chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
     source = open_source(args.video, backend=args.backend)
-    adapter = load_model(args.model, device=args.device, dtype=args.dtype)
+    adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype)
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)
     session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]))
@@ -93,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     with source:
         # a question at time t sees exactly the frames up to t: chunks are cut at question times
         for chunk in chunk_frames(sample_frames(source, sampler), sampler, cut_at=[t for t, _ in plan]):
+            _check_ctrl_c()
             while plan and chunk.frames[0].time_s > plan[0][0]:
                 bar.clear()
                 answer_one(session, plan.pop(0)[1], args)
@@ -100,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(chunk.frames))
             bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
     bar.close()
+    _check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
     for _, question in plan:  # questions after the last frame (or without --at)
         answer_one(session, question, args)
     if session.frames_ingested == 0:
@@ -111,16 +169,9 @@ def run(args: argparse.Namespace) -> int:
 
 def answer_one(session: StreamSession, question: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
+    pieces = session.ask(question, args.max_new_tokens)  # a bad question is refused here, before any output
     if args.json:
-        answer = session.answer(question, args.max_new_tokens)
-    else:
-        print(f"[{session.video_time_s:.1f}s] Q: {question}\nA: ", end="", flush=True)
-        answer = ""
-        for piece in session.ask(question, args.max_new_tokens):
-            answer += piece
-            print(piece, end="", flush=True)
-        print(flush=True)
-    if args.json:
+        answer = "".join(pieces)
         s = session.stats()
         print(json.dumps({
             "question": question, "answer": answer, "video_time_s": s["video_time_s"],
@@ -129,13 +180,20 @@ def answer_one(session: StreamSession, question: str, args: argparse.Namespace) 
             "ingest_seconds": s["ingest_seconds"], "answer_seconds": round(time.perf_counter() - start, 3),
             "policy": s["policy"], "merge": s["merge"], "budget": s["budget"], "evicted": s["evicted"],
             "merged": s["merged"], "model": args.model,
-        }), flush=True)
+        }), flush=True)  # json.dumps escapes control characters itself
+        return
+    print(f"[{session.video_time_s:.1f}s] Q: {printable(question)}\nA: ", end="", flush=True)
+    for piece in pieces:
+        print(printable(piece), end="", flush=True)
+    print(flush=True)
 
 
 def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
-    """Interactive questions after ingestion; EOF or Ctrl-C ends it."""
+    """Interactive questions after ingestion; EOF or Ctrl-C ends it, a bad question does not."""
     print(f"watched {session.frames_ingested} frames up to {session.video_time_s:.1f}s; ask away "
           "(Ctrl-D to quit)", file=sys.stderr)
+    if hasattr(sys.stdin, "reconfigure"):  # undecodable bytes reach the session's check as surrogates
+        sys.stdin.reconfigure(errors="surrogateescape")
     while True:
         try:
             question = input("you> ")
@@ -146,22 +204,47 @@ def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
             continue
         try:
             answer_one(session, question, args)
-        except StreamerError as err:  # a too-long question must not end the conversation
-            print(f"error: {err}", file=sys.stderr)
+        except StreamerError as err:  # a bad or too-long question must not end the conversation
+            print(f"error: {printable(str(err))}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    ours = threading.current_thread() is threading.main_thread() and (
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if ours:
+        signal.signal(signal.SIGINT, _on_ctrl_c)
+    _ctrl_c.clear()
     try:
-        return run(args)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return run(args)
+        except StreamerError:
+            _check_ctrl_c()  # a source that failed because Ctrl-C was swallowed: the Ctrl-C is the news
+            raise
     except StreamerError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like a Unix tool
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    finally:
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush of it cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests capture it)
+        pass
 
 
 if __name__ == "__main__":

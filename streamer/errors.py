@@ -45,3 +45,7 @@ class ModelLoadError(StreamerError):
 
 class BudgetError(StreamerError):
     """The input does not fit the KV budget (e.g. a question longer than the budget allows)."""
+
+
+class QuestionError(StreamerError, ValueError):
+    """A question that is not usable text: empty, not valid UTF-8, or holding control characters."""

@@ -1,8 +1,9 @@
 """Frame sampler: turn any video source into timed RGB frames and chunks of frames.
 
 What it does:
-- opens a video file, a URL/RTSP stream or a webcam (`open_source`; the decoders live in
-  `streamer.video_backends`), or takes any `streamer.sources.VideoSource` (e.g. a `PushSource`);
+- opens a video file, a URL/RTSP stream or a webcam (`open_source`; the choice of decoder lives in
+  `streamer.video_backends`, the decoders in `streamer.video_decoders`), or takes any
+  `streamer.sources.VideoSource` (e.g. a `PushSource`);
 - keeps the frames on a time grid of `fps` frames per second of *video* time, chosen by presentation
   timestamps (variable-frame-rate videos get their true times), between `start_s` and `end_s`;
 - resizes so the longer side is at most `max_side` (never upscales), outputs RGB uint8;
@@ -34,7 +35,6 @@ from streamer.video_backends import open_video
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav", "opencv")
-EPS = 1e-4  # s; timestamps closer than this count as equal (decord reports float32 times)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,55 @@
 
 One place for the flags, their defaults (a budget of 2048 tokens per layer, or half the model's
 positions if that is fewer) and their early validation, so `streamer.cli` and `streamer.app.ui` agree.
+Numbers are checked by argparse `type=` functions (`int_in`, `float_in`, and the ready-made `FPS` and
+`MAX_NEW_TOKENS`), so a value out of range is one line naming the option and the allowed range (exit 2)
+before any work starts.
 """
 
 import argparse
+import math
+from collections.abc import Callable
 
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_window import POLICIES, WindowConfig
 
 DEFAULT_BUDGET = 2048
+MAX_BUDGET = 10**7  # tokens per layer; far beyond any model's positions, well inside every integer type
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type=` that accepts a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number in [{low}, {high}], got {text!r}")
+        return value
+
+    return parse
+
+
+def float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse `type=` that accepts a finite number in [low, high], or (low, high] if `low_open`."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (low < value <= high if low_open else low <= value <= high):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
+        return value
+
+    return parse
+
+
+FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
+MAX_NEW_TOKENS = int_in(1, 4096)  # longest answer in tokens
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -20,7 +61,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_cache_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", type=int, default=None,
+    p.add_argument("--budget", type=int_in(8, MAX_BUDGET), default=None,
                    help=f"KV tokens kept per layer (default {DEFAULT_BUDGET}, or half the model's positions if fewer)")
     p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
     p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
@@ -28,7 +69,7 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="queries that score the cache: the last N, or AirCache's elite text queries")
     p.add_argument("--layer-budget", default="uniform", choices=["uniform", "adaptive"],
                    help="same budget per layer, or AirCache's split of budget x layers by attention spread")
-    p.add_argument("--chunk-slack", type=int, default=0,
+    p.add_argument("--chunk-slack", type=int_in(0, MAX_BUDGET), default=0,
                    help="a chunk over budget cuts this many tokens deeper, so the next chunks need no compression "
                         "(fewer compressions, fewer tokens held)")
 
@@ -40,5 +81,7 @@ def window_config(args: argparse.Namespace, max_positions: int | None = None) ->
     if args.policy == "full":
         return WindowConfig(policy="full", budget=None, **options)
     options["chunk_slack"] = args.chunk_slack
-    budget = args.budget or min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)
+    budget = args.budget
+    if budget is None:
+        budget = min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)
     return WindowConfig(policy=args.policy, budget=budget, **options)

@@ -13,6 +13,8 @@ Not here: reading video (`frames.py`), prompt formats (`models/`), cache policy 
 """
 
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -21,12 +23,63 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from streamer.errors import BudgetError
+from streamer.errors import BudgetError, ConfigError, QuestionError
 from streamer.frames import Chunk
 from streamer.vocab import Conversation
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 100_000  # longer text is refused before it is tokenized; no budget would hold it
+# C0 controls but tab, newline and carriage return; DEL and C1; surrogates (undecodable bytes, see below)
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_question(question: str | bytes) -> str:
+    """The question with surrounding whitespace stripped, or `QuestionError` saying why it is not one.
+
+    Bad text is refused, not cleaned, so the user sees what was wrong and the model never answers a
+    silently changed question. Refused: anything but `str` or UTF-8 `bytes`; text that is not valid
+    UTF-8 (undecodable bytes reach `str` as lone surrogates U+DC80-U+DCFF, the way Python decodes argv
+    and a surrogateescape stdin); control characters other than tab, newline and carriage return (NUL,
+    ESC and the rest of C0, DEL, C1); blank text; more than `MAX_QUESTION_CHARS` characters.
+    Chat-template tokens typed as text ("<image>", "<|im_end|>") are fine: the adapters tokenize user
+    text literally (`streamer.models.prompt`).
+    """
+    if isinstance(question, bytes | bytearray):
+        try:
+            question = bytes(question).decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise QuestionError(_not_utf8(question[err.start], err.start)) from None
+    if not isinstance(question, str):
+        raise QuestionError(f"a question must be text (str), got {type(question).__name__}")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise QuestionError(f"the question has {len(question)} characters; at most {MAX_QUESTION_CHARS} are accepted")
+    bad = _NOT_TEXT.search(question)
+    if bad:
+        code, at = ord(bad.group()), bad.start()
+        if 0xDC80 <= code <= 0xDCFF:
+            raise QuestionError(_not_utf8(code - 0xDC00, at))
+        if 0xD800 <= code <= 0xDFFF:
+            raise QuestionError(f"the question is not valid text (lone surrogate U+{code:04X} at character {at})")
+        raise QuestionError(f"the question holds a control character (U+{code:04X} at character {at}); type plain text")
+    question = question.strip()
+    if not question:
+        raise QuestionError("the question is empty; type a question")
+    return question
+
+
+def _not_utf8(byte: int, at: int) -> str:
+    return (f"the question is not valid UTF-8 (byte 0x{byte:02x} at character {at}); "
+            "set the terminal or file encoding to UTF-8")
+
+
+def _check_generation(max_new_tokens: int, temperature: float) -> None:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
+            math.isfinite(temperature) and temperature >= 0):
+        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
 
 
 @dataclass
@@ -78,20 +131,28 @@ class StreamSession:
             self.ingest_seconds += time.perf_counter() - start
 
     def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
-        """Answer `question` from what the cache holds now; yields text pieces as they are generated.
+        """Answer `question` from what the cache holds now; returns an iterator of text pieces.
 
-        The question and the answer stay in the cache as text (multi-turn). A question that does not
-        fit the budget raises `BudgetError` before anything touches the cache.
+        Everything that can be refused is refused by this call, before it returns and before anything
+        touches the cache: `QuestionError` for text that is not a question (see `check_question`),
+        `ConfigError` for bad generation settings, `BudgetError` for a question that does not fit.
+        Generation runs, under `lock`, as the iterator is consumed. The question and the answer stay in
+        the cache as text (multi-turn).
         """
-        question = question.strip()
-        if not question:
-            raise BudgetError("the question is empty; type a question")
-        if max_new_tokens < 1:
-            raise BudgetError("max_new_tokens must be at least 1")
+        question = check_question(question)
+        _check_generation(max_new_tokens, temperature)
         with self.lock:
-            prompt = self.adapter.question_prompt(question, self.conv)
-            self._check_question(prompt.n_tokens, max_new_tokens)
-            self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
+            asked_at = self.conv
+            prompt = self._question_prompt(question, max_new_tokens)
+        return self._generate(question, prompt, asked_at, max_new_tokens, temperature)
+
+    def _generate(self, question: str, prompt, asked_at: Conversation, max_new_tokens: int,
+                  temperature: float) -> Iterator[str]:
+        with self.lock:
+            if self.conv != asked_at:  # frames came in between: the turn's opening differs
+                prompt = self._question_prompt(question, max_new_tokens)
+            else:  # the cache may have grown meanwhile
+                self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
             turn = Turn(question, "", self.video_time_s)
             self.history.append(turn)
             logits = self._forward(prompt)
@@ -133,16 +194,18 @@ class StreamSession:
 
     # ---- internals -------------------------------------------------------------------------------
 
-    def _check_question(self, n_tokens: int, max_new_tokens: int) -> None:
+    def _question_prompt(self, question: str, max_new_tokens: int):
+        """The question's prompt where the conversation stands; BudgetError if it does not fit."""
+        prompt = self.adapter.question_prompt(question, self.conv)
         budget = self.window.budget
-        if budget is None:
-            return
-        room = budget - self.window.n_sink - self.window.recent
-        if n_tokens > room:
+        room = budget - self.window.n_sink - self.window.recent if budget is not None else None
+        if room is not None and prompt.n_tokens > room:
             raise BudgetError(
-                f"the question takes {n_tokens} tokens but the KV budget of {budget} leaves room for {room}; "
-                "shorten the question or raise --budget"
+                f"the question takes {prompt.n_tokens} tokens but the KV budget of {budget} leaves room for "
+                f"{room}; shorten the question or raise --budget"
             )
+        self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
+        return prompt
 
     def _check_room(self, n_tokens: int, what: str) -> None:
         limit = self.cache.max_positions

@@ -1,7 +1,7 @@
 """What every video source is: timed frames (`Frame`), the time grid that picks which to keep
 (`TimeGrid`), the source interface (`VideoSource`) and the source fed from another thread (`PushSource`).
 
-The decoders (`video_backends.py`) implement `VideoSource`; the sampler (`frames.py`) consumes it.
+The decoders (`video_decoders.py`) implement `VideoSource`; the sampler (`frames.py`) consumes it.
 This module decodes nothing and imports neither of them.
 """
 
@@ -64,8 +64,10 @@ class VideoSource:
     """A source of timed frames; iterate for every frame at the native rate, or call `sample()`.
 
     Attributes (None where the source cannot know): backend ("decord" | "pyav" | "opencv" | "push"),
-    duration_s, fps, width, height; is_live (a stream/webcam/push source: no seeking, times from its
-    own clock); frames_decoded (frames the decoder produced so far, where the backend can count).
+    duration_s, fps, width, height (of the frames as shown: a rotated phone video is upright; PyAV
+    learns a rotation from the first frame it converts); is_live (a stream/webcam/push source: no
+    seeking, times from its own clock); frames_decoded (frames the decoder produced so far, where the
+    backend can count).
     Iterating a file source again starts over; do not iterate one source from two places at once.
     Backends implement `_read(grid)`.
     """

@@ -27,6 +27,7 @@ def write_video(
     times: Sequence[float] | None = None,  # explicit presentation times in s (variable frame rate)
     options: dict[str, str] | None = None,  # encoder options, e.g. {"preset": "ultrafast"}
     container_options: dict[str, str] | None = None,  # muxer options, e.g. {"movflags": "faststart"}
+    rotation: float | None = None,  # display-matrix rotation, degrees counter-clockwise (a phone's portrait: -90)
 ) -> Path:
     """Encode `frames` into `path`; the container follows the file extension. Returns `path`."""
     path = Path(path)
@@ -37,6 +38,8 @@ def write_video(
         stream = out.add_stream(codec, rate=rate)
         stream.pix_fmt = pix_fmt
         stream.options = dict(options or {})
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
         if gop is not None:
             stream.codec_context.gop_size = gop
             if codec == "libx264":  # exact keyframe interval, no scene-cut keyframes

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamer.models.registry import load_model
-from streamer.errors import BudgetError
+from streamer.errors import BudgetError, QuestionError
 from streamer.frames import Chunk
 from streamer.sources import Frame
 from streamer.kv_window import WindowConfig
@@ -72,8 +72,8 @@ def test_too_long_question_is_refused_and_session_survives(adapter):
 
 def test_empty_question_is_refused(adapter):
     s = session(adapter)
-    with pytest.raises(BudgetError, match="empty"):
-        s.answer("   ")
+    with pytest.raises(QuestionError, match="empty"):
+        s.ask("   ")  # by the call, before any iteration
 
 
 def test_stopping_an_answer_early_keeps_the_session_usable(adapter):
