@@ -87,7 +87,7 @@ class QwenVLAdapter(ModelAdapter):
         image_processor,
         *,
         is_random: bool = False,
-        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
         super().__init__(name, model, tokenizer, is_random=is_random)
         self.image_processor = image_processor
@@ -148,7 +148,7 @@ class QwenVLAdapter(ModelAdapter):
         return self._eos_ids_with(self._im_end_id)
 
     def _opening_text(self) -> str:
-        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n"
+        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n" if self.system_prompt else ""
 
     def _user_open_text(self) -> str:
         return "<|im_start|>user\n"
@@ -175,22 +175,72 @@ class QwenVLAdapter(ModelAdapter):
         patches, grid = patchify_video(torch.from_numpy(frames), self.patch, self.merge, self.temporal)
         return {"pixel_values_videos": patches, "video_grid_thw": torch.tensor([grid])}  # (N, C*T*P*P), (1, 3)
 
+    def _position_blocks(self, grid: torch.Tensor, patch_times: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+        """(grid (t, h, w), t-axis step) of each run of video tokens in a chunk: one block of the whole
+        chunk, its t axis spaced by `tokens_per_second` x seconds per temporal patch."""
+        seconds = float(patch_times.double().diff().mean()) if patch_times.numel() > 1 else 0.0
+        return [(grid, round(self.tokens_per_second * seconds, 6))]  # float32 times: 0.6666667 s -> 2/3's step
+
     def _rope_layout(self, input_ids: torch.Tensor, times: torch.Tensor, pixel_inputs) -> MRopeLayout:
-        """The model's own positions for this prompt from 0: text tokens one by one, the video block by
-        `get_vision_position_ids` with t spaced by `tokens_per_second` x seconds per temporal patch."""
+        """The model's own positions for this prompt from 0: text tokens one by one, each video block by
+        `get_vision_position_ids` (text after a block starts max(rows, cols) after its start)."""
         grid = pixel_inputs["video_grid_thw"][0]
-        is_video = (input_ids[0] == self._video_token_id).nonzero()[:, 0]  # one contiguous run per chunk
-        first, count = int(is_video[0]), is_video.numel()
-        n_text_after = input_ids.shape[1] - first - count
-        patch_times = times[first : first + count : count // int(grid[0])].double()
-        seconds = float(patch_times.diff().mean()) if patch_times.numel() > 1 else 0.0
-        interval = round(self.tokens_per_second * seconds, 6)  # float32 times: 0.6666667 s -> what 2/3 gives
-        video = self.model.model.get_vision_position_ids(first, grid, 1, self.merge, interval)  # (3, count)
-        advance = int(max(grid[1], grid[2])) // self.merge
-        after = first + advance + torch.arange(n_text_after)
-        before = torch.arange(first)
-        pos = torch.cat([before.expand(3, -1), video, after.expand(3, -1)], dim=1)
-        anchor = torch.cat([before, torch.full((count,), first), after])
-        adv = torch.ones_like(anchor)
-        adv[first : first + count] = advance
-        return MRopeLayout(pos.long(), anchor.long(), adv.long())
+        ids = input_ids[0]
+        per_patch = int(grid[1] * grid[2]) // self.merge**2
+        is_video = ids == self._video_token_id
+        blocks = iter(self._position_blocks(grid, times[is_video][::per_patch]))
+        pos, anchor, adv = [], [], []
+        cur, i, n = 0, 0, ids.numel()
+        while i < n:
+            j = i
+            while j < n and bool(is_video[j]) == bool(is_video[i]):
+                j += 1
+            if is_video[i]:  # one block: tokens share its start and take max(rows, cols) positions
+                block_grid, step = next(blocks)
+                pos.append(self.model.model.get_vision_position_ids(cur, block_grid, 1, self.merge, step))
+                size = int(max(block_grid[1], block_grid[2])) // self.merge
+                anchor.append(torch.full((j - i,), cur))
+                adv.append(torch.full((j - i,), size))
+                cur += size
+            else:  # text: one position each, on all three axes
+                text = cur + torch.arange(j - i)
+                pos.append(text.expand(3, -1))
+                anchor.append(text)
+                adv.append(torch.ones(j - i, dtype=torch.long))
+                cur += j - i
+            i = j
+        return MRopeLayout(torch.cat(pos, 1).long(), torch.cat(anchor).long(), torch.cat(adv).long())
+
+
+class Qwen3VLAdapter(QwenVLAdapter):
+    """Qwen3-VL (`Qwen3VLForConditionalGeneration`): each temporal patch of 2 frames is its own block,
+    after its time as text, as `Qwen3VLProcessor` writes a video:
+
+        <{t:.1f} seconds><|vision_start|><|video_pad|>*N<|vision_end|><{t:.1f} seconds><|vision_start|>...
+
+    t is the mean time of the patch's two frames. Every block starts where the previous text ends and its
+    tokens all have the same t position (interleaved M-RoPE). A stream fed in chunks is therefore exactly
+    the official video; the one difference is an odd chunk, whose last frame is repeated (the processor
+    pads only the video's end).
+    """
+
+    family = "qwen3_vl"
+
+    def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool = False,
+                 system_prompt: str | None = None) -> None:  # Qwen3-VL's template adds no default system turn
+        super().__init__(name, model, tokenizer, image_processor, is_random=is_random, system_prompt=system_prompt)
+
+    def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
+        n = self.tokens_per_patch(*np.asarray(frames[0].image).shape[:2])
+        segments = []
+        for k in range(0, len(frames), self.temporal):
+            patch = frames[k : k + self.temporal]
+            first, last = float(patch[0].time_s), float(patch[-1].time_s)  # a short last patch repeats its frame
+            text = f"<{(first + last) / 2:.1f} seconds>{VISION_START}{VIDEO_PAD * n}{VISION_END}"
+            segments.append(Segment(text, first))
+        return segments
+
+    def _position_blocks(self, grid: torch.Tensor, patch_times: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+        one = grid.clone()
+        one[0] = 1
+        return [(one, 1.0)] * int(grid[0])  # one block per temporal patch, as get_rope_index splits a video

@@ -27,7 +27,7 @@ import torch
 
 from streamer.models.base import ModelAdapter
 from streamer.models.llava_onevision import LlavaOnevisionAdapter
-from streamer.models.qwen_vl import QwenVLAdapter
+from streamer.models.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from streamer.models.runtime import LoadSettings
 from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.errors import ModelLoadError
@@ -55,10 +55,17 @@ def _tiny_random_qwen(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
     return build_tiny_random_qwen(device, dtype)
 
 
+def _tiny_random_qwen3(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
+    from streamer.models.tiny_random import build_tiny_random_qwen3
+
+    return build_tiny_random_qwen3(device, dtype)
+
+
 _BUILTINS: dict[str, BuiltinFactory] = {
     "tiny-random": _tiny_random,  # random SmolVLM, answers are noise
     "tiny-random-llava": _tiny_random_llava,  # random LLaVA-OneVision, answers are noise
     "tiny-random-qwen": _tiny_random_qwen,  # random Qwen2.5-VL (M-RoPE), answers are noise
+    "tiny-random-qwen3": _tiny_random_qwen3,  # random Qwen3-VL (interleaved M-RoPE), answers are noise
 }
 # Names kept for built-ins that are planned but not shipped yet (register them with register_builtin).
 _PLANNED_BUILTINS = {"tiny": "a small trained model"}
@@ -68,6 +75,7 @@ FAMILIES: dict[str, type[ModelAdapter]] = {
     "idefics3": SmolVLMAdapter,  # SmolVLM (v1) checkpoints use the Idefics3 model type
     "llava_onevision": LlavaOnevisionAdapter,
     "qwen2_5_vl": QwenVLAdapter,
+    "qwen3_vl": Qwen3VLAdapter,
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # owner/name

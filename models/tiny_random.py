@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from streamer.models.llava_onevision import VIDEO_TOKEN, LlavaOnevisionAdapter
-from streamer.models.qwen_vl import VIDEO_PAD, VISION_END, VISION_START, QwenVLAdapter
+from streamer.models.qwen_vl import VIDEO_PAD, VISION_END, VISION_START, Qwen3VLAdapter, QwenVLAdapter
 from streamer.models.smollm2_tokenizer import load_smollm2_tokenizer
 from streamer.models.smolvlm import IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 
@@ -142,38 +142,68 @@ def build_tiny_random_qwen(
     """The `tiny-random-qwen` built-in: a random Qwen2.5-VL at toy size, M-RoPE sections [2, 3, 3] of its
     16-dim heads (the real [16, 24, 24] of 128, scaled), frames resized to at most `max_pixels`."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     s = settings or TinyRandomSettings()
+    vision = dict(window_size=4 * s.patch_size, fullatt_block_indexes=[s.vision_layers - 1], tokens_per_second=2)
+    return _tiny_qwen(
+        "tiny-random-qwen", QwenVLAdapter, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, s, device, dtype,
+        max_pixels, rope={"rope_theta": 1e6}, vision=vision, mean_std={},
+    )  # fmt: skip
+
+
+def build_tiny_random_qwen3(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    settings: TinyRandomSettings | None = None,
+    *,
+    max_pixels: int = 64 * 64,
+) -> Qwen3VLAdapter:
+    """The `tiny-random-qwen3` built-in: a random Qwen3-VL at toy size (interleaved M-RoPE sections
+    [2, 3, 3] of 16-dim heads, deepstack features from the first vision layer, mean/std 0.5)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    s = settings or TinyRandomSettings()
+    return _tiny_qwen(
+        "tiny-random-qwen3", Qwen3VLAdapter, Qwen3VLConfig, Qwen3VLForConditionalGeneration, s, device, dtype,
+        max_pixels, rope={"rope_theta": 5e6, "mrope_interleaved": True},
+        vision=dict(num_position_embeddings=64, deepstack_visual_indexes=[0]),
+        mean_std=dict(image_mean=[0.5] * 3, image_std=[0.5] * 3),
+    )  # fmt: skip
+
+
+def _tiny_qwen(name, adapter_class, config_class, model_class, s, device, dtype, max_pixels, *, rope, vision,
+               mean_std):
+    """A random Qwen-VL family model: SmolLM2 tokenizer + the Qwen vision tokens, heads of 16 dims with
+    M-RoPE sections [2, 3, 3] (the real [16, 24, 24] of 64 frequencies, scaled), patch 8 x merge 2."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
     start = time.perf_counter()
     tokenizer = load_smollm2_tokenizer(QWEN_TOKENS)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_TOKENS}
-    head_dim = s.text_hidden // s.text_heads
-    half = head_dim // 2
-    section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # [16, 24, 24] of 64, scaled
     text = _text_config(s, len(tokenizer))
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": section}
-    config = Qwen2_5_VLConfig(
+    half = text["head_dim"] // 2
+    section = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    text["rope_parameters"] = {"rope_type": "default", "mrope_section": section, **rope}
+    config = config_class(
         text_config=text,
         vision_config=dict(
             depth=s.vision_layers, hidden_size=s.vision_hidden, intermediate_size=2 * s.vision_hidden,
             num_heads=s.vision_heads, patch_size=s.patch_size, spatial_merge_size=2, temporal_patch_size=2,
-            window_size=4 * s.patch_size, out_hidden_size=s.text_hidden, fullatt_block_indexes=[s.vision_layers - 1],
-            tokens_per_second=2, initializer_range=s.init_std,
+            out_hidden_size=s.text_hidden, initializer_range=s.init_std, **vision,
         ),  # fmt: skip
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids[VIDEO_PAD],
         vision_start_token_id=ids[VISION_START],
         vision_end_token_id=ids[VISION_END],
     )
-    model = _init_random(Qwen2_5_VLForConditionalGeneration, config, s.seed, device, dtype)
+    model = _init_random(model_class, config, s.seed, device, dtype)
     factor = 2 * s.patch_size
     image_processor = Qwen2VLImageProcessorPil(
         patch_size=s.patch_size, merge_size=2, temporal_patch_size=2,
-        size={"shortest_edge": factor * factor, "longest_edge": max_pixels},
+        size={"shortest_edge": factor * factor, "longest_edge": max_pixels}, **mean_std,
     )  # fmt: skip
-    adapter = QwenVLAdapter("tiny-random-qwen", model, tokenizer, image_processor, is_random=True)
-    logger.info("built tiny-random-qwen in %.2f s", time.perf_counter() - start)
+    adapter = adapter_class(name, model, tokenizer, image_processor, is_random=True)
+    logger.info("built %s in %.2f s", name, time.perf_counter() - start)
     return adapter
 
 

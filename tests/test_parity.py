@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from num2words import num2words
-from transformers import LlavaOnevisionProcessor, Qwen2_5_VLProcessor, SmolVLMProcessor
+from transformers import LlavaOnevisionProcessor, Qwen2_5_VLProcessor, Qwen3VLProcessor, SmolVLMProcessor
 from transformers.models.smolvlm import processing_smolvlm
 from transformers.video_utils import VideoMetadata
 
 from streamer.frames import Chunk
 from streamer.models.registry import load_model
-from streamer.models.tiny_random import build_tiny_random_qwen
+from streamer.models.tiny_random import build_tiny_random_qwen, build_tiny_random_qwen3
 from streamer.sources import Frame
 from streamer.vocab import Conversation
 
@@ -252,3 +252,32 @@ def test_tiny_keeps_the_layout_it_was_trained_on(smolvlm):
     size = smolvlm.frame_size
     prompt = tiny.chunk_prompt(Chunk(tuple(_frames(1, (size, size), start=61)), 0), Conversation())
     assert tiny.tokenizer.decode(prompt.input_ids[0]).startswith("<|im_start|>User:\nFrame from 00:01:01:<fake")
+
+
+# ------------------------------------------------------------------ Qwen3-VL
+
+
+def test_qwen3_vl_stream_is_exactly_the_official_video_in_any_chunking():
+    """Qwen3VLProcessor writes each temporal patch as `<t seconds>` + its own block, t the mean time of
+    its two frames; the reference processor (qwen-vl-utils, transformers 4.5x) replaces the template's
+    whole `<|vision_start|><|video_pad|><|vision_end|>` with that, so a stream in chunks is the same."""
+    qwen3 = build_tiny_random_qwen3()
+    frames = _frames(6, (48, 64), start=10)
+    ids, prompts = _stream_ids(qwen3, [frames])
+    pieces, _ = _stream_ids(qwen3, [frames[:2], frames[2:]])
+    assert torch.equal(ids, pieces)
+    grid = prompts[0].inputs["video_grid_thw"]
+    me = SimpleNamespace(
+        video_processor=SimpleNamespace(merge_size=qwen3.merge, temporal_patch_size=2), video_token="<|video_pad|>",
+        vision_start_token="<|vision_start|>", vision_end_token="<|vision_end|>",
+        _calculate_timestamps=lambda *a: Qwen3VLProcessor._calculate_timestamps(None, *a),
+    )  # fmt: skip
+    video = Qwen3VLProcessor.replace_video_token(me, {"video_grid_thw": grid, "video_metadata": [_metadata(frames)]}, 0)
+    assert video.startswith("<10.5 seconds><|vision_start|>") and "<14.5 seconds>" in video
+    official = f"<|im_start|>user\n{video}{QUESTION}<|im_end|>\n<|im_start|>assistant\n"
+    assert ids.tolist() == _ids(qwen3.tokenizer, official)
+    model = qwen3.model.model
+    types = (ids == qwen3.image_token_id).int()[None] * 2
+    want, _ = model.get_rope_index(ids[None], types, video_grid_thw=grid)
+    got = torch.cat([prompts[0].mrope.position_ids, prompts[0].mrope.length + torch.arange(prompts[1].n_tokens).expand(3, -1)], 1)
+    assert torch.equal(got, want[:, 0])

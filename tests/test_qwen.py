@@ -13,7 +13,7 @@ from transformers import DynamicCache
 
 from streamer.frames import Chunk
 from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window_attention
-from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random_qwen
+from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random_qwen, build_tiny_random_qwen3
 from streamer.rope import is_mrope, mrope_gap_deltas, rope_inv_freq, rotate
 from streamer.session import StreamSession
 from streamer.sources import Frame
@@ -25,6 +25,11 @@ MERGES = ("none", "average", "pivot", "weighted")
 @pytest.fixture(scope="module")
 def qwen():
     return build_tiny_random_qwen(settings=TinyRandomSettings(max_position_embeddings=256))
+
+
+@pytest.fixture(scope="module")
+def qwen3():
+    return build_tiny_random_qwen3(settings=TinyRandomSettings(max_position_embeddings=256))
 
 
 def _chunk(index: int, n: int = 4, seed: int = 0, hw=(48, 64)) -> Chunk:
@@ -105,6 +110,17 @@ def _run_prompts(model, cache, prompts):
     return torch.cat(logits)
 
 
+def _dynamic_cache_logits(model, ids, position_ids, videos):
+    """The reference: the whole stream in one pass over a DynamicCache at the given positions, plain SDPA."""
+    model.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        return model(
+            input_ids=ids, position_ids=position_ids, past_key_values=DynamicCache(config=model.config),
+            pixel_values_videos=torch.cat([p.inputs["pixel_values_videos"] for p in videos]),
+            video_grid_thw=torch.cat([p.inputs["video_grid_thw"] for p in videos]),
+        ).logits[0]
+
+
 def _stream_prompts(adapter, n_chunks=3):
     conv, prompts = Conversation(), []
     for i in range(n_chunks):
@@ -139,12 +155,7 @@ def test_budget_above_the_stream_gives_the_logits_of_dynamic_cache_with_get_rope
     # frames 1 s apart, temporal patches of 2 -> 2 s per patch; the helper takes seconds x tokens_per_second
     pos2, _ = model.model.get_rope_index(ids, types, video_grid_thw=grid, second_per_grid_ts=torch.full((3,), 2.0))
     assert not torch.equal(pos, pos2)  # the time spacing matters, so the next line checks it
-    model.set_attn_implementation("sdpa")
-    with torch.no_grad():
-        want = model(
-            input_ids=ids, position_ids=pos2, past_key_values=DynamicCache(config=model.config),
-            pixel_values_videos=torch.cat([p.inputs["pixel_values_videos"] for p in videos]), video_grid_thw=grid,
-        ).logits[0]  # fmt: skip
+    want = _dynamic_cache_logits(model, ids, pos2, videos)
     assert cache.stats()["evicted"] == 0 and got.shape == want.shape
     assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
     assert cache.next_position() == int(pos2.max()) + 1  # the stream ends in text: next = last + 1
@@ -228,3 +239,33 @@ def test_chunk_prompt_is_one_video_block_with_the_official_token_count(qwen):
     text = qwen.tokenizer.decode(p.input_ids[0])
     assert text.count("<|vision_start|>") == 1 and text.endswith("<|vision_end|>")
     assert p.mrope.length == p.mrope.anchor[-1] + 1 and not math.isnan(float(p.times[-1]))
+
+
+# ------------------------------------------------------------------ Qwen3-VL (interleaved M-RoPE, one block per frame pair)
+
+
+def test_qwen3_vl_budget_above_the_stream_gives_the_logits_of_dynamic_cache_with_get_rope_index(qwen3):
+    model = qwen3.model
+    prompts, _ = _stream_prompts(qwen3)
+    use_window_attention(model)
+    cache = KVWindowCache(model.config, WindowConfig(policy="combined", budget=200))
+    got = _run_prompts(model, cache, prompts)
+    ids = torch.cat([p.input_ids for p in prompts], dim=1)
+    videos = [p for p in prompts if "video_grid_thw" in p.inputs]
+    grid = torch.cat([p.inputs["video_grid_thw"] for p in videos])
+    pos, _ = model.model.get_rope_index(ids, (ids == model.config.video_token_id).int() * 2, video_grid_thw=grid)
+    want = _dynamic_cache_logits(model, ids, pos, videos)
+    assert cache.stats()["evicted"] == 0
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def test_qwen3_vl_stream_past_the_positions_stays_within_budget(qwen3):
+    max_pos = qwen3.model.config.get_text_config().max_position_embeddings
+    session = StreamSession(qwen3, WindowConfig(policy="combined", budget=96, merge="pivot"))
+    i = 0
+    while session.cache.stats()["seen_tokens"] < 2 * max_pos:
+        session.ingest(_chunk(i, seed=3))
+        i += 1
+        assert session.cache.next_position() < max_pos // 2
+    assert isinstance(session.answer("What is it?", max_new_tokens=3), str)
+    assert max(session.cache.stats()["tokens_per_layer"]) <= 96
