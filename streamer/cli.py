@@ -27,7 +27,7 @@ import time
 from tqdm import tqdm
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.frames import SamplerConfig, chunk_frames, open_source, sample_frames
+from streamer.frames import SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
 from streamer.options import FPS, MAX_NEW_TOKENS, add_cache_options, add_model_options, int_in, window_config
 from streamer.session import StreamSession, check_question
@@ -147,19 +147,18 @@ def run(args: argparse.Namespace) -> int:
         total = max(0, int((end - args.start) * args.fps))
     bar = tqdm(total=total, unit="frame", desc="ingest", file=sys.stderr, disable=None)
     with source:
-        # a question at time t sees exactly the frames up to t: chunks are cut at question times
-        for chunk in chunk_frames(sample_frames(source, sampler), sampler, cut_at=[t for t, _ in plan]):
+        # a question at time t sees exactly the frames up to t (questions without --at: after the last)
+        for item in chunks_and_stops(sample_frames(source, sampler), sampler, [t for t, _ in plan]):
             _check_ctrl_c()
-            while plan and chunk.frames[0].time_s > plan[0][0]:
+            if isinstance(item, int):
                 bar.clear()
-                answer_one(session, plan.pop(0)[1], args)
-            session.ingest(chunk)
-            bar.update(len(chunk.frames))
+                answer_one(session, plan[item][1], args)
+                continue
+            session.ingest(item)
+            bar.update(len(item.frames))
             bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
     bar.close()
     _check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
-    for _, question in plan:  # questions after the last frame (or without --at)
-        answer_one(session, question, args)
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
     if not args.question:

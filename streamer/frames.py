@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -173,6 +173,23 @@ def chunk_frames(frames: Iterable[Frame], cfg: SamplerConfig, cut_at: Iterable[f
             index, pending = index + 1, []
     if pending:
         yield Chunk(tuple(pending), index)
+
+
+def chunks_and_stops(frames: Iterable[Frame], cfg: SamplerConfig, stops: Sequence[float]) -> Iterator[Chunk | int]:
+    """Chunks cut at the (sorted) times `stops`, and between them the index of each stop, yielded as soon
+    as every frame up to its time has been yielded; stops after the last frame come at the end.
+
+    A question asked when its stop is yielded sees exactly the frames with time <= the stop's time.
+    """
+    if list(stops) != sorted(stops):
+        raise ValueError(f"stops must be sorted, got {list(stops)}")
+    i = 0
+    for chunk in chunk_frames(frames, cfg, cut_at=stops):
+        while i < len(stops) and chunk.frames[0].time_s > stops[i]:
+            yield i
+            i += 1
+        yield chunk
+    yield from range(i, len(stops))
 
 
 def iter_chunks(source: VideoSource | str | int | os.PathLike, cfg: SamplerConfig) -> Iterator[Chunk]:

@@ -1,13 +1,14 @@
 """The headless CLI end to end on a generated video with tiny-random: JSON answers, --at, errors."""
 
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 
 from streamer.cli import main
-from streamer.frames import SamplerConfig, chunk_frames
+from streamer.frames import SamplerConfig, chunk_frames, chunks_and_stops
 from streamer.sources import Frame
 from streamer.world.sample_video import write_sample
 
@@ -94,3 +95,11 @@ def test_chunks_are_cut_at_question_times():
     chunks = chunk_frames(frames([0, 1, 2, 3, 4, 5, 6]), cfg, cut_at=[1.7, 1.5, 10.0])
     assert [c.times for c in chunks] == [[0, 1], [2, 3, 4], [5, 6]]
     assert [c.index for c in chunk_frames(frames([0, 1, 2, 3]), cfg, cut_at=[0.5])] == [0, 1]
+
+
+def test_stops_come_as_soon_as_their_frames_are_out():
+    cfg = SamplerConfig(chunk_frames=3)
+    items = chunks_and_stops(frames([0, 1, 2, 3, 4, 5, 6]), cfg, [1.5, 1.7, 10.0, math.inf])
+    assert [i if isinstance(i, int) else i.times for i in items] == [[0, 1], 0, 1, [2, 3, 4], [5, 6], 2, 3]
+    with pytest.raises(ValueError, match="sorted"):
+        list(chunks_and_stops(frames([0]), cfg, [2.0, 1.0]))

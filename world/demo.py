@@ -25,8 +25,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from streamer.errors import StreamerError
-from streamer.frames import SamplerConfig, chunk_frames, sample_frames
+from streamer.frames import SamplerConfig, chunks_and_stops, sample_frames
 from streamer.kv_window import POLICIES, WindowConfig
+from streamer.options import int_in
 from streamer.report import cache_line
 from streamer.session import StreamSession
 from streamer.vocab import format_timestamp
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="where to write the sample video (default: a temporary folder)")
     p.add_argument("--model", default="tiny", help="model name or path (default: the built-in tiny)")
     p.add_argument("--policy", default="combined", choices=[p for p in POLICIES if p != "full"])
-    p.add_argument("--budget", type=int, default=256, help="KV tokens kept per layer (default 256)")
+    p.add_argument("--budget", type=int_in(8, 4096), default=256, help="KV tokens kept per layer (default 256)")
     return p
 
 
@@ -61,18 +62,17 @@ def run(args: argparse.Namespace) -> int:
         session = StreamSession(adapter, window)
         print(f"watching at 1 frame/s with the {args.policy!r} policy and a budget of {args.budget} "
               "KV tokens per layer", flush=True)
-        plan = list(QUESTIONS)
         right = 0
         cfg = SamplerConfig(fps=1.0, chunk_frames=4)
         bar = tqdm(total=int(SECONDS), unit="frame", desc="watching", file=sys.stderr, disable=None)
-        for chunk in chunk_frames(sample_frames(video, cfg), cfg, cut_at=[t for t, _, _ in plan]):
-            while plan and chunk.frames[0].time_s > plan[0][0]:
-                right += ask(session, *plan.pop(0), bar)
-            session.ingest(chunk)
-            bar.update(len(chunk.frames))
+        for item in chunks_and_stops(sample_frames(video, cfg), cfg, [t for t, _, _ in QUESTIONS]):
+            if isinstance(item, int):
+                bar.clear()
+                right += ask(session, *QUESTIONS[item])
+                continue
+            session.ingest(item)
+            bar.update(len(item.frames))
             bar.set_postfix(kv=f"{session.stats()['kv_tokens']}/{args.budget}")
-        for item in plan:
-            right += ask(session, *item, bar)
         bar.close()
     stats = session.stats()
     print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames): "
@@ -84,9 +84,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def ask(session: StreamSession, at: float, question: str, expected: str, bar: tqdm) -> bool:
+def ask(session: StreamSession, at: float, question: str, expected: str) -> bool:
     """Ask one question, print the answer beside the right one and the cache line; True if right."""
-    bar.clear()
     answer = session.answer(question, max_new_tokens=8).strip()
     ok = answer.lower() == expected
     print(f"[{format_timestamp(at)}] Q: {question}\n  A: {answer}   (right answer: {expected}: "

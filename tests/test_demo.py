@@ -1,0 +1,29 @@
+"""The first run a user sees: `streamer-demo` on the built-in trained model (world/demo.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from streamer.world.demo import main
+
+pytestmark = pytest.mark.timeout(400)
+
+
+def test_demo_shows_the_cache_at_its_budget_and_answers_right(tmp_path, capsys):
+    assert main(["--video", str(tmp_path / "sample.mp4"), "--budget", "256"]) == 0
+    out = capsys.readouterr().out
+    held = [(int(a), int(b)) for a, b in re.findall(r"KV (\d+)/(\d+) tokens", out)]
+    assert len(held) == 3 and all(b == 256 and 200 < a <= 256 for a, b in held)  # after each answer + at the end
+    seen = int(re.search(r"of (\d+) seen: (\d+) evicted, (\d+) merged", out.splitlines()[-3]).group(1))
+    assert seen > 4 * 256  # the video made far more tokens than the cache holds
+    assert "2 of 2 answers right" in out
+    assert (tmp_path / "sample.mp4").stat().st_size > 0
+
+
+def test_demo_refuses_a_bad_budget_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--video", str(tmp_path / "sample.mp4"), "--budget", "3"])
+    assert stop.value.code == 2 and "--budget" in capsys.readouterr().err
+    assert not (tmp_path / "sample.mp4").exists()
