@@ -32,9 +32,10 @@ def qwen3():
     return build_tiny_random_qwen3(settings=TinyRandomSettings(max_position_embeddings=256))
 
 
-def _chunk(index: int, n: int = 4, seed: int = 0, hw=(48, 64)) -> Chunk:
+def _chunk(index: int, n: int = 4, seed: int = 0, hw=(48, 64), step: int = 4) -> Chunk:
+    """Chunk `index` of a 1 fps stream: n frames from index x step seconds."""
     rng = np.random.default_rng(seed * 1000 + index)
-    frames = tuple(Frame(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), float(index * 4 + j)) for j in range(n))
+    frames = tuple(Frame(rng.integers(0, 256, (*hw, 3), dtype=np.uint8), float(index * step + j)) for j in range(n))
     return Chunk(frames, index)
 
 
@@ -169,10 +170,10 @@ def test_a_stream_four_times_longer_than_the_positions_runs_with_bounded_positio
     session = StreamSession(qwen, WindowConfig(policy="combined", budget=96))
     i, seen_positions = 0, 0
     while session.cache.stats()["seen_tokens"] < 4 * max_pos:
-        session.ingest(_chunk(i, seed=1))
+        session.ingest(_chunk(i, n=8, seed=1, step=8))  # 4 temporal patches: fewer, larger passes
         assert session.cache.next_position() < max_pos // 2
         i += 1
-        if i % 12 == 0:
+        if i % 6 == 0:
             answer = session.answer("What changed?", max_new_tokens=4)
             assert isinstance(answer, str)
     logits = session._forward(qwen.question_prompt("And now?", session.conv))
