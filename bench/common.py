@@ -214,11 +214,11 @@ class TimedLayer(KVWindowLayer):
 
     clock: dict
 
-    def observe(self, query, scaling):
+    def observe(self, query, scaling, seen=None):
         start = time.perf_counter()
         self._inside = True
         try:
-            return super().observe(query, scaling)
+            return super().observe(query, scaling, seen)
         finally:
             self._inside = False
             self.clock["s"] += time.perf_counter() - start

@@ -7,6 +7,11 @@ computes the usual SDPA output and then lets that layer score its tokens with th
 `use_window_attention(model)` switches a model to it. Any other module, and any call with no layer in
 the slot (the vision tower, a plain `DynamicCache`), gets plain SDPA.
 
+When the layer scores with the last `obs_window` queries (every scored policy, `obs_select="last"`, one
+sequence), those rows of attention are computed here by hand and SDPA does the others: their softmax is
+both their output (P V) and the scores, so scoring costs no second Q K^T and softmax (issue 18: it was
+about a quarter of the compression time). The output equals SDPA's to float32 rounding.
+
 Deliberately not here: the cache and its layers (`kv_window.py`, `kv_layer.py`), scoring math
 (`kv_scoring.py`). No model class is patched; the function is registered, not monkeypatched in.
 """
@@ -19,6 +24,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from streamer.kv_layer import KVWindowLayer
+from streamer.kv_scoring import attention_probs
 from streamer.rope import rotate
 
 ATTN_IMPLEMENTATION = "kv_window"
@@ -43,15 +49,55 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
     ours = layer is not None and getattr(module, "layer_idx", None) == layer.layer_idx
     if ours:
         _observer.layer = None
+        # a slot left over from a cache filled by hand must not score another cache's keys
+        ours = key.data_ptr() == layer.keys.data_ptr()
+    if ours:
         if layer.shift:
             b, h, q_len = query.shape[:3]
             query = rotate(query, torch.full((b, h, q_len), layer.shift), layer.inv_freq)
         if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
             attention_mask = _causal_mask(query.shape[2], key.shape[-2], key.device)
+    scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
+    if ours and _can_fuse(layer, query, kwargs):
+        return _attend_and_observe(module, layer, query, key, value, attention_mask, scaling, **kwargs), None
     out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
     if ours:
-        layer.observe(query, scaling if scaling is not None else query.shape[-1] ** -0.5)
+        layer.observe(query, scaling)
     return out, weights
+
+
+def _can_fuse(layer: KVWindowLayer, query: torch.Tensor, kwargs: dict) -> bool:
+    """The observation window's attention can double as the output of its rows: the layer scores with
+    the last queries, one sequence, and nothing beyond plain masked softmax attention is asked for."""
+    cfg = layer.cfg
+    return ((cfg.rules.scored or cfg.layer_budget == "adaptive") and cfg.obs_select == "last"
+            and query.shape[0] == 1 and not kwargs.get("dropout") and kwargs.get("sliding_window") is None
+            and kwargs.get("s_aux") is None and kwargs.get("sinks") is None and kwargs.get("position_bias") is None
+            and kwargs.get("softcap") is None)
+
+
+def _attend_and_observe(module, layer: KVWindowLayer, query, key, value, attention_mask, scaling, **kwargs):
+    """Attention whose last `obs_window` rows are computed here: their softmax is both their output (P V)
+    and the layer's scores, so scoring costs no second Q K^T and softmax. SDPA does the other rows.
+    Returns (B, Q, Hq, Dv) like `sdpa_attention_forward`."""
+    b, hq, q_len, _ = query.shape
+    hkv, t = key.shape[1], key.shape[2]
+    w = min(q_len, layer.cfg.obs_window)
+    head = q_len - w
+    rows = torch.arange(head, q_len, device=query.device)
+    tail_mask = None if attention_mask is None else attention_mask[..., head:, :]
+    probs = attention_probs(query, key, scaling, rows, tail_mask)  # (B, Hkv, G, W, T) float32
+    tail = (probs.view(b, hkv, -1, t) @ value.float()).view(b, hq, w, -1)  # (B, Hq, W, Dv)
+    tail = tail.to(query.dtype).transpose(1, 2)  # (B, W, Hq, Dv)
+    if head:
+        mask = attention_mask if attention_mask is not None else _causal_mask(q_len, t, key.device)
+        out, _ = sdpa_attention_forward(module, query[:, :, :head], key, value, mask[..., :head, :], scaling=scaling,
+                                        **kwargs)  # (B, Q - W, Hq, Dv)
+        out = torch.cat([out, tail], dim=1)
+    else:
+        out = tail.contiguous()
+    layer.observe(query, scaling, seen=probs.sum(dim=(2, 3)))
+    return out
 
 
 def _causal_mask(q_len: int, kv_len: int, device) -> torch.Tensor:

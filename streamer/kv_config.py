@@ -50,6 +50,8 @@ class WindowConfig:
     obs_window: int = 32  # latest queries of each forward pass whose attention scores the cache
     score_decay: float = 0.9  # factor on accumulated scores at each compression (decaying policies)
     merge: str | None = None  # none | average | pivot | weighted; None = the policy's default
+    merge_window: int | None = 512  # merging compares each evicted key with this many kept keys around the
+    #                                 place it leaves (RoPE'd keys are most alike near each other); None = all
     evict_per: str = "head"  # "head": each KV head keeps its own tokens; "layer": all heads the same
     obs_select: str = "last"  # which queries score the cache: "last" N, or "elite" text queries (AirCache)
     layer_budget: str = "uniform"  # "uniform": budget per layer; "adaptive": budget x layers split by spread
@@ -81,6 +83,8 @@ class WindowConfig:
             self.merge = "pivot" if POLICIES[self.policy].text_prior else "none"
         if self.merge not in MERGE_MODES:
             raise ConfigError(f"unknown merge {self.merge!r}; choose one of: {', '.join(MERGE_MODES)}")
+        if self.merge_window is not None and (not isinstance(self.merge_window, int) or self.merge_window < 1):
+            raise ConfigError(f"merge_window must be a positive number of tokens or None, got {self.merge_window!r}")
         if self.evict_per not in ("head", "layer"):
             raise ConfigError(f"evict_per must be 'head' or 'layer', got {self.evict_per!r}")
         if self.obs_select not in ("last", "elite"):

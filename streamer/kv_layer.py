@@ -105,17 +105,18 @@ class KVWindowLayer(DynamicLayer):
         self.n_seen += c
         return self.keys, self.values
 
-    def observe(self, query: torch.Tensor, scaling: float) -> None:
+    def observe(self, query: torch.Tensor, scaling: float, seen: torch.Tensor | None = None) -> None:
         """Add this pass's attention to the scores and the spread estimate, then compress.
 
-        query: (B, Hq, Q, D), already moved to this layer's positions."""
+        query: (B, Hq, Q, D), already moved to this layer's positions; seen: (B, H, T) the observation
+        window's attention if the caller has it already (the `kv_window` attention computes those rows)."""
         cfg = self.cfg
         if not (cfg.rules.scored or cfg.layer_budget == "adaptive"):
             return self.compress()
-        if cfg.obs_select == "elite":
+        if seen is None and cfg.obs_select == "elite":
             is_text = self._is_text()[0, 0]  # (T,) tags are shared by batch rows and heads
             seen = elite_attention(query, self.keys, scaling, cfg.obs_window, is_text[-query.shape[2]:], ~is_text)
-        else:
+        elif seen is None:
             seen = observed_attention(query, self.keys, scaling, cfg.obs_window)  # (B, H, T)
         if cfg.rules.scored:
             self.score += seen
@@ -144,19 +145,25 @@ class KVWindowLayer(DynamicLayer):
                              rules.text_prior)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
-        keep = prio.topk(keep_n, dim=-1).indices.sort(dim=-1).values  # (B, H, K) in stream order
-        dropped = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, keep, False)  # (B, H, T)
-        evict = dropped.nonzero()[:, -1].view(*keep.shape[:2], t - keep_n)  # (B, H, E)
+        b, h, e = prio.shape[0], prio.shape[1], t - keep_n
+        # the E lowest priorities leave (a top-E of T is cheaper than a top-K and a sort of the K kept)
+        evict = prio.topk(e, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
+        kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
+        keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
+        row = torch.arange(b * h, device=prio.device).view(b, h, 1) * t  # (B, H, 1) offset of each head's tokens
 
         def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            """x (B, H, T[, D]) at idx (B, H, N) of each head: one index_select over the rows of all heads."""
+            i = (idx + row).flatten()
             if x.dim() == 4:
-                return x.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, x.shape[-1]))
-            return x.gather(2, idx)
+                return x.reshape(-1, x.shape[-1]).index_select(0, i).view(b, h, -1, x.shape[-1])
+            return x.reshape(-1).index_select(0, i).view(b, h, -1)
 
         keys, values, weight = merge_into_kept(
             take(self.keys, keep), take(self.values, keep), take(self.weight, keep),
             take(self.keys, evict), take(self.values, evict), take(self.weight, evict),
-            can_absorb=keep >= cfg.n_sink, mode=cfg.merge,
+            n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
+            ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
         )
         if self.mrope:  # (B, H, K) <= 0: close the gaps left by whole evicted blocks
             delta, self.anchor = mrope_gap_deltas(take(self.anchor, keep), take(self.advance, keep))

@@ -19,21 +19,27 @@ import torch
 _TEXT_BONUS = 1e9  # larger than any accumulated attention: text is evicted only after all visual tokens
 
 
-def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, rows: torch.Tensor) -> torch.Tensor:
+def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, rows: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """Causal softmax attention of some of this pass's queries over every cached key.
 
     query: (B, Hq, Q, D) rotated queries of this forward pass; keys: (B, Hkv, T, D) every cached key,
     the Q new ones last; rows: (W,) indices into the Q queries. Returns (B, Hkv, G, W, T) float32 with
-    G = Hq / Hkv query heads per KV head (GQA). Query i (of Q) sees keys up to T - Q + i.
+    G = Hq / Hkv query heads per KV head (GQA). Query i (of Q) sees keys up to T - Q + i, or, with
+    `mask` ((B or 1, 1, W, T) for those rows: bool, True = may attend, or additive float), what it allows.
     """
     b, hq, q_len, d = query.shape
     hkv, t, w = keys.shape[1], keys.shape[2], rows.shape[0]
     q = (query[:, :, rows].float() * scaling).reshape(b, hkv, (hq // hkv) * w, d)  # (B, Hkv, G*W, D)
     logits = q @ keys.float().transpose(-1, -2)  # (B, Hkv, G*W, T): one batched matmul, no copies
     logits = logits.view(b, hkv, hq // hkv, w, t)  # (B, Hkv, G, W, T)
-    # only the last Q keys can be hidden from a query of this pass: mask that tail in place
-    hidden = torch.arange(q_len, device=keys.device).unsqueeze(0) > rows.to(keys.device).unsqueeze(-1)  # (W, Q)
-    logits[..., t - q_len:].masked_fill_(hidden, float("-inf"))
+    if mask is None:  # only the last Q keys can be hidden from a query of this pass: mask that tail in place
+        hidden = torch.arange(q_len, device=keys.device).unsqueeze(0) > rows.to(keys.device).unsqueeze(-1)  # (W, Q)
+        logits[..., t - q_len:].masked_fill_(hidden, float("-inf"))
+    elif mask.dtype == torch.bool:
+        logits.masked_fill_(~mask.unsqueeze(2), float("-inf"))  # (B, 1, 1, W, T) over the G heads
+    else:
+        logits += mask.unsqueeze(2).float()
     return logits.softmax(dim=-1)
 
 

@@ -211,7 +211,7 @@ def test_without_window_attention_the_cache_stays_bounded(model, policy):
     decoding = KVWindowCache(plain.config, window(policy, budget=32, n_sink=2, recent=8))
     with torch.no_grad():
         out = plain.generate(torch.randint(0, 128, (1, 10), generator=gen), past_key_values=decoding,
-                             max_new_tokens=40, do_sample=False)
+                             max_new_tokens=40, min_new_tokens=40, do_sample=False)  # random weights: no early EOS
     assert out.shape[1] == 50 and decoding.get_seq_length() <= 32
 
 
@@ -272,8 +272,7 @@ def test_merge_keeps_count_and_moves_toward_evicted(mode):
     target = keep_k[:, :, 5:6]
     ev_k = target + 0.3 * torch.randn(1, 2, 3, 16, generator=gen)  # evicted keys close to kept token 5
     ev_v = torch.randn(1, 2, 3, 16, generator=gen)
-    k, v, w = merge_into_kept(keep_k, keep_v, torch.ones(1, 2, 8), ev_k, ev_v, torch.ones(1, 2, 3),
-                              torch.ones(1, 2, 8, dtype=torch.bool), mode)
+    k, v, w = merge_into_kept(keep_k, keep_v, torch.ones(1, 2, 8), ev_k, ev_v, torch.ones(1, 2, 3), 0, mode)
     assert k.shape == keep_k.shape and v.shape == keep_v.shape
     center = ev_k.mean(dim=2)
     before = (keep_k[:, :, 5] - center).norm(dim=-1)
@@ -287,9 +286,9 @@ def test_merge_keeps_count_and_moves_toward_evicted(mode):
 def test_merge_never_touches_sinks():
     keep_k = torch.randn(1, 1, 4, 8)
     ev_k = keep_k[:, :, :1].clone()  # identical to the sink
-    k, _, _ = merge_into_kept(keep_k, keep_k, torch.ones(1, 1, 4), ev_k, ev_k, torch.ones(1, 1, 1),
-                              torch.tensor([[[False, True, True, True]]]), "average")
+    k, _, _ = merge_into_kept(keep_k, keep_k, torch.ones(1, 1, 4), ev_k, ev_k, torch.ones(1, 1, 1), 1, "average")
     torch.testing.assert_close(k[:, :, 0], keep_k[:, :, 0])
+    assert not torch.equal(k, keep_k)  # it merged into another token
 
 
 # Fake queries carry no RoPE, and re-rotation turns kept keys, so crafted directions use the slowest
@@ -378,3 +377,21 @@ def test_tags_must_line_up():
     cache = KVWindowCache(tiny_config(), window())
     with pytest.raises(ValueError):
         cache.tag([0, 1, 1], [math.nan, 1.0])
+
+
+def test_hand_filled_cache_does_not_score_another_cache(model):
+    """update() by hand leaves a layer in the attention's slot; a later pass over another cache must run as
+    plain attention and leave that layer alone (it used to score the other cache's keys)."""
+    cache = KVWindowCache(model.config, window("combined", budget=32, n_sink=2, recent=8))
+    kv = torch.randn(1, 2, 40, 16, generator=torch.Generator().manual_seed(12))
+    for i in range(2):
+        cache.update(kv, kv, i)
+    scores = cache.layers[1].score.clone()
+    ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(13))
+    plain = LlamaForCausalLM(tiny_config()).eval()
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        got = model(ids, past_key_values=DynamicCache()).logits
+        ref = plain(ids, past_key_values=DynamicCache()).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
+    assert torch.equal(cache.layers[1].score, scores)
