@@ -199,6 +199,92 @@ def section_table() -> str:
             + data["markdown"] + "\n" + img(stem))
 
 
+def section_profile() -> str:
+    """Issue 18, goal 1: compression share per phase, before and after, and end to end against a free cut."""
+    data = common.read_json("kv_profile")
+    if not data:
+        return "## 8. Compression cost by phase\n\nNot run yet.\n"
+    before = common.read_json("kv_profile_before")
+    phases = ["scoring", "priority", "select+gather+bookkeeping", "merge", "rotate"]
+
+    def table(d: dict, end_to_end: bool) -> str:
+        head = "| budget | config | chunk ms | compression share | " + " | ".join(phases)
+        head += (" | attention (not compression) | chunk time vs no-cut |" if end_to_end else " |")
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for budget, rows in d["results"].items():
+            for label, r in rows.items():
+                if label == "no-cut":
+                    continue
+                cells = [budget, label, f"{r['chunk_ms']:.0f}", f"**{100 * r['observe+compress_share']:.1f}%**"]
+                cells += [f"{100 * r[p + '_share']:.1f}%" for p in phases]
+                if end_to_end:
+                    cells += [f"{100 * r.get('attention_share', 0):.1f}%", f"{100 * r['overhead_vs_no_cut']:+.1f}%"]
+                lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    out = (f"## 8. Compression cost by phase (`kv_profile.py`)\n\n{header(data)}\n"
+           "SmolLM2-135M-Instruct with synthetic image embeddings (as in section 3), chunks of 256 tokens, every "
+           "cache pre-filled to its budget; configurations round-robin, means over the timed chunks. Compression "
+           "share = time inside `observe` + `compress` / chunk time; the phases are timers around the functions "
+           "`kv_layer` calls. `attention`: the whole attention call of the scored layers, which now computes "
+           "the observation window's rows itself (their softmax is their output and the scores; SDPA does the "
+           "other rows): attention work, not compression, and no longer a separate scoring pass. `no-cut`: a plain DynamicCache of the same length cropped "
+           "back after every chunk (a cut that costs nothing); `chunk time vs no-cut` is the whole overhead "
+           "end to end, noisy on a shared machine.\n\n" + table(data, True))
+    if before:
+        out += (f"\n### Before (the implementation of `d3cb9f2`)\n\n{header(before)}\n" + table(before, False))
+    return out
+
+
+def section_equivalence() -> str:
+    data = common.read_json("kv_equivalence")
+    if not data:
+        return "## 9. Answers before and after\n\nNot run yet.\n"
+    s = data["settings"]
+    lines = ["| config@budget | KL(base ‖ new) | KL(full ‖ base) | KL(full ‖ new) | same first token |", "|---|---|---|---|---|"]
+    for label, r in data["results"].items():
+        lines.append(f"| {label} | **{r['kl_base_new']:.4f}** | {r['kl_full_base']:.4f} | {r['kl_full_new']:.4f} | "
+                     f"{r['same_top1']:.2f} |")
+    return (f"## 9. Answers before and after (`kv_equivalence.py`)\n\n{header(data)}\n"
+            f"The cache of commit `{s['base']}` (before issue 18) and this tree stream the same {s['prompts']} "
+            f"retrieval prompts ({s['lines']}-line logs, chunks of {s['chunk']} tokens) through SmolLM2-135M; "
+            "first-answer-token KL in nats, mean over prompts. KL(full ‖ base) is how far the bounded cache already "
+            "was from the full cache: the scale for \"within noise\".\n\n" + "\n".join(lines) + "\n")
+
+
+def section_retrieval() -> str:
+    data, stem = pick("retrieval")
+    if not data:
+        return "## 10. Retrieval beside kvpress\n\nNot run yet.\n"
+    s = data["settings"]
+
+    def table(rows: dict) -> str:
+        lines = ["| config | right | accuracy [95% Wilson] | KL first token | prefill s (vs full) | decode ms/token "
+                 "(speed-up vs full) | KV tokens at question |", "|---|---|---|---|---|---|---|"]
+        for c, r in rows.items():
+            lines.append(f"| {c} | {r['right']}/{r['n']} | {r['accuracy']:.2f} [{r['wilson95'][0]:.2f}, "
+                         f"{r['wilson95'][1]:.2f}] | {r['kl_first']:.3f} | {r['prefill_s']:.2f} (x{r['prefill_vs_full']:.2f}) | "
+                         f"{r['decode_ms_per_token']:.1f} (x{r['decode_speedup_vs_full']:.2f}) | {r['kv_tokens']:.0f} |")
+        return "\n".join(lines) + "\n"
+
+    v = data.get("kvpress_versions", {})
+    out = (f"## 10. Text retrieval beside kvpress (`bench_retrieval.py`)\n\n{header(data)}\n"
+           f"{s['prompts']} prompts: a timestamped system log of {s['lines']} lines ({s['context_tokens_mean']:.0f} "
+           f"context tokens on average) with one code in it, then the question ({s['question_tokens_mean']:.0f} "
+           f"tokens) and the start of the answer; right = the greedy {s['new_tokens']} tokens start with the code. "
+           f"Ours: `/stream` = the context in chunks of {s['chunk']} tokens under the budget all along, `/prefill` = "
+           "one pass, then the cut. kvpress "
+           + (f"{v.get('kvpress')} (transformers {v.get('transformers')}, torch {v.get('torch')}, its own venv): "
+              if v else ": ")
+           + "the press during the context prefill; `/stream` = the same press while the context arrives in "
+           f"chunks of {s['chunk']} (kvpress compresses the first prefill only). Budgets are shares of each prompt's "
+           "context tokens. Times are ratios to each side's own full cache in the same run (both sides ran at once, "
+           "one thread each).\n\n### Ours\n\n" + table(data["ours"]))
+    if "kvpress" in data:
+        out += "\n### kvpress\n\n" + table(data["kvpress"])
+    return out + "\n" + img(stem)
+
+
 def report() -> None:
     parts = ["# Benchmarks\n",
              "Produced by the scripts in `bench/` (each section: command, machine, date). Regenerate this file "
@@ -208,7 +294,8 @@ def report() -> None:
              "(configurations interleaved round-robin; decode steps as means over whole compression periods, ingest chunks as means).\n",
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
-             section_needle(), section_captions(), section_table()]
+             section_needle(), section_captions(), section_table(), section_profile(), section_equivalence(),
+             section_retrieval()]
     findings = common.RESULTS / "findings.md"
     if findings.is_file():
         parts.insert(2, findings.read_text())

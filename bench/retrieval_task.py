@@ -1,0 +1,45 @@
+"""The text retrieval task of bench_retrieval.py: one code in a long timestamped system log.
+
+Each prompt is a log of `n_lines` timestamped events ("[00:03:12] pump 41 pressure ok") with one fact
+line at a random depth ("[00:17:40] The code for vault 6 is 7150."), then the question "What is the
+code for vault 6?" and the start of the answer ("The code for vault 6 is"), so the next tokens are the
+code. Right = the greedy continuation starts with the 4 digits. Pure Python (no torch, no project
+imports): kvpress's own venv imports it too, so both sides tokenize exactly the same text.
+"""
+
+from __future__ import annotations
+
+import random
+
+OBJECTS = ["door", "locker", "gate", "vault", "server", "printer", "truck", "cabin", "drone", "boat"]
+EVENTS = ["sensor {} reading normal", "camera {} online", "fan {} speed steady", "pump {} pressure ok",
+          "light {} switched off", "badge {} scanned at lobby", "valve {} closed", "elevator {} at floor 2"]
+
+
+def hms(t: int) -> str:
+    return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+
+
+def make_prompt(seed: int, n_lines: int) -> dict:
+    """{context, question, answer, depth}: context = chat opening + log; question = the rest up to the code."""
+    r = random.Random(seed)
+    obj, num, code = r.choice(OBJECTS), r.randint(1, 9), r.randint(1000, 9999)
+    at = r.randint(2, n_lines - 3)
+    lines, t = [], 0
+    for i in range(n_lines):
+        t += r.randint(3, 20)
+        if i == at:
+            lines.append(f"[{hms(t)}] The code for {obj} {num} is {code}.")
+        else:
+            lines.append(f"[{hms(t)}] " + r.choice(EVENTS).format(r.randint(1, 99)))
+    context = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+               "<|im_start|>user\nHere is a system log.\n\n" + "\n".join(lines) + "\n\n")
+    question = (f"Question: What is the code for {obj} {num}? Answer with the number only.<|im_end|>\n"
+                f"<|im_start|>assistant\nThe code for {obj} {num} is")
+    return {"seed": seed, "context": context, "question": question, "answer": str(code), "depth": at / n_lines}
+
+
+def is_right(generated: str, answer: str) -> bool:
+    """The greedy continuation starts with the code (spaces and punctuation around it allowed)."""
+    digits = "".join(ch for ch in generated.strip()[: len(answer) + 2] if ch.isdigit())
+    return digits[: len(answer)] == answer
