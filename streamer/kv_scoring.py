@@ -16,8 +16,6 @@ Nothing here changes the cache: `KVWindowLayer.compress` (`kv_layer.py`) gathers
 
 import torch
 
-_TEXT_BONUS = 1e9  # larger than any accumulated attention: text is evicted only after all visual tokens
-
 
 def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, rows: torch.Tensor,
                     mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -121,6 +119,10 @@ def keep_priority(
     idx = torch.arange(t, device=is_text.device, dtype=torch.float32)
     prio = idx.expand(is_text.shape).clone() if scores is None else scores.float().clone()
     if text_prior:
-        prio = prio + is_text.float() * _TEXT_BONUS
+        # text outranks every visual token by more than any score gap, yet keeps its own order: a fixed
+        # 1e9 bonus rounded every text score to the same float32 (spacing 64 there), so a cache of text
+        # kept an arbitrary set of it
+        bonus = prio.amax(dim=-1, keepdim=True).clamp(min=0) + 1.0  # (B, H, 1)
+        prio = prio + is_text.float() * bonus
     protected = (idx < n_sink) | (idx >= t - recent)  # (T,)
     return prio.masked_fill(protected, float("inf"))

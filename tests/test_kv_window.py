@@ -395,3 +395,15 @@ def test_hand_filled_cache_does_not_score_another_cache(model):
         ref = plain(ids, past_key_values=DynamicCache()).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
     assert torch.equal(cache.layers[1].score, scores)
+
+
+def test_text_prior_keeps_the_most_attended_text():
+    """Under the text prior, text tokens still compete by score among themselves (a fixed 1e9 bonus used to
+    round every text score to one float32 value, so which text survived was arbitrary)."""
+    from streamer.kv_scoring import keep_priority
+
+    scores = torch.tensor([[[0.0, 0.0, 5.0, 0.1, 3.0, 0.2, 0.0, 0.0]]])
+    is_text = torch.tensor([[[True, True, True, True, False, True, True, True]]])
+    prio = keep_priority(scores, is_text, n_sink=1, recent=1, text_prior=True)
+    order = prio[0, 0, 1:-1].argsort(descending=True, stable=True).tolist()  # positions 1..6
+    assert [i + 1 for i in order] == [2, 5, 3, 1, 6, 4]  # text by score (5 > 0.2 > 0.1 > 0), then the image
