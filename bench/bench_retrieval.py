@@ -183,7 +183,8 @@ def plot(out: dict, name: str) -> None:
     rows = [(f"ours {c}", r) for c, r in out["ours"].items()] + [(f"kvpress {c}", r) for c, r in out.get("kvpress", {}).items()]
     fig, ax = plt.subplots(figsize=(12, 4.5))
     acc = [r["accuracy"] for _, r in rows]
-    err = [[r["accuracy"] - r["wilson95"][0] for _, r in rows], [r["wilson95"][1] - r["accuracy"] for _, r in rows]]
+    err = [[max(0.0, r["accuracy"] - r["wilson95"][0]) for _, r in rows],
+           [max(0.0, r["wilson95"][1] - r["accuracy"]) for _, r in rows]]
     colors = ["tab:blue" if label.startswith("ours") else "tab:orange" for label, _ in rows]
     ax.bar(range(len(rows)), acc, yerr=err, color=colors, capsize=2)
     ax.set_xticks(range(len(rows)), [label for label, _ in rows], rotation=70, ha="right", fontsize=6)

@@ -49,13 +49,15 @@ def side(args: dict) -> None:
             ctx = torch.tensor([tok(p["context"], add_special_tokens=False)["input_ids"]])
             q = torch.tensor([tok(p["question"], add_special_tokens=False)["input_ids"]])
             runs = [("full", None)] if args["full"] else []
-            runs += [(f"{c}@{b}", (c, b)) for b in args["budgets"] for c in CONFIGS]
+            runs += [(f"{c}@{b}", (c, b)) for b in args["budgets"] for c in args["configs"]]
             for label, spec in runs:
                 if spec is None:
                     cache = DynamicCache()
                 else:
                     policy, _, merge = spec[0].partition("/")
-                    cache = KVWindowCache(model.config, WindowConfig(policy=policy, budget=spec[1], merge=merge or None))
+                    extra = {"merge_window": None} if args.get("exact_merge") else {}
+                    cache = KVWindowCache(model.config, WindowConfig(policy=policy, budget=spec[1], merge=merge or None,
+                                                                     **extra))
                 for piece in ctx.split(256, dim=1):
                     model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 logits = model(input_ids=q, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
@@ -70,6 +72,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--lines", type=int, default=150)
     ap.add_argument("--budgets", type=int, nargs="*", default=[1024, 2048])
+    ap.add_argument("--exact-merge-base", action="store_true",
+                    help="base = this tree with merge_window=None (every kept key), to isolate the merge window")
+    ap.add_argument("--configs", nargs="*", default=CONFIGS)
+    ap.add_argument("--name", default="kv_equivalence")
     ap.add_argument("--side", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
@@ -90,9 +96,11 @@ def main() -> None:
     with tarfile.open(tmp / "base.tar") as tar:
         tar.extractall(tmp / "tree", filter="data")
     procs = {}
-    for name, root in (("base", tmp / "tree"), ("new", common.ROOT)):
+    base_root = common.ROOT if args.exact_merge_base else tmp / "tree"
+    for name, root in (("base", base_root), ("new", common.ROOT)):
         job = {"name": name, "model_dir": model_dir, "prompts": args.prompts, "lines": args.lines,
-               "budgets": args.budgets, "full": name == "base", "out": str(tmp / f"{name}.pt")}
+               "budgets": args.budgets, "full": name == "base", "out": str(tmp / f"{name}.pt"),
+               "exact_merge": name == "base" and args.exact_merge_base, "configs": args.configs}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(common.ROOT / "bench")])}
         procs[name] = subprocess.Popen([sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[2:4]; "
                                         "import kv_equivalence as k, json; k.side(json.loads(sys.argv[1]))",
@@ -101,16 +109,16 @@ def main() -> None:
     for name, proc in procs.items():
         if proc.wait() != 0:
             raise RuntimeError(f"{name} side failed")
-    base, new = torch.load(tmp / "base.pt"), torch.load(tmp / "new.pt")
+    old, new = torch.load(tmp / "base.pt"), torch.load(tmp / "new.pt")
 
     def kl(p, q):
         return float((p.exp() * (p - q)).sum())
 
     rows = {}
     for b in args.budgets:
-        for c in CONFIGS:
+        for c in args.configs:
             label = f"{c}@{b}"
-            pairs = [(base[f"{s}/full"], base[f"{s}/{label}"], new[f"{s}/{label}"]) for s in range(args.prompts)]
+            pairs = [(old[f"{s}/full"], old[f"{s}/{label}"], new[f"{s}/{label}"]) for s in range(args.prompts)]
             rows[label] = {
                 "kl_base_new": sum(kl(o, n) for _, o, n in pairs) / len(pairs),
                 "kl_full_base": sum(kl(f, o) for f, o, _ in pairs) / len(pairs),
@@ -120,7 +128,8 @@ def main() -> None:
             r = rows[label]
             print(f"{label:24s} KL(base||new) {r['kl_base_new']:.5f}  KL(full||base) {r['kl_full_base']:.4f}  "
                   f"KL(full||new) {r['kl_full_new']:.4f}  same first token {r['same_top1']:.2f}")
-    common.write_json("kv_equivalence", {"settings": {"base": args.base, "prompts": args.prompts, "lines": args.lines,
+    base = "this tree, merge_window=None" if args.exact_merge_base else args.base
+    common.write_json(args.name, {"settings": {"base": base, "prompts": args.prompts, "lines": args.lines,
                                                       "budgets": args.budgets, "chunk": 256}, "results": rows}, started)
 
 
