@@ -6,8 +6,7 @@ What it holds:
   drops every other sample, so an hour-long stream still spans the whole plot in a fixed amount of memory;
 - `Feed`: a background thread that feeds one source (an uploaded file, or a `PushSource` filled by
   the browser's webcam) into the session, chunk by chunk, until the source ends or it is stopped;
-- `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot);
-- `SessionRegistry`: the user sessions by Gradio `session_hash`, all sharing ONE model and ONE lock.
+- `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot).
 
 Threads and locks. Every model call (ingest, answer, reset, stats) runs under the registry's model
 lock, so two users never interleave forward passes. A user's `guard` orders "check the feed is still
@@ -16,8 +15,8 @@ that was reset for the next source. Order is always guard -> model lock. The sta
 are a snapshot taken under the model lock after each chunk and each answer, so the 1 s refresh never
 waits for the model.
 
-Not here: the layout and event wiring (`app/ui.py`), figures and HTML (`app/plots.py`), reading video
-(`streamer/frames.py`).
+Not here: the sessions by Gradio `session_hash` and who may hold one (`app/registry.py`), the layout and
+event wiring (`app/ui.py`), figures and HTML (`app/plots.py`), reading video (`streamer/frames.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ import math
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -35,12 +35,12 @@ import numpy as np
 from streamer.errors import StreamerError
 from streamer.frames import Chunk, SamplerConfig, iter_chunks
 from streamer.sources import PushSource, VideoSource
-from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
 
 WEBCAM_RESTART_GAP_S = 2.0  # webcam frames after a pause this long mean the user (re)started the webcam
+NO_VIDEO = "there is no video to ask about yet: load a video or start the webcam first"
 
 
 @dataclass
@@ -54,8 +54,12 @@ class UiSettings:
     realtime: bool = False  # feed uploads at video speed (rehearse a live stream) instead of flat out
     max_new_tokens: int = 64  # longest answer, in tokens
     history_points: int = 512  # most (video time, KV bytes, RSS) samples kept per session for the plot
-    max_sessions: int = 16  # browser sessions held at once; more are refused with a message
-    idle_timeout_s: float = 1800.0  # a session idle this long may be dropped to make room for a new one
+    max_sessions: int = 16  # sessions held at once; when none can be reclaimed a newcomer gets a message
+    max_sessions_per_client: int | None = None  # sessions one client address may hold; None: max_sessions // 4
+    idle_timeout_s: float = 1800.0  # a session with a video, unused this long, is dropped (its cache freed)
+    empty_timeout_s: float = 60.0  # a session without a video, unused this long, is dropped; so is any
+    # session unused this long when the server is full and a newcomer needs its slot (an open page polls
+    # every second, so only a closed tab or a departed API client goes unused this long)
 
     def __post_init__(self):
         if not (math.isfinite(self.fps) and self.fps > 0):
@@ -66,8 +70,18 @@ class UiSettings:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not (isinstance(self.history_points, int) and self.history_points >= 4):
             raise ValueError(f"history_points must be an integer >= 4, got {self.history_points!r}")
-        if not self.idle_timeout_s > 0:
-            raise ValueError(f"idle_timeout_s must be > 0, got {self.idle_timeout_s!r}")
+        cap = self.max_sessions_per_client
+        if cap is not None and not (isinstance(cap, int) and 1 <= cap <= self.max_sessions):
+            raise ValueError(f"max_sessions_per_client must be an integer from 1 to max_sessions "
+                             f"({self.max_sessions}), got {cap!r}")
+        for name in ("idle_timeout_s", "empty_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+
+    @property
+    def client_cap(self) -> int:
+        """Sessions one client address may hold."""
+        return self.max_sessions_per_client or max(1, self.max_sessions // 4)
 
     def sampler(self, webcam: bool = False) -> SamplerConfig:
         return SamplerConfig(
@@ -130,7 +144,10 @@ class Feed:
     """A thread that feeds one source into a user's session until it ends or `stop()` is called."""
 
     def __init__(self, user: UserSession, source: VideoSource, sampler: SamplerConfig, kind: str, label: str):
-        self.user, self.source, self.sampler = user, source, sampler
+        # weak: the session owns its feed, and a dropped session (its cache, its decoder) must be freed at
+        # once by reference counting, not at the next cyclic garbage collection
+        self._user = weakref.ref(user)
+        self.key, self.source, self.sampler = user.key, source, sampler
         self.kind = kind  # "video" or "webcam"
         self.label = label  # file name or "webcam", for the status line
         self.duration_s = source.duration_s  # None for the webcam
@@ -141,7 +158,7 @@ class Feed:
         self.frames = 0  # frames this feed has put into the session
         self.error: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"feed-{user.key[:8]}-{kind}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"feed-{self.key[:8]}-{kind}", daemon=True)
         self._thread.start()
 
     @property
@@ -163,7 +180,7 @@ class Feed:
     def _run(self) -> None:
         try:
             for chunk in iter_chunks(self.source, self.sampler):
-                if not self.user.ingest_from(self, chunk):
+                if not self._ingest(chunk):
                     break
             else:
                 if not self.stopped:
@@ -171,16 +188,22 @@ class Feed:
         except StreamerError as err:
             self._fail(str(err))
         except Exception as err:  # a bug: log it fully, show one line, keep the app alive
-            log.exception("feed %s of session %s crashed", self.label, self.user.key[:8])
+            log.exception("feed %s of session %s crashed", self.label, self.key[:8])
             self._fail(f"internal error while reading {self.label}: {type(err).__name__}: {err}")
         finally:
             self.source.close()
+
+    def _ingest(self, chunk: Chunk) -> bool:
+        user = self._user()  # a local only for this call: the thread never keeps a dropped session alive
+        return user is not None and user.ingest_from(self, chunk)
 
     def _fail(self, message: str) -> None:
         if self.stopped:
             return
         self.state, self.error = "error", message
-        self.user.report_error(message)
+        user = self._user()
+        if user is not None:
+            user.report_error(message)
 
 
 @dataclass
@@ -190,6 +213,7 @@ class UserSession:
     key: str  # Gradio session_hash
     session: StreamSession
     settings: UiSettings
+    client: str = ""  # the address of the client that opened it (per-client session cap)
     chat: list[dict] = field(default_factory=list)  # Gradio messages: {"role": ..., "content": ...}
     feed: Feed | None = None
     stats: dict = field(default_factory=dict)  # snapshot of session.stats(), refreshed after model work
@@ -277,11 +301,17 @@ class UserSession:
     # ---- chat -----------------------------------------------------------------------------------
 
     def ask(self, question: str) -> Iterator[str]:
-        """Stream the answer's text pieces; raises StreamerError (before any piece) for a bad question.
+        """Stream the answer's text pieces; raises StreamerError (before any piece) for a bad question,
+        or when the cache holds no frame yet (there would be nothing to answer about).
 
         The answer is generated by a worker thread that always runs to the end, so the shared model
         lock is released even when the browser goes away mid-answer.
         """
+        if not self.stats.get("frames_ingested"):
+            if self.feed is not None and self.feed.state == "running":
+                raise StreamerError(f"the first frames of {self.feed.label} are still being read; ask again "
+                                    "in a moment")
+            raise StreamerError(NO_VIDEO)
         if not self.answering.acquire(blocking=False):
             raise StreamerError("the previous answer is still being written; wait for it to finish")
         pieces: queue.Queue = queue.Queue()
@@ -322,6 +352,11 @@ class UserSession:
 
     # ---- status ---------------------------------------------------------------------------------
 
+    def holds_video(self) -> bool:
+        """True while a feed runs or the cache holds frames (a session without a video has nothing to lose)."""
+        feed = self.feed
+        return bool(self.stats.get("frames_ingested")) or (feed is not None and feed.state == "running")
+
     def refresh_stats(self) -> None:
         """Snapshot the session's stats (under the model lock) and add a point to the history."""
         with self.session.lock:
@@ -340,57 +375,3 @@ class UserSession:
     def close(self) -> None:
         if self.feed is not None:
             self.feed.stop()
-
-
-class SessionRegistry:
-    """User sessions by Gradio session_hash; one model adapter and one model lock shared by all."""
-
-    def __init__(self, adapter, window: WindowConfig, settings: UiSettings):
-        self.adapter, self.window, self.settings = adapter, window, settings
-        self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
-        self._users: dict[str, UserSession] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: str, create: bool = True) -> UserSession | None:
-        """The session for `key` (created if `create`); raises StreamerError when the server is full."""
-        with self._lock:
-            user = self._users.get(key)
-            if user is None and create:
-                self._make_room()
-        if user is None and create:  # built outside the registry lock: it waits for the model lock
-            session = StreamSession(self.adapter, self.window, lock=self.model_lock)
-            with self._lock:
-                user = self._users.setdefault(key, UserSession(key, session, self.settings))
-                log.info("session %s created (%d open)", key[:8], len(self._users))
-        if user is not None:
-            user.last_active = time.monotonic()
-        return user
-
-    def drop(self, key: str) -> None:
-        """Stop and forget the session of a closed tab (no-op if unknown)."""
-        with self._lock:
-            user = self._users.pop(key, None)
-        if user is not None:
-            user.close()
-            log.info("session %s closed (%d open)", key[:8], len(self._users))
-
-    def __len__(self) -> int:
-        return len(self._users)
-
-    def users(self) -> list[UserSession]:
-        """The open sessions (a snapshot)."""
-        with self._lock:
-            return list(self._users.values())
-
-    def _make_room(self) -> None:
-        if len(self._users) < self.settings.max_sessions:
-            return
-        now = time.monotonic()
-        idle = [u for u in self._users.values() if now - u.last_active > self.settings.idle_timeout_s]
-        if not idle:
-            raise StreamerError(
-                f"the server already holds {self.settings.max_sessions} sessions; try again later"
-            )
-        oldest = min(idle, key=lambda u: u.last_active)
-        self._users.pop(oldest.key).close()
-        log.info("session %s dropped after %.0f s idle", oldest.key[:8], now - oldest.last_active)

@@ -10,34 +10,46 @@ evicted and merged counts, KV bytes over video time, a timeline of the moments s
 per-layer budgets.
 
 One model is loaded once and shared; each browser session (Gradio `session_hash`) has its own
-`StreamSession`, chat and feed thread (`app/state.py`), dropped when its tab closes; all model calls
-take one shared lock. User errors (unreadable upload, question too long, server full) show as Gradio
-error messages and keep the chat. Upload size limit: `--max-upload-mb` (default 200 MB), enforced by
+`StreamSession`, chat and feed thread (`app/state.py`), dropped when its tab closes or when it goes
+unused (`app/registry.py`: slot limits per server and per client); all model calls take one shared
+lock. A session is made by the first video or webcam frame, not by a question or a page view. User
+errors (unreadable upload, question too long or before any video, server full) show as Gradio error
+messages and keep the chat; a bad option or an address the server cannot listen on is one line on
+stderr and exit code 2. Upload size limit: `--max-upload-mb` (default 200 MB), enforced by
 Gradio (`launch(max_file_size=...)`) before a file reaches the app. Sharing is off unless `--share`.
 
-Not here: per-session state and threads (`app/state.py`), figures and HTML (`app/plots.py`), the model
-and cache (`models/`, `streamer/`).
+Not here: per-session state and threads (`app/state.py`), session slots (`app/registry.py`), figures and
+HTML (`app/plots.py`), the model and cache (`models/`, `streamer/`).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import socket
 import sys
 from pathlib import Path
 
 import gradio as gr
 
 from streamer.app import plots
-from streamer.app.state import SessionRegistry, UiSettings, UserSession
+from streamer.app.registry import SessionRegistry
+from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
 from streamer.kv_window import WindowConfig
-from streamer.options import add_cache_options, add_model_options, window_config
+from streamer.options import FPS, MAX_NEW_TOKENS, add_cache_options, add_model_options, int_in, window_config
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 200
+MAX_SESSIONS = 1024  # --max-sessions and --max-sessions-per-client accept 1 to this
+# Gradio keeps, for every session_hash it has seen, a copy of the page's config and the last value of each
+# output (about 80 KB here: the panel HTML, the plot as a PNG), up to `state_session_capacity` hashes, the
+# least recently used dropped first. Its default, 10000, grew the server by ~8 MB per 100 closed sessions
+# (~0.8 GB before it levels off); this app reads none of it back, so a few per session slot are enough.
+STATE_SESSIONS_PER_SLOT = 4
 IDLE_STATUS = "Upload a video or start the webcam, then ask about it at any time."
 
 # Runs once in the page: when the browser refuses the camera (permission denied, no camera, a page
@@ -84,20 +96,25 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
     def user_of(request: gr.Request, create: bool = True) -> UserSession | None:
         if request is None or not request.session_hash:
             raise gr.Error("this action needs a browser or client session")
+        client = request.client.host if request.client else ""
         try:
-            return registry.get(request.session_hash, create=create)
+            return registry.get(request.session_hash, create=create, client=client)
         except StreamerError as err:
             raise gr.Error(str(err)) from None
 
     def on_upload(path: str | None, request: gr.Request):
         if not path:
             return gr.skip()
-        user = user_of(request)
         name = Path(path).name
         try:
             source = open_source(path)
         except StreamerError as err:  # the old video, its cache and the chat stay as they were
             raise gr.Error(str(err).replace(str(path), name), title="Cannot read this video") from None
+        try:
+            user = user_of(request)  # only a readable video takes a session slot
+        except gr.Error:
+            source.close()
+            raise
         user.start_video(source, name)
         return []  # a new video starts a new conversation; the status line follows on the next tick
 
@@ -121,7 +138,9 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         question = (question or "").strip()
         if not question:
             raise gr.Error("type a question first")
-        user = user_of(request)
+        user = user_of(request, create=False)  # a question alone takes no session slot
+        if user is None:
+            raise gr.Error(NO_VIDEO, title="Cannot answer")
         base = user.chat
         asked = {"role": "user", "content": question}
         answer = ""
@@ -255,22 +274,67 @@ def feed_status(user: UserSession) -> str:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB, **kwargs):
-    """`demo.launch` with this app's defaults: local only, no share link, upload size limit."""
-    return demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_upload_mb * 1024 * 1024,
-                       ssr_mode=False, footer_links=["api"], **kwargs)
+    """`demo.launch` with this app's defaults: local only, no share link, upload size limit. An address
+    the server cannot listen on (port in use, a host that is not this machine's) raises ConfigError."""
+    try:
+        return demo.launch(server_name=host, server_port=port, share=share,
+                           max_file_size=max_upload_mb * 1024 * 1024, ssr_mode=False, footer_links=["api"],
+                           state_session_capacity=STATE_SESSIONS_PER_SLOT * demo.registry.settings.max_sessions,
+                           **kwargs)
+    except OSError as err:
+        where = f"{host}:{port}" if port else host
+        if "empty port" in str(err):  # Gradio's words for every bind failure: say what it can be
+            raise ConfigError(f"cannot listen on {where}: the port is in use or {host} is not an address of "
+                              "this machine") from None
+        raise ConfigError(f"cannot start the server on {where}: {err}") from None
+
+
+def check_address(host: str, port: int) -> None:
+    """Raise ConfigError, naming the option, when the server could not listen on host:port. Checked
+    before the slow model load; `launch` still reports the rare port taken in between."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        raise ConfigError(f"--host {host!r} is not a known host name or address ({err})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind(address)
+        except OSError as err:
+            reasons = {
+                errno.EADDRINUSE: f"--port {port} is already in use on {host}; stop the other server or pick "
+                                  "another --port",
+                errno.EADDRNOTAVAIL: f"--host {host} is not an address of this machine; use 127.0.0.1 (this "
+                                     "machine only) or 0.0.0.0 (every interface)",
+                errno.EACCES: f"--port {port} needs administrator rights (ports below 1024); pick a port from "
+                              "1024 to 65535",
+            }
+            raise ConfigError(reasons.get(err.errno, f"cannot listen on {host}:{port}: {err.strerror}")) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr (exit 2), like every other user error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m streamer.app.ui", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="python -m streamer.app.ui", description=__doc__.split("\n\n")[0])
     add_model_options(p)
     add_cache_options(p)
-    p.add_argument("--fps", type=float, default=1.0, help="frames per second of video to keep")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
+    p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep")
+    p.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, default=64, help="longest answer in tokens")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int_in(1, 65535), default=7860, help="port to listen on")
     p.add_argument("--share", action="store_true", help="also open a public Gradio share link")
-    p.add_argument("--max-upload-mb", type=int, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
-    p.add_argument("--max-sessions", type=int, default=16, help="browser sessions held at once")
+    p.add_argument("--max-upload-mb", type=int_in(1, 10**6), default=DEFAULT_MAX_UPLOAD_MB,
+                   help="largest upload accepted")
+    p.add_argument("--max-sessions", type=int_in(1, MAX_SESSIONS), default=16, help="sessions held at once")
+    p.add_argument("--max-sessions-per-client", type=int_in(1, MAX_SESSIONS), default=None,
+                   help="sessions one client address may hold (default: a quarter of --max-sessions; behind a "
+                        "reverse proxy that does not pass the client address, set it to --max-sessions)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
@@ -280,20 +344,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        if args.max_upload_mb < 1:
-            raise ConfigError("--max-upload-mb must be at least 1")
-        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions)
-        window_config(args)  # bad cache options fail before the slow model load
+        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
+                              max_sessions_per_client=args.max_sessions_per_client)
+        window_config(args)  # bad cache options and addresses fail before the slow model load
+        check_address(args.host, args.port)
         from streamer.models.registry import load_model
 
         adapter = load_model(args.model, device=args.device, dtype=args.dtype)
         window = window_config(args, adapter.describe()["max_position_embeddings"])
         demo = build_demo(adapter, window=window, settings=settings)
+        launch(demo, args.host, args.port, args.share, args.max_upload_mb, prevent_thread_lock=True)
     except (StreamerError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the model loads
+        return 130
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
-    launch(demo, args.host, args.port, args.share, args.max_upload_mb)
+    demo.block_thread()
     return 0
 
 

@@ -7,21 +7,25 @@ can be asked while a video is still being watched. Videos are generated into tmp
 
 from __future__ import annotations
 
+import gc
 import re
 import socket
 import threading
 import time
+import weakref
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from streamer.app import plots, state
-from streamer.app.state import History, Sample, SessionRegistry, UiSettings
+from streamer.app import plots, state, ui
+from streamer.app.registry import SessionRegistry
+from streamer.app.state import History, Sample, UiSettings
 from streamer.app.ui import build_demo, feed_status, launch
 from streamer.models.registry import load_model
-from streamer.errors import SourceError, StreamerError
+from streamer.errors import ConfigError, SourceError, StreamerError
 from streamer.frames import open_source
 from streamer.sources import Frame, VideoSource
 from streamer.kv_window import WindowConfig
@@ -44,7 +48,8 @@ def adapter():
 
 @pytest.fixture(scope="module")
 def app(adapter):
-    settings = UiSettings(realtime=True, chunk_frames=2, max_new_tokens=8)
+    # every test client comes from 127.0.0.1: let that address hold every slot
+    settings = UiSettings(realtime=True, chunk_frames=2, max_new_tokens=8, max_sessions_per_client=16)
     demo = build_demo(adapter, window=WindowConfig(policy="combined", budget=BUDGET), settings=settings)
     port = free_port()
     launch(demo, port=port, prevent_thread_lock=True, quiet=True)
@@ -192,21 +197,166 @@ def test_errors_are_messages_and_keep_the_chat(app, videos):
     assert cleared["kv_tokens"] == 0 and cleared["turns"] == 0 and cleared["video_times"] == []
 
 
+def call_api(url: str, api: str, data: list, session_hash: str, client: str | None = None) -> tuple[str, str]:
+    """One call of a named endpoint through Gradio's plain REST API (`/gradio_api/call/NAME`), as any HTTP
+    client can make it, with a session hash of its choosing; `client` goes in X-Forwarded-For (which the
+    server trusts from 127.0.0.1, as behind a local reverse proxy). Returns (last event, its data)."""
+    headers = {"X-Forwarded-For": client} if client else {}
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as http:
+        posted = http.post(f"gradio_api/call/{api}", json={"data": data, "session_hash": session_hash})
+        posted.raise_for_status()
+        reply = http.get(f"gradio_api/call/{api}/{posted.json()['event_id']}").text
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", reply, re.MULTILINE)
+    return events[-1]
+
+
+def upload(url: str, path) -> dict:
+    with httpx.Client(base_url=url, timeout=60) as http:
+        files = http.post("gradio_api/upload", files={"files": (path.name, path.read_bytes())})
+    return {"path": files.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+
+def test_made_up_sessions_cannot_lock_out_a_new_user(adapter, videos):
+    settings = UiSettings(max_sessions=4, max_new_tokens=4)  # 1 session per client address
+    demo = build_demo(adapter, window=WindowConfig(budget=BUDGET), settings=settings)
+    port = free_port()
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        # one client floods the server: questions, then videos, each with a made-up session hash
+        asked = [call_api(url, "ask", ["what is there?"], f"made-up-{i}") for i in range(16)]
+        video = upload(url, videos[3])
+        loaded = [call_api(url, "load_video", [video], f"flood-{i}") for i in range(6)]
+
+        user = Client(url, verbose=False, headers={"X-Forwarded-For": "10.1.2.3"})  # somebody else
+        user.predict(handle_file(videos[3]), api_name="/load_video")  # still gets a slot
+        wait_for(user, lambda p: p["stats"]["frames_ingested"] >= 1)
+        chat, _ = user.predict("What is there?", api_name="/ask")
+        assert text_of(chat[0]) == "What is there?" and len(chat) == 2
+
+        for event, data in asked:  # a question says there is no video, and takes no slot
+            assert event == "error" and "load a video or start the webcam first" in data, (event, data)
+        assert [event for event, _ in loaded].count("complete") == 1, loaded  # one slot per address here
+        assert "this address already holds 1 sessions" in loaded[-1][1]
+        assert sorted(u.client for u in demo.registry.users()) == ["10.1.2.3", "127.0.0.1"]
+        # Gradio's own per-hash copies of the page stay bounded too: 4 per slot, not its default 10000
+        assert len(demo.state_holder.session_data) <= 4 * settings.max_sessions < len(asked) + len(loaded) + 1
+    finally:
+        demo.close()
+
+
+# ---- starting the server ----------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def busy_port():
+    """A port another server is listening on."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--port", "{busy}"], "--port {busy} is already in use on 127.0.0.1"),
+    (["--host", "0.0.0.0", "--port", "{busy}"], "--port {busy} is already in use on 0.0.0.0"),
+    (["--port", "70000"], "argument --port: must be a whole number in [1, 65535], got '70000'"),
+    (["--port", "-1"], "argument --port: must be a whole number in [1, 65535], got '-1'"),
+    (["--port", "http"], "argument --port: must be a whole number in [1, 65535], got 'http'"),
+    (["--host", "192.0.2.1"], "--host 192.0.2.1 is not an address of this machine"),  # TEST-NET-1: never local
+    (["--host", "no-such-host.invalid"], "--host 'no-such-host.invalid' is not a known host name"),
+])  # fmt: skip
+def test_launch_errors_are_one_line_and_exit_2(argv, says, busy_port, capsys):
+    argv = ["--model", "tiny-random", *(a.format(busy=busy_port) for a in argv)]
+    try:
+        code = ui.main(argv)
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and says.format(busy=busy_port) in lines[0], lines
+
+
+def test_launch_reports_a_port_taken_after_the_check(adapter, busy_port):
+    demo = build_demo(adapter, window=WindowConfig(budget=BUDGET))
+    try:
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{busy_port}: the port is in use"):
+            launch(demo, port=busy_port, prevent_thread_lock=True, quiet=True)
+    finally:
+        demo.close()
+
+
 # ---- per-session state without the server --------------------------------------------------------
 
 
-def test_registry_refuses_when_full_and_recycles_idle_sessions(adapter):
-    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_sessions=1, idle_timeout_s=60))
-    first = registry.get("first")
+def with_video(user):
+    """Make `user` look like a session whose cache holds frames (what the slot rules read)."""
+    user.stats = {**user.stats, "frames_ingested": 3}
+    return user
+
+
+def test_registry_refuses_when_full_and_recycles_unused_sessions(adapter):
+    settings = UiSettings(max_sessions=2, max_sessions_per_client=2, idle_timeout_s=600, empty_timeout_s=30)
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), settings)
+    first, second = with_video(registry.get("first")), with_video(registry.get("second"))
     assert registry.get("first") is first and registry.get("nobody", create=False) is None
-    with pytest.raises(StreamerError, match="already holds 1 sessions"):
-        registry.get("second")
-    first.last_active -= 120  # idle past the timeout: its room may be taken
-    second = registry.get("second")
-    assert len(registry) == 1 and registry.get("first", create=False) is None
-    assert second.session.lock is registry.model_lock
+    with pytest.raises(StreamerError, match="already holds 2 sessions"):
+        registry.get("third")  # both in use, both with a video
+    first.last_active -= 40  # unused past empty_timeout_s (no page polls it): its slot may be taken
+    third = registry.get("third")
+    assert len(registry) == 2 and registry.get("first", create=False) is None
+    assert third.session.lock is registry.model_lock and first.session is not third.session
+    registry.get("fourth")  # `third` holds no video: a newcomer takes its slot at once, in use or not
+    assert registry.get("third", create=False) is None and len(registry) == 2
     registry.drop("second")
+    registry.drop("fourth")
     assert len(registry) == 0
+
+
+def test_sessions_without_a_video_expire_quickly_and_idle_ones_later(adapter):
+    settings = UiSettings(max_sessions=4, idle_timeout_s=600, empty_timeout_s=60)
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), settings)
+    empty, watched = registry.get("empty", client="a"), with_video(registry.get("watched", client="b"))
+    empty.last_active -= 61
+    watched.last_active -= 300
+    registry.get("other", create=False)  # any registry call sweeps
+    assert registry.get("empty", create=False) is None and registry.get("watched", create=False) is watched
+    watched.last_active -= 601
+    registry.get("other", create=False)
+    assert len(registry) == 0
+
+
+def test_one_client_cannot_take_every_slot(adapter):
+    settings = UiSettings(max_sessions=8, empty_timeout_s=60)  # per client: 8 // 4 = 2
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), settings)
+    for key in ("a1", "a2"):
+        with_video(registry.get(key, client="10.0.0.1"))
+    with pytest.raises(StreamerError, match="this address already holds 2 sessions"):
+        registry.get("a3", client="10.0.0.1")
+    assert registry.get("b1", client="10.0.0.2") is not None  # other clients still get slots
+    registry.get("a1").stats["frames_ingested"] = 0  # one of its own without a video: it gives way
+    registry.get("a3", client="10.0.0.1")
+    assert registry.get("a1", create=False) is None and len(registry) == 3
+    wide = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_sessions=3, max_sessions_per_client=3))
+    for key in ("x", "y", "z"):
+        with_video(wide.get(key, client="127.0.0.1"))  # configurable, e.g. behind a reverse proxy
+    assert len(wide) == 3 and UiSettings(max_sessions=2).client_cap == 1
+
+
+def test_a_question_before_any_video_says_so(adapter, videos):
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(realtime=True))
+    user = registry.get("early")
+    with pytest.raises(StreamerError, match="load a video or start the webcam first"):
+        "".join(user.ask("what is on screen?"))
+    feed = user.start_video(open_source(videos[9]), "clip9.mp4")  # realtime: 4 s until the first chunk
+    with pytest.raises(StreamerError, match="first frames of clip9.mp4 are still being read"):
+        "".join(user.ask("and now?"))
+    feed.stop()
+    user.clear()  # a stopped feed and an empty cache: nothing to ask about again
+    with pytest.raises(StreamerError, match="load a video or start the webcam first"):
+        "".join(user.ask("and now?"))
+    assert user.stats["turns"] == 0
+    registry.drop("early")
 
 
 def test_webcam_frames_are_throttled_to_fps_and_all_ingested(adapter, monkeypatch, videos):
@@ -228,12 +378,36 @@ def test_webcam_frames_are_throttled_to_fps_and_all_ingested(adapter, monkeypatc
     assert user.stats["frames_ingested"] == queued and user.feed.kind == "webcam"
 
     user.push_webcam(image)
+    monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 5.0)  # starting the video may take a while on a busy machine
     user.start_video(open_source(videos[3]), "clip3.mp4")  # the browser keeps streaming its webcam...
     assert user.push_webcam(image) == "skipped" and user.feed.kind == "video"  # ...but the video wins
+    monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 0.3)
     time.sleep(0.4)
     assert user.push_webcam(image) == "started" and user.feed.kind == "webcam"  # a restarted webcam wins
     registry.drop("cam")
     assert user.feed.stopped and user.feed.join(10)
+
+
+def test_a_dropped_session_is_freed_at_once(adapter, videos):
+    """A dropped session goes (its cache, its feed, the video decoder and the decoder's threads) as soon as
+    the last reference does, not at the next cyclic garbage collection: when feed and session referred to
+    each other, the server's memory rose with every closed session until the collector happened to run."""
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_new_tokens=4))
+    user = registry.get("gone")
+    feed = user.start_video(open_source(videos[3]), "clip3.mp4")
+    assert feed.join(30) and "".join(user.ask("what was there?"))
+    refs = [weakref.ref(thing) for thing in (user, user.session, user.session.cache, feed, feed.source)]
+    del user, feed
+    gc.disable()  # only reference counting may free them
+    try:
+        registry.drop("gone")
+        deadline = time.monotonic() + 5  # the answer's worker thread may still be returning
+        while any(r() is not None for r in refs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = [type(r()).__name__ for r in refs if r() is not None]
+    finally:
+        gc.enable()
+    assert alive == []
 
 
 class FailingSource(VideoSource):
@@ -278,7 +452,8 @@ def test_history_stays_bounded_and_spans_the_whole_stream():
 
 
 @pytest.mark.parametrize("bad", [{"fps": 0}, {"chunk_frames": 0}, {"max_sessions": 0}, {"history_points": 2},
-                                 {"idle_timeout_s": 0}])
+                                 {"idle_timeout_s": 0}, {"empty_timeout_s": 0}, {"max_sessions_per_client": 0},
+                                 {"max_sessions": 4, "max_sessions_per_client": 5}])
 def test_ui_settings_validate(bad):
     with pytest.raises(ValueError):
         UiSettings(**bad)

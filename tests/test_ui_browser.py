@@ -2,7 +2,8 @@
 
 Loads the page, uploads a generated video, asks a question and sees the streamed answer and the cache
 panel fill in; then starts the webcam (Chromium's synthetic camera, `--use-fake-device-for-media-stream`)
-and checks frames are ingested. Screenshots go to the test's tmp dir.
+and checks frames are ingested; a browser that arrives after API clients took every session slot still
+starts. Screenshots go to the test's tmp dir.
 
 Needs `apt-get install chromium` (/usr/bin/chromium) and `pip install playwright` (no `playwright install`:
 the Debian browser is used). A missing browser FAILS the test: it is part of the suite, not optional.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import time
 
 import pytest
@@ -23,6 +23,7 @@ from streamer.app.ui import build_demo, launch
 from streamer.models.registry import load_model
 from streamer.kv_window import WindowConfig
 from streamer.world.sample_video import write_sample
+from test_ui import call_api, free_port, upload  # the REST helpers of the gradio_client tests
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
@@ -38,9 +39,7 @@ def app():
     os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"
     settings = UiSettings(fps=2.0, chunk_frames=2, webcam_chunk_frames=1, max_new_tokens=8)
     demo = build_demo(load_model("tiny-random"), window=WindowConfig(budget=128), settings=settings)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     launch(demo, port=port, prevent_thread_lock=True, quiet=True)
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
@@ -170,6 +169,41 @@ def test_webcam_frames_are_ingested_and_the_session_ends_with_the_tab(app, page:
         time.sleep(0.2)
     assert registry.get(cams[0].key, create=False) is None
     assert cams[0].feed.stopped and cams[0].feed.join(10)
+
+
+def test_a_browser_gets_a_slot_after_api_clients_took_them_all(browser, tmp_path):
+    """API clients with made-up session hashes fill every slot and go quiet (no browser, so no `unload`);
+    a real browser that arrives later still starts, and a question before its video says what to do."""
+    settings = UiSettings(fps=2.0, chunk_frames=2, max_new_tokens=8, max_sessions=4, empty_timeout_s=3)
+    demo = build_demo(load_model("tiny-random"), window=WindowConfig(budget=128), settings=settings)
+    port = free_port()
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    clip = write_sample(tmp_path / "clip.mp4", seconds=4, fps=5, frame_size=128)
+    try:
+        for i in range(16):
+            call_api(url, "ask", ["anything?"], f"made-up-{i}")
+        video = upload(url, clip)
+        for i in range(4):  # four addresses, one slot each: the server is full
+            assert call_api(url, "load_video", [video], f"flood-{i}", client=f"10.0.0.{i + 1}")[0] == "complete"
+        assert len(demo.registry) == 4
+        time.sleep(3.5)  # nobody has used those sessions for empty_timeout_s
+
+        page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.fill("#question textarea", "What is there?")
+        page.click("#ask")
+        expect(page.locator(".toast-body").first).to_contain_text("load a video or start the webcam first")
+        page.set_input_files("#video input[type=file]", clip)
+        expect(page.locator("#status .status")).to_contain_text("Watched all of clip.mp4: 8 frames", timeout=60_000)
+        page.click("#ask")  # the question went back into the box
+        expect(page.locator("#chat .message-row").nth(1)).not_to_have_text(re.compile(r"^\s*(\.\.\.)?\s*$"))
+        assert len(demo.registry) == 4 and "127.0.0.1" in {u.client for u in demo.registry.users()}
+        page.screenshot(path=str(tmp_path / "slot.png"), full_page=True)
+        page.context.close()
+    finally:
+        demo.close()
 
 
 def test_refused_camera_shows_a_message(url, pw):

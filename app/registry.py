@@ -1,0 +1,122 @@
+"""Who may hold a session slot of the web UI: the user sessions by Gradio `session_hash`, and the rules
+that keep slots free for real users.
+
+A slot is cheap to take (any HTTP client can make up a `session_hash` and call an endpoint) and costs a
+`StreamSession` with its cache, and only a browser tab ever sends Gradio's `unload` when it goes away.
+So the registry does not wait for `unload`:
+- a session that holds no video (nothing ingested and no feed running) is dropped once it has been idle
+  for `empty_timeout_s` (60 s); any session once idle for `idle_timeout_s` (30 min). "Idle" means no
+  event from its page: an open tab asks for the cache panel every second, so it is never idle;
+- when the server is full, a newcomer takes the slot of a session that holds no video, or else of the
+  session idle longest, if that one has been idle for `empty_timeout_s` (nobody is watching it);
+- one client address holds at most `max_sessions_per_client` sessions (default a quarter of
+  `max_sessions`), so one client cannot take every slot.
+Expired sessions are swept on every registry call (the panel of each open tab makes one a second).
+
+Not here: what a session holds and does (`app/state.py`), the page (`app/ui.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from streamer.app.state import UiSettings, UserSession
+from streamer.errors import StreamerError
+from streamer.kv_window import WindowConfig
+from streamer.session import StreamSession
+
+log = logging.getLogger(__name__)
+
+
+class ServerFullError(StreamerError):
+    """No session slot is free for a newcomer (the server, or this client's share of it, is full)."""
+
+
+class SessionRegistry:
+    """User sessions by Gradio session_hash; one model adapter and one model lock shared by all."""
+
+    def __init__(self, adapter, window: WindowConfig, settings: UiSettings):
+        self.adapter, self.window, self.settings = adapter, window, settings
+        self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
+        self._users: dict[str, UserSession] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, create: bool = True, client: str = "") -> UserSession | None:
+        """The session for `key` (created for `client`, its address, if `create`); marks it active.
+
+        Raises ServerFullError when a new session finds no free slot."""
+        with self._lock:
+            self._sweep()
+            user = self._users.get(key)
+            if user is None and create:
+                self._make_room(client)  # fail fast, before building a session
+        if user is None and create:  # built outside the registry lock: it waits for the model lock
+            session = StreamSession(self.adapter, self.window, lock=self.model_lock)
+            with self._lock:
+                user = self._users.get(key)
+                if user is None:
+                    self._make_room(client)  # again: others may have taken the room meanwhile
+                    user = self._users[key] = UserSession(key, session, self.settings, client=client)
+                    log.info("session %s created for %s (%d open)", key[:8], client or "?", len(self._users))
+        if user is not None:
+            user.last_active = time.monotonic()
+        return user
+
+    def drop(self, key: str) -> None:
+        """Stop and forget the session of a closed tab (no-op if unknown)."""
+        with self._lock:
+            user = self._users.pop(key, None)
+        if user is not None:
+            user.close()
+            log.info("session %s closed (%d open)", key[:8], len(self._users))
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def users(self) -> list[UserSession]:
+        """The open sessions (a snapshot)."""
+        with self._lock:
+            return list(self._users.values())
+
+    # ---- slot rules (called under self._lock) ---------------------------------------------------
+
+    def _evict(self, user: UserSession, why: str) -> None:
+        self._users.pop(user.key).close()
+        log.info("session %s dropped: %s, %.0f s idle", user.key[:8], why, time.monotonic() - user.last_active)
+
+    def _sweep(self) -> None:
+        now, s = time.monotonic(), self.settings
+        for user in list(self._users.values()):
+            holds_video = user.holds_video()
+            if now - user.last_active > (s.idle_timeout_s if holds_video else s.empty_timeout_s):
+                self._evict(user, "idle" if holds_video else "idle without a video")
+
+    def _reclaimable(self, users: list[UserSession]) -> UserSession | None:
+        """The session among `users` to give up its slot: one without a video, else the one idle
+        longest if nobody has used it for `empty_timeout_s`; None if every one is in use."""
+        if not users:
+            return None
+        empty = [u for u in users if not u.holds_video()]
+        if empty:
+            return min(empty, key=lambda u: u.last_active)
+        oldest = min(users, key=lambda u: u.last_active)
+        return oldest if time.monotonic() - oldest.last_active > self.settings.empty_timeout_s else None
+
+    def _make_room(self, client: str) -> None:
+        s = self.settings
+        own = [u for u in self._users.values() if u.client == client]
+        if len(own) >= s.client_cap:
+            victim = self._reclaimable(own)
+            if victim is None:
+                raise ServerFullError(
+                    f"this address already holds {len(own)} sessions, the most one client may hold; "
+                    "close another tab of this page or try again later"
+                )
+            self._evict(victim, "its client opened another session")
+        if len(self._users) >= s.max_sessions:
+            victim = self._reclaimable(list(self._users.values()))
+            if victim is None:
+                raise ServerFullError(f"the server already holds {s.max_sessions} sessions; try again later")
+            self._evict(victim, "the server was full")
