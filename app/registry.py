@@ -29,9 +29,15 @@ from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
 
+CLOSED_MEMORY_S = 600.0  # how long an unloaded page's key is remembered (late events arrive within seconds)
+
 
 class ServerFullError(StreamerError):
     """No session slot is free for a newcomer (the server, or this client's share of it, is full)."""
+
+
+class ClosedPageError(StreamerError):
+    """An event from a page whose tab was closed (its `unload` came first): it does not get a new session."""
 
 
 class SessionRegistry:
@@ -41,6 +47,7 @@ class SessionRegistry:
         self.adapter, self.window, self.settings = adapter, window, settings
         self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
         self._users: dict[str, UserSession] = {}
+        self._closed: dict[str, float] = {}  # key -> monotonic time its tab unloaded (late events must not revive it)
         self._lock = threading.Lock()
 
     def get(self, key: str, create: bool = True, client: str = "") -> UserSession | None:
@@ -50,6 +57,8 @@ class SessionRegistry:
         with self._lock:
             self._sweep()
             user = self._users.get(key)
+            if user is None and create and key in self._closed:
+                raise ClosedPageError("this page was closed; reload it to start again")
             if user is None and create:
                 self._make_room(client)  # fail fast, before building a session
         if user is None and create:  # built outside the registry lock: it waits for the model lock
@@ -65,9 +74,13 @@ class SessionRegistry:
         return user
 
     def drop(self, key: str) -> None:
-        """Stop and forget the session of a closed tab (no-op if unknown)."""
+        """Stop and forget the session of a closed tab (no-op if unknown); events that the tab sent
+        before it closed and that arrive later (a webcam frame in flight) do not create it again."""
         with self._lock:
             user = self._users.pop(key, None)
+            now = time.monotonic()
+            self._closed = {k: t for k, t in self._closed.items() if now - t < CLOSED_MEMORY_S}
+            self._closed[key] = now
         if user is not None:
             user.close()
             log.info("session %s closed (%d open)", key[:8], len(self._users))

@@ -21,7 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from streamer.app import plots, state, ui
-from streamer.app.registry import SessionRegistry
+from streamer.app.registry import ClosedPageError, SessionRegistry
 from streamer.app.state import History, Sample, UiSettings
 from streamer.app.ui import build_demo, feed_status, launch
 from streamer.models.registry import load_model
@@ -311,6 +311,16 @@ def test_registry_refuses_when_full_and_recycles_unused_sessions(adapter):
     registry.drop("second")
     registry.drop("fourth")
     assert len(registry) == 0
+
+
+def test_a_closed_page_is_not_revived_by_its_late_events(adapter):
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_sessions=4))
+    registry.get("tab")
+    registry.drop("tab")  # the tab's unload
+    with pytest.raises(ClosedPageError, match="reload"):
+        registry.get("tab")  # a webcam frame it sent before closing arrives now
+    assert registry.get("tab", create=False) is None and len(registry) == 0
+    assert registry.get("another tab") is not None and len(registry) == 1
 
 
 def test_sessions_without_a_video_expire_quickly_and_idle_ones_later(adapter):
