@@ -2,8 +2,9 @@
 that keep slots free for real users.
 
 A slot is cheap to take (any HTTP client can make up a `session_hash` and call an endpoint) and costs a
-`StreamSession` with its cache, and only a browser tab ever sends Gradio's `unload` when it goes away.
-So the registry does not wait for `unload`:
+`StreamSession` with its cache, and only a client that holds Gradio's heartbeat stream open (a browser
+tab, `gradio_client`) gets an `unload` when it goes away; a plain HTTP client never does. So the
+registry does not wait for `unload`:
 - a session that holds no video (nothing ingested and no feed running) is dropped once it has been idle
   for `empty_timeout_s` (60 s); any session once idle for `idle_timeout_s` (30 min). "Idle" means no
   event from its page: an open tab asks for the cache panel every second, so it is never idle;
@@ -80,7 +81,8 @@ class SessionRegistry:
             user = self._users.pop(key, None)
             now = time.monotonic()
             self._closed = {k: t for k, t in self._closed.items() if now - t < CLOSED_MEMORY_S}
-            self._closed[key] = now
+            if user is not None:  # only keys that held a session: unloading made-up keys must not grow this
+                self._closed[key] = now
         if user is not None:
             user.close()
             log.info("session %s closed (%d open)", key[:8], len(self._users))

@@ -1,8 +1,11 @@
-"""The web UI (app/ui.py) driven through `gradio_client`, plus its pure helpers (app/plots.py, app/state.py).
+"""The web UI (app/ui.py) driven through `gradio_client`, plus its pure helpers (app/plots.py, app/state.py,
+app/registry.py).
 
 The app runs in-process with the `tiny-random` model (answers are noise, so tests check the plumbing:
 streaming, progress, isolation, errors) and feeds uploads at video speed (`realtime`), so a question
-can be asked while a video is still being watched. Videos are generated into tmp dirs.
+can be asked while a video is still being watched. A hostile client is played through Gradio's plain
+REST API (made-up session hashes, X-Forwarded-For for other addresses); bad addresses go through
+`main(argv)`. Videos are generated into tmp dirs.
 """
 
 from __future__ import annotations
