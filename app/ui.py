@@ -39,7 +39,9 @@ from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
 from streamer.kv_window import WindowConfig
-from streamer.options import FPS, MAX_NEW_TOKENS, add_cache_options, add_model_options, int_in, window_config
+from streamer.options import (
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, window_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -311,13 +313,6 @@ def check_address(host: str, port: int) -> None:
                               "1024 to 65535",
             }
             raise ConfigError(reasons.get(err.errno, f"cannot listen on {host}:{port}: {err.strerror}")) from None
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (exit 2), like every other user error."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

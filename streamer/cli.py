@@ -29,7 +29,9 @@ from tqdm import tqdm
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
-from streamer.options import FPS, MAX_NEW_TOKENS, add_cache_options, add_model_options, int_in, window_config
+from streamer.options import (
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, printable, window_config,
+)
 from streamer.session import StreamSession, check_question
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ log = logging.getLogger(__name__)
 MAX_TIME_S = 1e7  # latest --start/--end/--at in seconds (115 days)
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -c 5`
 _CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)")  # [HH:]MM:SS[.frac]
-# control characters but newline and tab, bidirectional overrides and lone surrogates
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def parse_time(text: str) -> float:
@@ -79,21 +79,8 @@ def _check_ctrl_c() -> None:
         raise KeyboardInterrupt
 
 
-def printable(text: str) -> str:
-    """`text` with control characters shown escaped (`\\x1b`, `\\r`) instead of acted on by a terminal;
-    newlines and tabs stay."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (exit 2), like every other user error."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {printable(message)} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="streamer", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="streamer", description=__doc__.split("\n\n")[0])
     p.add_argument("video", help="video file, URL/RTSP stream, or webcam index (0) / /dev/videoN")
     add_model_options(p)
     p.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
