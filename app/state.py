@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamer.errors import StreamerError
-from streamer.frames import Chunk, SamplerConfig, iter_chunks
+from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
 from streamer.sources import PushSource, VideoSource
 from streamer.session import StreamSession
 
@@ -156,6 +156,7 @@ class Feed:
         )
         self.state = "running"  # running | done | stopped | error
         self.frames = 0  # frames this feed has put into the session
+        self.lag = LagMeter(sampler.fps) if source.is_live else None  # how far the model runs behind a webcam
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"feed-{self.key[:8]}-{kind}", daemon=True)
@@ -292,9 +293,13 @@ class UserSession:
         with self.guard:
             if feed.stopped or feed is not self.feed:
                 return False
+            start = time.perf_counter()
             self.session.ingest(chunk)
             feed.frames += len(chunk.frames)
+            warning = feed.lag and feed.lag.update([f.time_s for f in chunk.frames], time.perf_counter() - start)
             self.refresh_stats()
+        if warning:
+            self.report_error(warning[0].upper() + warning[1:] + ".")
         time.sleep(0)  # let a waiting question take the model lock between chunks
         return True
 

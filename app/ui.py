@@ -258,8 +258,10 @@ def feed_status(user: UserSession) -> str:
     frames, t = feed.frames, stats["video_time_s"]
     if feed.kind == "webcam":
         state = {"running": "streaming", "stopped": "stopped", "done": "ended", "error": "failed"}[feed.state]
-        return plots.status_html(f"Webcam {state}: {frames} frame(s) ingested, {t:.1f} s of live video.",
-                                 error=feed.error)
+        text = f"Webcam {state}: {frames} frame(s) ingested, {t:.1f} s of live video."
+        if feed.lag and (feed.lag.lag_s >= 1 or feed.lag.missed):
+            text += f" The model is {feed.lag.lag_s:.0f} s behind live; {feed.lag.missed} frame(s) skipped."
+        return plots.status_html(text, error=feed.error)
     progress = min(1.0, frames / feed.expected_frames) if feed.expected_frames else None
     total = f" of {feed.duration_s:.1f} s" if feed.duration_s else ""
     text = {

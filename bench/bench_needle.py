@@ -1,8 +1,8 @@
 """Needle in a video haystack with the built-in trained model `tiny`: accuracy by depth x budget x policy.
 
-Two kinds of video from `streamer.world.random_script` (five objects, each on screen 2-4 s at a random
-time, on a scene with a drifting ball; 1 fps; chunks of 4 frames), each streamed into a
-`StreamSession` once per configuration:
+The `objects` videos of the quality suite (`bench/quality.py`: five objects, each on screen 2-4 s at a
+random time, on a scene with a drifting ball; 1 fps; chunks of 4 frames), each streamed into a
+`StreamSession` once per configuration with the suite's `stream` and `ask_all`:
 
 - **5 minutes** (`--seconds`, quick: 1 minute): the full cache is the reference (300 frames, about
   7,500 tokens, inside the model's 8,192 positions); each bounded policy runs at 10%, 20% and 50% of
@@ -13,8 +13,9 @@ time, on a scene with a drifting ball; 1 fps; chunks of 4 frames), each streamed
 
 After the stream, for every object (a "needle" at depth = its first sampled time / video length) the
 session is asked the world's `needle_digit` question ("What digit was on the red square?") from a copy
-of the cache; an answer is right when it starts with the true digit. Accuracy per depth bin is drawn as
-heatmaps (depth x budget, one per policy). The model runs in bfloat16 (about 3x faster on this CPU).
+of the cache; exact match, and `kept` says how much of the object the cache still held. Accuracy per depth
+bin is drawn as heatmaps (depth x budget, one per policy). The model runs in its default dtype (float32 on
+CPU). For accuracy with confidence intervals over many videos use `quality.py --tasks objects`.
 
 The script needs `load_model("tiny")` (trained weights in models/weights/); when it cannot load, it
 writes bench/results/needle[_quick].json with "available": false and the reason, and no plot.
@@ -24,48 +25,22 @@ writes bench/results/needle[_quick].json with "available": false and the reason,
 """
 
 import argparse
-import copy
-import hashlib
 import time
-from pathlib import Path
 
 import common
 from common import POLICIES
+from quality import SEEDS, ask_all, make_video, stream, weights_id
 
 
-SEED = 10_900_000  # world seeds from train.data.HELD_OUT_SEED (10,000,000) on are never trained on
-
-
-def stream(adapter, script, window) -> tuple[object, float | None, float]:
-    """Ingest `script` at 1 fps in chunks of 4 into a new session. Returns (session, video time where a
-    BudgetError stopped it or None, wall seconds)."""
-    from streamer.errors import BudgetError
-    from streamer.frames import SamplerConfig, chunk_frames
+def run(adapter, video, window, seconds: float) -> tuple[list[dict], float | None, float, object]:
+    """Stream `video` into a new session under `window` and ask its needle questions (each from a copy of
+    the cache). Returns (rows, video time where the positions ran out or None, wall seconds, session)."""
     from streamer.session import StreamSession
 
     session, start = StreamSession(adapter, window), time.perf_counter()
-    for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
-        try:
-            session.ingest(chunk)
-        except BudgetError:
-            return session, chunk.frames[0].time_s, time.perf_counter() - start
-    return session, None, time.perf_counter() - start
-
-
-def ask_needles(session, script, seconds: float) -> list[dict]:
-    """Every needle_digit question, each from a copy of the cache after the stream."""
-    from streamer.world.scene import video_questions
-
-    events = {e.obj.name: e for e in script.seen_events()}
-    snap, conv = copy.deepcopy(session.cache), session.conv
-    rows = []
-    for qa in (q for q in video_questions(script) if q.kind == "needle_digit"):
-        obj = qa.question.removeprefix("What digit was on the ").removesuffix("?")
-        session.cache, session.conv = copy.deepcopy(snap), conv
-        answer = session.answer(qa.question, max_new_tokens=4).strip().lower()
-        rows.append({"depth": script.first_seen(events[obj]) / seconds, "question": qa.question, "truth": qa.answer,
-                     "answer": answer, "correct": answer.startswith(qa.answer)})
-    return rows
+    stopped = stream(session, video.script)
+    wall = time.perf_counter() - start
+    return ([] if stopped is not None else ask_all(session, video)), stopped, wall, session
 
 
 def main() -> None:
@@ -83,48 +58,43 @@ def main() -> None:
     fractions = args.fractions or ([0.1] if args.quick else [0.1, 0.2, 0.5])
     seconds = args.seconds or (60 if args.quick else 300)
     long_seconds = args.long_seconds if args.long_seconds is not None else (0 if args.quick else 3600)
-    seeds, bins = ([SEED] if args.quick else [SEED, SEED + 1]), 3
+    videos, bins = (1 if args.quick else 2), 3
     try:
         from streamer.models.registry import load_model
 
-        adapter = load_model("tiny", dtype="bfloat16")
+        adapter = load_model("tiny")
     except Exception as err:  # weights missing, ...: record it instead of failing run_all
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         print(f"tiny is not available: {reason}")
         common.write_json(name, {"available": False, "reason": reason}, started)
         return
 
-    from streamer.world.scene import random_script
-
-    results = []  # {video, seed, policy, fraction, budget, depth, correct, answer, ...}
+    results = []  # {video, seed, policy, fraction, budget, depth, correct, got, kept, ...}
     budget_10 = None
-    for seed in seeds:
-        script = random_script(seed, duration_s=seconds, n_events=5, event_s=(2, 4))
+    for i in range(videos):
+        video = make_video("objects", i, seconds)
         full_tokens = None
         for policy, frac in [("full", None)] + [(p, f) for f in fractions for p in POLICIES]:
             budget = None if frac is None else max(64, int(full_tokens * frac))
-            session, stopped, wall = stream(adapter, script, common.window(policy, budget))
+            rows, stopped, wall, session = run(adapter, video, common.window(policy, budget), seconds)
             if full_tokens is None:
                 full_tokens = session.cache.get_seq_length()
                 budget_10 = budget_10 or max(64, int(full_tokens * 0.1))
-            rows = ask_needles(session, script, seconds)
-            results += [{"video": "reference", "seed": seed, "policy": policy, "fraction": frac, "budget": budget,
-                         **r} for r in rows]
-            print(f"{seconds} s seed {seed} {policy:12s} {frac or 1:.0%} acc "
+            results += [{"video": "reference", "policy": policy, "fraction": frac, "budget": budget, **r} for r in rows]
+            print(f"{seconds} s seed {video.seed} {policy:12s} {frac or 1:.0%} acc "
                   f"{sum(r['correct'] for r in rows)}/{len(rows)} ({wall:.0f} s)", flush=True)
 
     long_info = {}
     if long_seconds:
-        script = random_script(SEED + 100, duration_s=long_seconds, n_events=5, event_s=(2, 4))
+        video = make_video("objects", 100, long_seconds)
         for policy in ["full"] + (args.long_policies or POLICIES):
-            session, stopped, wall = stream(adapter, script, common.window(policy, None if policy == "full" else budget_10))
+            window = common.window(policy, None if policy == "full" else budget_10)
+            rows, stopped, wall, session = run(adapter, video, window, long_seconds)
             long_info[policy] = {"stopped_at_s": stopped, "wall_s": round(wall, 1), "kv_bytes": session.cache.kv_bytes()}
             if stopped is not None:
                 print(f"{long_seconds} s {policy}: stopped at {stopped:.0f} s ({wall:.0f} s)", flush=True)
                 continue
-            rows = ask_needles(session, script, long_seconds)
-            results += [{"video": "long", "seed": SEED + 100, "policy": policy, "fraction": None, "budget": budget_10, **r}
-                        for r in rows]
+            results += [{"video": "long", "policy": policy, "fraction": None, "budget": budget_10, **r} for r in rows]
             print(f"{long_seconds} s {policy:12s} budget {budget_10} acc {sum(r['correct'] for r in rows)}/{len(rows)} "
                   f"({wall:.0f} s)", flush=True)
 
@@ -137,10 +107,9 @@ def main() -> None:
     grid = {policy: [[cell(policy, f, b, "reference") for f in ([None] if policy == "full" else fractions)]
                      for b in range(bins)] for policy in ["full"] + POLICIES}
     long_grid = {policy: [[cell(policy, None, b, "long")] for b in range(bins)] for policy in long_info if policy != "full"}
-    weights = Path(__file__).resolve().parents[1] / "models" / "weights" / "tiny.safetensors"
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
     common.write_json(name, {"available": True, "settings": {
-        "model": "tiny (bfloat16)", "weights_sha256_16": sha, "video_seconds": seconds, "seeds": seeds,
+        "model": f"tiny ({str(adapter.dtype).removeprefix('torch.')})", "weights_sha256_16": weights_id("tiny"),
+        "video_seconds": seconds, "seeds": [SEEDS["objects"] + i for i in range(videos)],
         "fractions": fractions, "depth_bins": edges, "frame_size": 192, "fps": 1, "long_seconds": long_seconds,
         "long_budget": budget_10 if long_seconds else None},
         "accuracy_grid": grid, "long": long_info, "long_accuracy_grid": long_grid, "results": results}, started)

@@ -109,14 +109,14 @@ def command() -> str:
     return ".venv/bin/python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
 
 
-def write_json(name: str, data: dict, started: dict | None = None) -> Path:
-    """bench/results/<name>.json: {benchmark, command, machine (at start and end), **data}."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_json(name: str, data: dict, started: dict | None = None, path: Path | None = None) -> Path:
+    """bench/results/<name>.json (or `path`): {benchmark, command, machine (at start and end), **data}."""
+    path = path or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     end = machine()
     info = dict(started or end)
     info["load_average_at_end"] = end["load_average"]
     out = {"benchmark": os.path.relpath(sys.argv[0], ROOT), "command": command(), "machine": info, **data}
-    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(out, indent=1, default=float) + "\n")
     print(f"wrote {os.path.relpath(path, ROOT)}")
     return path

@@ -79,4 +79,16 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         resolved = DTYPES[key]
     if device.type == "cpu" and resolved == torch.float16:
         logger.warning("float16 on CPU is slow and some ops lack kernels; bfloat16 or float32 is better there")
+    if device.type == "cpu" and resolved == torch.bfloat16 and not cpu_bf16_fast():
+        logger.warning("this CPU has no bfloat16 matrix units (AVX512-BF16/AMX): bfloat16 runs many times slower "
+                       "than float32 here (about 100x on an AVX2 EPYC); use float32")
     return resolved
+
+
+def cpu_bf16_fast() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (oneDNN's check for AVX512-BF16 or AMX). Without
+    it bfloat16 matmuls take a slow reference path: 1.5 s against 13 ms in float32 for (1024x576)@(576x1536)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without oneDNN
+        return False

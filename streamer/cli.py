@@ -27,7 +27,7 @@ import time
 from tqdm import tqdm
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.frames import SamplerConfig, chunks_and_stops, open_source, sample_frames
+from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, printable, window_config,
@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         end = min(source.duration_s, args.end or math.inf)
         total = max(0, int((end - args.start) * args.fps))
     bar = tqdm(total=total, unit="frame", desc="ingest", file=sys.stderr, disable=None)
+    lag = LagMeter(args.fps) if source.is_live or args.realtime else None  # says so when the model falls behind
     with source:
         # a question at time t sees exactly the frames up to t (questions without --at: after the last)
         for item in chunks_and_stops(sample_frames(source, sampler), sampler, [t for t, _ in plan]):
@@ -141,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
                 bar.clear()
                 answer_one(session, plan[item][1], args)
                 continue
+            start = time.perf_counter()
             session.ingest(item)
+            if lag and (warning := lag.update([f.time_s for f in item.frames], time.perf_counter() - start)):
+                bar.write(f"warning: {warning}", file=sys.stderr)
             bar.update(len(item.frames))
             bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
     bar.close()

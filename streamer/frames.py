@@ -120,6 +120,48 @@ def _paced(frames: Iterable[Frame]) -> Iterator[Frame]:
         yield frame
 
 
+class LagMeter:
+    """How far the model runs behind a live stream (webcam, RTSP, a file played in real time).
+
+    After each chunk is in the cache, `update(times, work_s)` measures the lag (wall seconds since the first
+    frame minus video seconds since it) and the frames the sampling grid expected but never got (skipped by
+    the source or dropped by a full queue because the model was busy). It returns a warning the first time
+    the lag passes `warn_s` or a quarter of the frames go missing, and again each time the lag doubles,
+    naming a frame rate the model keeps up with; otherwise None.
+    """
+
+    def __init__(self, fps: float, warn_s: float = 5.0, clock=time.monotonic):
+        self.fps, self.warn_s, self.clock = fps, warn_s, clock
+        self.lag_s = 0.0
+        self.missed = 0  # grid frames that never reached the model
+        self._wall0 = self._video0 = None
+        self._frames = 0
+        self._work_s = 0.0  # model seconds spent on those frames
+        self._warn_at = warn_s
+
+    def update(self, times: Sequence[float], work_s: float) -> str | None:
+        if not times:
+            return None
+        now = self.clock()
+        if self._wall0 is None:
+            self._wall0, self._video0 = now - work_s, times[0]  # the first frame arrived when its work began
+        self._frames += len(times)
+        self._work_s += work_s
+        span = times[-1] - self._video0
+        self.lag_s = max(0.0, (now - self._wall0) - span)
+        self.missed = max(0, math.floor(span * self.fps + EPS) + 1 - self._frames)
+        expected = self._frames + self.missed
+        behind = self.lag_s >= self._warn_at or (expected >= 8 and self.missed > expected / 4 and self._warn_at == self.warn_s)
+        if not behind:
+            return None
+        self._warn_at = max(self._warn_at, self.lag_s) * 2
+        per_frame = self._work_s / self._frames
+        keeps_up = next((f for f in (2, 1, 0.5, 0.25, 0.2, 0.1, 0.05) if f * per_frame <= 0.8), 0.05)
+        return (f"falling behind the live stream: {self.lag_s:.0f} s behind, {self.missed} of {expected} frames "
+                f"skipped; the model takes {per_frame:.2f} s per frame, so sample at {keeps_up:g} fps or less "
+                f"(now {self.fps:g}), or use smaller frames or a GPU")
+
+
 def sample_frames(source: VideoSource | str | int | os.PathLike, cfg: SamplerConfig) -> Iterator[Frame]:
     """Sampled, resized (and, if cfg.realtime, paced) frames of `source`.
 

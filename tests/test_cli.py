@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -103,3 +104,29 @@ def test_stops_come_as_soon_as_their_frames_are_out():
     assert [i if isinstance(i, int) else i.times for i in items] == [[0, 1], 0, 1, [2, 3, 4], [5, 6], 2, 3]
     with pytest.raises(ValueError, match="sorted"):
         list(chunks_and_stops(frames([0]), cfg, [2.0, 1.0]))
+
+
+def test_a_model_slower_than_real_time_is_told_so(video, capsys, monkeypatch):
+    """--realtime plays the file at its own pace; a model that needs 0.6 s a frame at 4 fps falls behind,
+    and the CLI says by how much and which rate keeps up (one warning per doubling of the lag)."""
+    import functools
+    import time as time_module
+
+    import streamer.cli as cli
+    from streamer.frames import LagMeter
+    from streamer.session import StreamSession
+
+    slow = StreamSession.ingest
+
+    def ingest(self, chunk):
+        time_module.sleep(0.6 * len(chunk.frames))
+        slow(self, chunk)
+
+    monkeypatch.setattr(StreamSession, "ingest", ingest)
+    monkeypatch.setattr(cli, "LagMeter", functools.partial(LagMeter, warn_s=0.5))
+    code = main([video, "--model", "tiny-random", "-q", "now?", "--json", "--max-new-tokens", "2", "--realtime",
+                 "--fps", "4", "--end", "2", "--chunk-frames", "1"])
+    err = capsys.readouterr().err
+    assert code == 0
+    warnings = [line for line in err.splitlines() if line.startswith("warning: falling behind")]
+    assert 1 <= len(warnings) <= 4 and "s per frame" in warnings[0] and re.search(r"(1|0.5) fps or less \(now 4\)", warnings[0])

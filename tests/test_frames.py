@@ -543,3 +543,50 @@ def test_hour_long_file_at_1fps_has_3600_frames_and_flat_memory(hour_video, back
     growth = max(rss_peak, process.memory_info().rss) - rss_warm
     if FLAT_MEMORY[backend]:
         assert growth < 30 * MB, f"RSS grew {growth / MB:.1f} MB after warm-up"
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_lag_meter_is_quiet_while_the_model_keeps_up():
+    from streamer.frames import LagMeter
+
+    clock = _Clock()
+    meter = LagMeter(fps=1.0, clock=clock)
+    for t in range(0, 60, 4):  # chunks of 4 frames, each ingested in 1 s, arriving in real time
+        clock.now = 100.0 + t + 3 + 1.0
+        assert meter.update([t, t + 1, t + 2, t + 3], 1.0) is None
+    assert meter.lag_s < 2 and meter.missed == 0
+
+
+def test_lag_meter_warns_when_behind_names_a_rate_that_keeps_up_and_does_not_repeat_itself():
+    from streamer.frames import LagMeter
+
+    clock = _Clock()
+    meter = LagMeter(fps=1.0, warn_s=5.0, clock=clock)
+    warnings = []
+    for k in range(20):  # 3 s of model work per frame, one frame per chunk, no frames skipped
+        clock.now += 3.0
+        warnings.append(meter.update([float(k)], 3.0))
+    said = [w for w in warnings if w]
+    assert said and "behind" in said[0] and "0.25 fps" in said[0]
+    assert 2 <= len(said) <= 4  # again when the lag doubles (5 -> 10 -> 20 -> 40 s), not at every chunk
+    assert meter.lag_s == pytest.approx(20 * 3.0 - 19, abs=0.01)  # frame 19 (video 19 s) in the cache at wall 60 s
+
+
+def test_lag_meter_counts_frames_the_source_skipped():
+    from streamer.frames import LagMeter
+
+    clock = _Clock()
+    meter = LagMeter(fps=1.0, clock=clock)
+    said = None
+    for t in range(0, 40, 2):  # a webcam that hands over only every other second's frame, on time
+        clock.now = 100.0 + t + 0.5
+        said = meter.update([float(t)], 0.5) or said
+    assert meter.missed == 19 and meter.lag_s < 1
+    assert said is not None and "skipped" in said

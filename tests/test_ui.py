@@ -401,6 +401,37 @@ def test_webcam_frames_are_throttled_to_fps_and_all_ingested(adapter, monkeypatc
     assert user.feed.stopped and user.feed.join(10)
 
 
+def test_a_model_slower_than_the_webcam_shows_its_lag_and_warns(adapter, monkeypatch):
+    """A model needing 0.3 s a frame behind a 10 fps webcam: frames are dropped by the bounded queue, the
+    status line says how far behind live the model is, and one warning toast names a rate that keeps up."""
+    import functools
+
+    from streamer.frames import LagMeter
+    from streamer.session import StreamSession
+
+    monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 0.3)
+    monkeypatch.setattr(state, "LagMeter", functools.partial(LagMeter, warn_s=0.5))
+    slow = StreamSession.ingest
+    monkeypatch.setattr(StreamSession, "ingest", lambda self, chunk: (time.sleep(0.3 * len(chunk.frames)), slow(self, chunk)))
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1))
+    user = registry.get("slowcam")
+    image = np.zeros((48, 64, 3), np.uint8)
+    start = time.monotonic()
+    while time.monotonic() - start < 2.0:
+        user.push_webcam(image)
+        time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while not user.feed.lag.missed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    status = feed_status(user)
+    assert "behind live" in status and user.feed.lag.missed > 0
+    warnings = user.pop_errors()
+    assert 1 <= len(warnings) <= 3 and "Falling behind the live stream" in warnings[0]  # once per doubling of the lag
+    assert re.search(r"sample at (2|1|0.5) fps or less \(now 10\)", warnings[0])  # 0.3 s a frame, more when loaded
+    registry.drop("slowcam")
+    assert user.feed.join(10)
+
+
 def test_a_dropped_session_is_freed_at_once(adapter, videos):
     """A dropped session goes (its cache, its feed, the video decoder and the decoder's threads) as soon as
     the last reference does, not at the next cyclic garbage collection: when feed and session referred to

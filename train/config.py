@@ -9,7 +9,16 @@ in `FLAG_TYPES` is a command-line flag of train_tiny.py: `a_steps` is `--a-steps
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
+
+import torch
+
+from streamer.models.runtime import cpu_bf16_fast
+
+def fast_bf16() -> bool:
+    """bfloat16 autocast pays off on a GPU or a CPU with bfloat16 matrix units."""
+    return torch.cuda.is_available() or cpu_bf16_fast()
+
 
 BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long", "s": "spliced"}  # TrainConfig.schedule letters
 
@@ -45,7 +54,8 @@ class TrainConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    bf16: bool = True  # autocast the LM to bfloat16 (fast on CPUs with AVX512-BF16/AMX, and on GPUs)
+    bf16: bool = field(default_factory=fast_bf16)  # autocast the LM to bfloat16: default on GPUs and on CPUs with
+    # AVX512-BF16/AMX (2.5x faster than float32 there), off on other CPUs (100x slower there)
     max_minutes: float = 57.0  # stage B stops early (and says so) past this wall time since the start
     save_every: int = 50
     log_every: int = 10
@@ -85,7 +95,8 @@ def add_flags(parser: argparse.ArgumentParser, *settings: type) -> None:
         for f in fields(cls):
             kind = FLAG_TYPES.get(f.type)
             if kind is not None:
-                parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+                default = f.default_factory() if f.default is MISSING else f.default
+                parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default)
 
 
 def from_flags(cls: type, args: argparse.Namespace):

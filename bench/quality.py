@@ -1,0 +1,292 @@
+"""Quality suite: exact-answer accuracy of a model on held-out synthetic videos, with 95% Wilson intervals.
+
+    .venv/bin/python bench/quality.py --quick                       # every task, small, < 5 min on 2 cores
+    .venv/bin/python bench/quality.py --tasks needle --videos 40     # one needle in 5 minutes, full cache
+    .venv/bin/python bench/quality.py --tasks objects --policies full,combined --budgets 0.1,0.02
+    .venv/bin/python bench/quality.py --tasks objects --seconds 3600 --policies combined --budgets 750
+
+Every answer goes through the product's own path: `load_model(...)` -> `StreamSession` (1 fps, chunks of
+4 frames) -> greedy answer, exact match after lower-casing. The videos come from `streamer.world.scene`
+with seeds from `train.data.HELD_OUT_SEED` on (never trained on); each task has its own seed range.
+
+Tasks (a task x video length x policy x budget is one configuration; `--tasks` picks any of them):
+- `frame`: one still frame; colour, shape and digit questions.
+- `needle`: one object on screen 2-4 s somewhere in the video; "What digit was on the <colour> <shape>?".
+- `objects`: five objects (distinct colours and digits); the digit of each, each question on its own.
+- `video`: five objects; every question `video_questions` makes (needle digit, colour of a digit,
+  before, after, count, when, now), each on its own, reported by kind.
+- `sample`: the demo's sample video (`streamer.world.sample_video`) for held-out seeds; the questions it
+  prints, each on its own, reported by kind.
+- `chat`: a sample video, then five of its questions in ONE conversation (each sees the earlier
+  answers); also counts answers that repeat the first answer where the truth differs.
+
+Questions asked "on their own" are asked from a copy of the cache and chat taken after the stream, so
+they never see each other. Needle-like answers (`needle`, `objects`, `needle_digit` of `video`) also
+record `kept`: the fraction of the object's image tokens (over layers and heads) still in the cache when
+the question was asked, so a miss can be blamed on the policy (kept 0) or on the model (kept 1).
+
+A budget is a fraction of the full cache's tokens for that video length (0.1 = 10%) or, above 1, a token
+count. The full cache stops with a BudgetError past the model's positions (recorded, no answers).
+Output: a table on stdout and bench/results/quality[_quick].json (or --out) with every answer.
+Deliberately not here: training (train/), plots of needle depth (bench_needle.py reads this module).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import common
+from tqdm import tqdm
+
+HELD_OUT = 10_000_000  # train.data.HELD_OUT_SEED: training draws world seeds below it
+SEEDS = {  # first world seed of each task (needle and objects: the seeds the earlier scripts used)
+    "frame": HELD_OUT, "needle": HELD_OUT + 500_000, "video": HELD_OUT + 600_000, "sample": HELD_OUT + 700_000,
+    "chat": HELD_OUT + 800_000, "objects": HELD_OUT + 900_000,
+}  # fmt: skip
+TASKS = tuple(SEEDS)
+NEEDLE_KINDS = ("needle_digit",)
+FRAME_KINDS = ("colour", "shape", "digit")
+Z95 = 1.959964
+
+
+def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion right/n; (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.strip().lower().rstrip(".").split())
+
+
+@dataclass(frozen=True)
+class Video:
+    """One held-out video of a task and the questions asked about it."""
+
+    seed: int
+    script: object  # streamer.world.scene.SceneScript
+    qas: list  # [QA], in the order they are asked
+    chat: bool = False  # True: asked one after the other in one conversation
+
+
+def make_video(task: str, index: int, seconds: float) -> Video:
+    """The `index`-th held-out video of `task` (`seconds` long; `frame` and `sample` ignore it)."""
+    from streamer.world.sample_video import sample_script
+    from streamer.world.scene import frame_questions, random_script, single_frame, video_questions
+
+    seed = SEEDS[task] + index
+    if task == "frame":
+        frame, script = single_frame(seed)
+        return Video(seed, script, [q for q in frame_questions(script, frame.time_s) if q.kind in FRAME_KINDS])
+    if task in ("sample", "chat"):
+        script = sample_script(60.0, seed)
+        first = {qa.kind: qa for qa in reversed(video_questions(script))}  # what sample_video prints
+        qas = list(first.values())
+        return Video(seed, script, qas[:5] if task == "chat" else qas, chat=task == "chat")
+    script = random_script(seed, duration_s=seconds, n_events=1 if task == "needle" else 5, event_s=(2, 4))
+    qas = video_questions(script)
+    return Video(seed, script, qas if task == "video" else [q for q in qas if q.kind in NEEDLE_KINDS])
+
+
+def stream(session, script) -> float | None:
+    """Ingest `script` at 1 fps in chunks of 4. Returns the video time where a BudgetError (full cache past
+    the model's positions) stopped it, or None."""
+    from streamer.errors import BudgetError
+    from streamer.frames import SamplerConfig, chunk_frames
+
+    for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+        try:
+            session.ingest(chunk)
+        except BudgetError:
+            return chunk.frames[0].time_s
+    return None
+
+
+def kept_fraction(session, script, qa) -> float | None:
+    """Fraction of the asked object's image tokens (all layers and heads) the cache still holds; None when
+    the question names no single object."""
+    from streamer.vocab import Modality
+
+    event = next((e for e in script.seen_events() if e.obj.name in qa.question), None)
+    if event is None:
+        return None
+    times = [t for t in script.times(1.0) if event.start_s <= t < event.end_s]
+    per_frame = session.adapter.tokens_per_frame
+    held = total = 0
+    for layer in session.cache.layers:
+        image = layer.modality == Modality.IMAGE  # (B, H, T)
+        inside = image & (layer.times.unsqueeze(-1) == layer.times.new_tensor(times)).any(-1)
+        held += int(inside.sum())
+        total += layer.modality.shape[0] * layer.modality.shape[1] * per_frame * len(times)
+    return held / total if total else None
+
+
+def ask_all(session, video: Video, max_new_tokens: int = 8) -> list[dict]:
+    """Ask the video's questions (from a copy of the cache each, or as one chat); one row per answer."""
+    snapshot = copy.deepcopy(session.cache), session.conv, list(session.history)
+    rows = []
+    for qa in video.qas:
+        if not video.chat:
+            session.cache, session.conv, session.history = copy.deepcopy(snapshot[0]), snapshot[1], list(snapshot[2])
+        got = normalise(session.answer(qa.question, max_new_tokens=max_new_tokens))
+        row = {"seed": video.seed, "kind": qa.kind, "question": qa.question, "want": qa.answer, "got": got,
+               "correct": got == qa.answer}  # fmt: skip
+        if qa.kind in NEEDLE_KINDS:
+            row["kept"] = kept_fraction(session, video.script, qa)
+            event = next(e for e in video.script.seen_events() if e.obj.name in qa.question)
+            row["depth"] = video.script.first_seen(event) / max(1.0, video.script.duration_s)
+        rows.append(row)
+    if video.chat and rows:
+        first = rows[0]["got"]
+        for r in rows[1:]:
+            r["repeats_first"] = r["got"] == first and r["want"] != first
+    return rows
+
+
+def full_tokens(adapter, task: str, seconds: float) -> int:
+    """Tokens the first video of `task` takes in the full cache (frames only): what fraction budgets scale."""
+    from streamer.frames import SamplerConfig, chunk_frames
+    from streamer.vocab import Conversation
+
+    conv, total = Conversation(), 0
+    for chunk in chunk_frames(make_video(task, 0, seconds).script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+        p = adapter.chunk_prompt(chunk, conv)
+        conv, total = p.after, total + p.n_tokens
+    return total
+
+
+def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int) -> dict:
+    """One configuration: `videos` held-out videos of `task`, each streamed into a fresh session."""
+    from streamer.session import StreamSession
+
+    tokens = None if budget is None else int(budget) if budget > 1 else max(64, int(full_tokens(adapter, task, seconds) * budget))
+    session = StreamSession(adapter, common.window(policy, tokens))
+    rows, stopped, start = [], [], time.perf_counter()
+    label = f"{task} {seconds:g}s {policy}" + ("" if tokens is None else f"@{tokens}")
+    for i in tqdm(range(videos), desc=label, unit="video", leave=False):
+        video = make_video(task, i, seconds)
+        session.reset()
+        at = stream(session, video.script)
+        if at is not None:
+            stopped.append({"seed": video.seed, "stopped_at_s": at})
+            continue
+        rows += ask_all(session, video)
+    return {"task": task, "seconds": seconds if task not in ("frame", "sample", "chat") else None, "policy": policy,
+            "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped,
+            "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),
+            "summary": summarise(rows), "answers": rows}  # fmt: skip
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Accuracy with its Wilson interval, overall and per question kind; needle rows split by `kept`."""
+
+    def acc(rs: list[dict]) -> dict:
+        right = sum(r["correct"] for r in rs)
+        low, high = wilson(right, len(rs))
+        return {"right": right, "n": len(rs), "videos": len({r["seed"] for r in rs}),
+                "accuracy": round(right / len(rs), 4) if rs else None, "ci95": [round(low, 4), round(high, 4)]}  # fmt: skip
+
+    out = {"all": acc(rows), "by_kind": {k: acc([r for r in rows if r["kind"] == k]) for k in sorted({r["kind"] for r in rows})}}
+    kept = [r for r in rows if r.get("kept") is not None]
+    if kept:
+        out["needle_in_cache"] = acc([r for r in kept if r["kept"] > 0])
+        out["needle_evicted"] = acc([r for r in kept if r["kept"] == 0])
+        out["mean_kept"] = round(sum(r["kept"] for r in kept) / len(kept), 4)
+    repeats = [r for r in rows if "repeats_first" in r]
+    if repeats:
+        out["repeats_first_answer"] = {"n": len(repeats), "count": sum(r["repeats_first"] for r in repeats)}
+    return out
+
+
+def line(result: dict) -> str:
+    s = result["summary"]["all"]
+    budget = "full" if result["budget_tokens"] is None else f"{result['budget_tokens']} tok"
+    secs = "" if result["seconds"] is None else f"{result['seconds']:g}s"
+    text = (f"{result['task']:8s} {secs:>6s} {result['policy']:12s} {budget:>9s}  "
+            f"{s['right']:4d}/{s['n']:<4d} = {s['accuracy'] if s['n'] else float('nan'):.3f} "
+            f"[{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]  {s['videos']} videos")  # fmt: skip
+    if result["stopped"]:
+        text += f"  ({len(result['stopped'])} stopped by the model's positions)"
+    kinds = result["summary"]["by_kind"]
+    if len(kinds) > 1:
+        text += "\n" + "\n".join(f"{'':30s}{k:16s} {v['right']:3d}/{v['n']:<3d} = {v['accuracy']:.3f} "
+                                 f"[{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for k, v in kinds.items())  # fmt: skip
+    if "needle_in_cache" in result["summary"]:
+        a, b = result["summary"]["needle_in_cache"], result["summary"]["needle_evicted"]
+        text += f"\n{'':30s}needle kept {a['right']}/{a['n']}, needle evicted {b['right']}/{b['n']}"
+    if "repeats_first_answer" in result["summary"]:
+        r = result["summary"]["repeats_first_answer"]
+        text += f"\n{'':30s}later answers repeating a wrong first answer: {r['count']}/{r['n']}"
+    return text
+
+
+QUICK = {"frame": 20, "needle": 3, "objects": 2, "video": 2, "sample": 2, "chat": 2}  # videos per task in --quick
+FULL = {"frame": 100, "needle": 40, "objects": 10, "video": 10, "sample": 10, "chat": 10}
+
+
+def parse_budgets(text: str) -> list[float | None]:
+    out = []
+    for x in (t.strip() for t in text.split(",") if t.strip()):
+        value = float(x)
+        if not (0 < value <= 1 or (value > 1 and value == int(value))):
+            raise argparse.ArgumentTypeError(f"a budget is a fraction in (0, 1] or a whole token count, got {x}")
+        out.append(value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
+    ap.add_argument("--seconds", type=float, default=None, help="video length of needle/objects/video (default 300, quick 60)")
+    ap.add_argument("--videos", type=int, default=None, help="videos per configuration (default per task: "
+                    + ", ".join(f"{k} {v}" for k, v in FULL.items()) + ")")  # fmt: skip
+    ap.add_argument("--policies", default="full", help="comma-separated policies (full, sink-recent, saddle, text-prior, combined)")
+    ap.add_argument("--budgets", type=parse_budgets, default=[0.1], help="for bounded policies: fractions or token counts")
+    ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
+    ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/quality[_quick].json)")
+    args = ap.parse_args(argv)
+    tasks = [t for t in args.tasks.split(",") if t]
+    if unknown := set(tasks) - set(TASKS):
+        ap.error(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
+    if args.videos is not None and args.videos < 1:
+        ap.error("--videos must be at least 1")
+    common.setup(args.threads)
+    started = common.machine()
+    from streamer.models.registry import load_model
+
+    adapter = load_model(args.model, dtype=args.dtype)
+    seconds = args.seconds or (60.0 if args.quick else 300.0)
+    configs = [(p, None if p == "full" else b) for p in args.policies.split(",") if p for b in ([None] if p == "full" else args.budgets)]
+    results = []
+    for task in tasks:
+        n = args.videos or (QUICK if args.quick else FULL)[task]
+        for policy, budget in configs:
+            results.append(run_config(adapter, task, seconds, policy, budget, n))
+            print(line(results[-1]), flush=True)
+    data = {"model": args.model, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0, "chunk_frames": 4,
+            "tokens_per_frame": adapter.tokens_per_frame, "weights": weights_id(args.model), "results": results}  # fmt: skip
+    common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)
+
+
+def weights_id(model: str) -> str | None:
+    """First 16 hex digits of the committed tiny weights' sha256 (which model the numbers are for)."""
+    import hashlib
+
+    weights = common.ROOT / "models" / "weights" / "tiny.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if model == "tiny" and weights.is_file() else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The quality suite (bench/quality.py): Wilson intervals, held-out videos per task, the `kept` fraction
+that tells a policy's miss from the model's, chats, and one configuration end to end on tiny-random."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import quality  # noqa: E402
+from streamer.kv_window import WindowConfig  # noqa: E402
+from streamer.models.registry import load_model  # noqa: E402
+from streamer.session import StreamSession  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def adapter():
+    return load_model("tiny-random")
+
+
+@pytest.mark.parametrize("right,n,low,high", [(8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (40, 40, 0.9124, 1.0),
+                                             (45, 50, 0.7864, 0.9565)])  # fmt: skip
+def test_wilson_matches_the_textbook_values(right, n, low, high):
+    lo, hi = quality.wilson(right, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+    assert lo <= right / n <= hi
+
+
+def test_wilson_of_nothing_is_the_whole_interval():
+    assert quality.wilson(0, 0) == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("task", quality.TASKS)
+def test_videos_are_held_out_deterministic_and_have_answers(task):
+    a, b = quality.make_video(task, 3, 60.0), quality.make_video(task, 3, 60.0)
+    assert a.seed == b.seed >= quality.HELD_OUT and [q.question for q in a.qas] == [q.question for q in b.qas]
+    assert a.qas and all(q.answer for q in a.qas)
+    assert a.chat == (task == "chat")
+    if task == "objects":
+        assert len(a.qas) == 5 and {q.kind for q in a.qas} == {"needle_digit"}
+    if task == "needle":
+        assert len(a.script.events) == 1 and [q.kind for q in a.qas] == ["needle_digit"]
+    if task == "sample":  # one question of each kind, as sample_video prints them
+        assert len({q.kind for q in a.qas}) == len(a.qas) >= 4
+
+
+def test_task_seed_ranges_do_not_overlap():
+    starts = sorted(quality.SEEDS.values())
+    assert all(b - a >= 100_000 for a, b in zip(starts, starts[1:]))
+
+
+def test_kept_is_one_with_the_full_cache_and_zero_once_evicted(adapter):
+    video = quality.make_video("needle", 0, 40.0)
+    event = video.script.events[0]
+    full = StreamSession(adapter, WindowConfig(policy="full", budget=None))
+    assert quality.stream(full, video.script) is None
+    assert quality.kept_fraction(full, video.script, video.qas[0]) == pytest.approx(1.0)
+    # sink + recent with room for about 3 frames: an object that left more than 4 s before the end is gone
+    small = StreamSession(adapter, WindowConfig(policy="sink-recent", budget=3 * (adapter.tokens_per_frame + 16)))
+    quality.stream(small, video.script)
+    kept = quality.kept_fraction(small, video.script, video.qas[0])
+    if event.end_s < 40.0 - 5:
+        assert kept == 0.0
+    else:
+        assert 0.0 < kept <= 1.0
+
+
+def test_questions_on_their_own_do_not_see_each_other_but_a_chat_does(adapter):
+    session = StreamSession(adapter, WindowConfig(policy="full", budget=None))
+    video = quality.make_video("sample", 0, 60.0)
+    quality.stream(session, video.script)
+    length = session.cache.get_seq_length()
+    rows = quality.ask_all(session, video)
+    assert len(rows) == len(video.qas)
+    # each question was asked from the same cache: one question + answer on top of the stream, never two
+    assert session.cache.get_seq_length() < length + 60
+    chat = quality.make_video("chat", 0, 60.0)
+    session.reset()
+    quality.stream(session, chat.script)
+    rows = quality.ask_all(session, chat)
+    assert len(session.history) == len(chat.qas) == 5 and all("repeats_first" in r for r in rows[1:])
+
+
+def test_summarise_counts_kinds_kept_and_repeats():
+    rows = [
+        {"seed": 1, "kind": "needle_digit", "correct": True, "kept": 1.0, "got": "3", "want": "3"},
+        {"seed": 1, "kind": "needle_digit", "correct": False, "kept": 0.0, "got": "3", "want": "5"},
+        {"seed": 2, "kind": "count", "correct": True, "got": "2", "want": "2", "repeats_first": False},
+        {"seed": 2, "kind": "when", "correct": False, "got": "2", "want": "00:00:07", "repeats_first": True},
+    ]
+    s = quality.summarise(rows)
+    assert s["all"]["right"] == 2 and s["all"]["n"] == 4 and s["all"]["videos"] == 2
+    assert s["by_kind"]["needle_digit"]["n"] == 2 and s["by_kind"]["count"]["accuracy"] == 1.0
+    assert s["needle_in_cache"]["right"] == 1 and s["needle_evicted"]["right"] == 0
+    assert s["mean_kept"] == 0.5 and s["repeats_first_answer"] == {"n": 2, "count": 1}
+
+
+def test_one_configuration_end_to_end_within_budget(adapter):
+    result = quality.run_config(adapter, "objects", 30.0, "combined", 0.25, videos=2)
+    full = quality.full_tokens(adapter, "objects", 30.0)
+    assert result["budget_tokens"] == max(64, int(full * 0.25))
+    assert result["summary"]["all"]["n"] == 10 and result["summary"]["all"]["videos"] == 2
+    assert all(0.0 <= r["kept"] <= 1.0 for r in result["answers"])
+    assert "needle kept" in quality.line(result) and "/10 " in quality.line(result)
+
+
+def test_budgets_parse_fractions_and_token_counts():
+    assert quality.parse_budgets("0.1, 0.02,750") == [0.1, 0.02, 750.0]
+    for bad in ("0", "-1", "2.5"):
+        with pytest.raises(Exception):
+            quality.parse_budgets(bad)
