@@ -45,7 +45,10 @@ def test_videos_are_held_out_deterministic_and_have_answers(task):
         assert len({q.kind for q in a.qas}) == len(a.qas) >= 4
 
 
-def test_task_seed_ranges_do_not_overlap():
+def test_task_seed_ranges_do_not_overlap_and_are_never_trained_on():
+    from train.data import HELD_OUT_SEED
+
+    assert quality.HELD_OUT == HELD_OUT_SEED == min(quality.SEEDS.values())
     starts = sorted(quality.SEEDS.values())
     assert all(b - a >= 100_000 for a, b in zip(starts, starts[1:]))
 

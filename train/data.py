@@ -9,7 +9,7 @@ the frames, for a trainer that reuses the background's keys and values.
 
 Seeds: training draws world seeds below HELD_OUT_SEED; evaluation uses seeds from HELD_OUT_SEED on.
 
-Deliberately not here: the model and the optimisation (train_tiny.py), scoring (eval_tiny.py).
+Deliberately not here: the model and the optimisation (train_tiny.py), scoring (bench/quality.py).
 """
 
 from __future__ import annotations

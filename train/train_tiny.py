@@ -31,7 +31,7 @@ This file is the command line (every setting of config.TrainConfig and models.ti
 flag, e.g. --a-steps, --long-frames 40,120, --patch-size). The recipe lives in: config.py (the settings),
 trainer.py (the model under training and the loop of stages A and B), lora.py (the adapters),
 losses.py (input embeddings and the answer loss), splice.py (the spliced forward of stage D) and
-data.py (the examples). Deliberately not here: held-out evaluation (eval_tiny.py), the world
+data.py (the examples). Deliberately not here: held-out evaluation (bench/quality.py), the world
 (streamer.world.scene).
 """
 

@@ -8,7 +8,7 @@ frozen LM, one batch kind per step in the rotation of `TrainConfig.schedule` (`e
 a JSON of settings, losses and timings to the results file, both written atomically.
 
 Deliberately not here: the settings and flags (config.py), the adapters (lora.py), the tensor functions
-of a step (losses.py), the spliced forward (splice.py), the examples (data.py), evaluation (eval_tiny.py).
+of a step (losses.py), the spliced forward (splice.py), the examples (data.py), evaluation (bench/quality.py).
 """
 
 from __future__ import annotations
