@@ -1,15 +1,21 @@
-"""The synthetic world: deterministic by seed, pixels agree with the ground truth, exact answers."""
+"""The synthetic world: deterministic by seed, pixels agree with the ground truth, exact answers; the
+optional realism (noise, flicker, panning texture, distractors) changes pixels only, never the default."""
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pytest
 
 from streamer.frames import SamplerConfig, iter_chunks
+from streamer.world.sample_video import main as sample_video_main
+from streamer.world.sample_video import sample_script
 from streamer.world.scene import (
     COLOURS,
     NOTHING,
     Event,
+    Realism,
     SceneScript,
     WorldObject,
     frame_questions,
@@ -105,3 +111,129 @@ def test_video_file_is_written_and_readable(tmp_path):
     x, y = script.visible(2.0)[0].colour_probe()
     assert nearest_colour(frames[2].image[y, x]) == "red"
     assert nearest_colour(frames[0].image[y, x]) != "red"  # the square is not there yet
+
+
+# ---- realism ---------------------------------------------------------------------------------------
+
+# sha256 (first 16 hex digits) of frames of the default world, recorded before `Realism` existed (opencv
+# 5.0.0, numpy 2.4.6): the clean world must keep rendering exactly these pixels.
+CLEAN_FRAMES = {
+    (7, 3.5): "5f35e52da80302c2",  # random_script(7, 60, 3): purple square
+    (7, 10.0): "e9901b9296755974",  # green square
+    (7, 13.0): "f90a8d2e30723758",  # nothing but the ball
+    (7, 52.0): "03d8d3d45ab224b9",  # red triangle
+}
+CLEAN_SINGLE = {11: "0120255738bbde53", 4: "7e1c98f57f5b3b80"}  # single_frame(seed)
+
+
+def _digest(img: np.ndarray) -> str:
+    return hashlib.sha256(img.tobytes()).hexdigest()[:16]
+
+
+def test_default_world_renders_exactly_as_before():
+    clean, all_off = random_script(7, 60, 3), random_script(7, 60, 3, realism=Realism())
+    for (_, t), digest in CLEAN_FRAMES.items():
+        assert _digest(clean.render(t)) == digest
+        assert np.array_equal(all_off.render(t), clean.render(t))
+    for seed, digest in CLEAN_SINGLE.items():
+        assert _digest(single_frame(seed)[0].image) == digest
+        assert _digest(single_frame(seed, realism=Realism())[0].image) == digest
+
+
+def test_noisy_world_is_deterministic_and_keeps_its_ground_truth():
+    a, b = random_script(7, 60, 3, realism=Realism.noisy()), random_script(7, 60, 3, realism=Realism.noisy())
+    other, clean = random_script(8, 60, 3, realism=Realism.noisy()), random_script(7, 60, 3)
+    for t in (0.0, 3.5, 13.0, 41.5):
+        assert np.array_equal(a.render(t), b.render(t))
+        assert not np.array_equal(a.render(t), clean.render(t)) and not np.array_equal(a.render(t), other.render(t))
+    assert a.events == clean.events and video_questions(a) == video_questions(clean)
+    for t in a.times():
+        assert a.visible(t) == clean.visible(t) and frame_questions(a, t) == frame_questions(clean, t)
+    f1, _ = single_frame(11, realism=Realism.noisy())
+    f2, _ = single_frame(11, realism=Realism.noisy())
+    assert np.array_equal(f1.image, f2.image)
+
+
+def test_consecutive_empty_frames_differ_when_noisy_and_only_at_the_ball_when_clean():
+    t = 13.0  # random_script(7, 60, 3) shows nothing at 13 s and 14 s
+    noisy, clean = random_script(7, 60, 3, realism=Realism.noisy()), random_script(7, 60, 3)
+    assert not noisy.visible(t) and not noisy.visible(t + 1)
+    diff = np.abs(noisy.render(t).astype(int) - noisy.render(t + 1).astype(int))
+    assert diff.max() > 0 and 1.0 < diff.mean() < 20.0
+    changed = np.abs(clean.render(t).astype(int) - clean.render(t + 1).astype(int)).max(axis=2) > 0
+    ys, xs = np.nonzero(changed)
+    assert len(ys) > 0  # the ball moved
+    near_a_ball = np.zeros(len(ys), dtype=bool)
+    for bx, by, r in (clean.ball_at(t), clean.ball_at(t + 1)):
+        near_a_ball |= np.hypot(xs - bx, ys - by) <= r + 2
+    assert near_a_ball.all()
+
+
+def test_sensor_noise_has_its_std_and_is_new_every_frame():
+    clean, noisy = random_script(7, 60, 3), random_script(7, 60, 3, realism=Realism(noise_std=6.0))
+    n13, n14 = (noisy.render(t).astype(float) - clean.render(t) for t in (13.0, 14.0))
+    assert 5.0 < n13.std() < 7.0 and 5.0 < n14.std() < 7.0
+    assert abs(np.corrcoef(n13.ravel(), n14.ravel())[0, 1]) < 0.05
+
+
+def test_texture_and_distractors_are_grey_and_behind_the_objects():
+    realism = Realism(texture=20.0, pan_px_s=2.0, n_distractors=6)  # no camera effects: exact pixels
+    scene, clean = random_script(7, 60, 3, realism=realism), random_script(7, 60, 3)
+    empty = scene.render(13.0)
+    assert not np.array_equal(empty, clean.render(13.0))
+    assert (empty[..., 0] == empty[..., 1]).all() and (empty[..., 1] == empty[..., 2]).all()  # never an answer colour
+    assert not np.array_equal(scene.render(13.0), scene.render(14.0))
+    (placed,) = scene.visible(3.5)
+    x, y = placed.colour_probe()
+    assert tuple(scene.render(3.5)[y, x]) == COLOURS[placed.obj.colour]  # objects drawn on top, exact colour
+
+
+def _probe_patch(image: np.ndarray, x: int, y: int) -> np.ndarray:
+    """Mean RGB of the 5x5 patch around a probe point (sensor noise averaged out)."""
+    return image[y - 2:y + 3, x - 2:x + 3].reshape(-1, 3).mean(axis=0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_object_colours_survive_the_noisy_preset(seed):
+    frame, script = single_frame(seed, realism=Realism.noisy())
+    (placed,) = script.visible(frame.time_s)
+    x, y = placed.colour_probe()
+    assert nearest_colour(_probe_patch(frame.image, x, y)) == placed.obj.colour
+    half = int(placed.size / 2)
+    box = frame.image[int(placed.cy) - half:int(placed.cy) + half, int(placed.cx) - half:int(placed.cx) + half]
+    assert (box.max(axis=2) < 60).sum() > 20  # the digit is still there
+
+
+def test_noisy_sample_video_keeps_its_colours_through_h264(tmp_path, capsys):
+    path = tmp_path / "noisy.mp4"
+    sample_video_main([str(path), "--seconds", "4", "--noisy"])
+    assert str(path) in capsys.readouterr().out
+    script = sample_script(4.0, realism=Realism.noisy())
+    cfg = SamplerConfig(fps=1.0, max_side=None, chunk_frames=2, backend="pyav")
+    frames = [f for chunk in iter_chunks(str(path), cfg) for f in chunk.frames]
+    shown = [(f, script.visible(f.time_s)) for f in frames if script.visible(f.time_s)]
+    assert shown and not np.array_equal(frames[0].image, frames[1].image)
+    for f, (placed,) in shown:
+        assert nearest_colour(_probe_patch(f.image, *placed.colour_probe())) == placed.obj.colour
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"noise_std": -1.0}, "noise_std"),
+        ({"noise_std": float("nan")}, "noise_std"),
+        ({"flicker": 0.9}, "flicker"),
+        ({"texture": "lots"}, "texture"),
+        ({"pan_px_s": 2.0}, "needs texture"),
+        ({"n_distractors": 2.5}, "n_distractors"),
+        ({"n_distractors": -1}, "n_distractors"),
+    ],
+)
+def test_invalid_realism_is_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        Realism(**bad)
+
+
+def test_realism_must_be_a_realism():
+    with pytest.raises(ValueError, match="realism"):
+        SceneScript(10.0, realism={"noise_std": 6})

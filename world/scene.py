@@ -11,6 +11,10 @@ every machine.
   background with a small grey ball that always drifts (a distractor that is never an answer).
 - `SceneScript.render(t)` draws the frame at video time t; `frames(fps)` yields `Frame`s on the same
   time grid as `streamer.frames` samples (k / fps); `write_video(path)` encodes an H.264 mp4 with PyAV.
+- `Realism` (optional, off by default): camera and scene imperfections so that no two frames are
+  pixel-equal (sensor noise, brightness flicker, a slowly panning textured background, grey distractors
+  that are never answers); `Realism.noisy()` is the preset. They change pixels only, never the ground
+  truth; the default world (no realism) renders exactly as before they existed.
 - Question templates with exact answers: `frame_questions` (what is on one frame: colour, shape,
   digit, what is on screen) and `video_questions` (a needle's digit, colour of a digit, what came
   before/after, how many times, when). Answers are lower-case and short ("red", "7", "square",
@@ -21,6 +25,7 @@ Deliberately not here: models, prompts and training (see train/ and models/tiny.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -111,9 +116,41 @@ class Event:
         return Placed(self.obj, _bounce(self.x0 + self.vx * dt, lo, hi), _bounce(self.y0 + self.vy * dt, lo, hi), self.size)
 
 
+@dataclass(frozen=True)
+class Realism:
+    """Imperfections that make a scene "not perfectly static", so no check of pixel equality can tell
+    frames with nothing new apart from frames with something new. Every setting at 0 is the clean world.
+    All of it is deterministic from the script's seed and the frame's time; none of it changes the
+    ground truth (events, `visible`, questions). Objects are drawn on top of the background and the
+    distractors, then noise and flicker apply to the whole frame like a camera's."""
+
+    noise_std: float = 0.0  # Gaussian sensor noise per pixel and channel, std in 0-255 units, new every frame
+    flicker: float = 0.0  # brightness: each frame is multiplied by 1 + flicker * u(t), u a smooth term in [-1, 1]
+    texture: float = 0.0  # textured background: soft blobs up to this many grey levels darker (0: plain grey)
+    pan_px_s: float = 0.0  # the textured background pans by this many px per second (needs texture > 0)
+    n_distractors: int = 0  # extra grey crosses and bars drifting behind the objects (never an answer)
+
+    def __post_init__(self) -> None:
+        for name, hi in (("noise_std", 64.0), ("flicker", 0.5), ("texture", 100.0), ("pan_px_s", 1000.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= hi:
+                raise ValueError(f"Realism.{name} must be a number in [0, {hi:g}], got {v!r}")
+        if self.pan_px_s > 0 and self.texture == 0:
+            raise ValueError("Realism.pan_px_s > 0 needs texture > 0: a plain background shows no panning")
+        n = self.n_distractors
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 12:
+            raise ValueError(f"Realism.n_distractors must be an integer in [0, 12], got {n!r}")
+
+    @classmethod
+    def noisy(cls) -> Realism:
+        """The preset for benchmarks: visible but mild noise, 5 % flicker, a slow pan and 3 distractors."""
+        return cls(noise_std=6.0, flicker=0.05, texture=20.0, pan_px_s=2.0, n_distractors=3)
+
+
 @dataclass
 class SceneScript:
-    """A video: non-overlapping events on a plain background with a drifting grey ball."""
+    """A video: non-overlapping events on a plain background with a drifting grey ball (and, with
+    `realism`, a noisy camera, a panning textured background and more distractors)."""
 
     duration_s: float
     events: list[Event] = field(default_factory=list)
@@ -121,8 +158,11 @@ class SceneScript:
     background: int = 225  # grey level of the background
     seed: int = 0  # drives the ball's path
     start_s: float = 0.0  # the video starts here (a clip cut from a longer video): first sampled time
+    realism: Realism | None = None  # camera and scene imperfections; None: the clean, static world
 
     def __post_init__(self) -> None:
+        if self.realism is not None and not isinstance(self.realism, Realism):
+            raise ValueError(f"realism must be a Realism or None, got {type(self.realism).__name__}")
         if not (self.duration_s > self.start_s >= 0):
             raise ValueError(f"need 0 <= start_s < duration_s, got start_s={self.start_s!r} duration_s={self.duration_s!r}")
         if not (isinstance(self.frame_size, int) and self.frame_size >= 64):
@@ -165,17 +205,30 @@ class SceneScript:
 
     # ---- pixels ----------------------------------------------------------------------------------
 
-    def render(self, t: float) -> np.ndarray:
-        """(frame_size, frame_size, 3) uint8 RGB frame at video time t."""
+    def ball_at(self, t: float) -> tuple[int, int, int]:
+        """(x, y, radius) in px of the grey ball drawn at time t."""
         s = self.frame_size
-        img = np.full((s, s, 3), self.background, dtype=np.uint8)
         rng = random.Random(self.seed)
         phase, speed = rng.uniform(0, 2 * math.pi), rng.uniform(0.05, 0.15)
         bx = s / 2 + 0.38 * s * math.sin(speed * t + phase)
         by = s / 2 + 0.38 * s * math.cos(0.7 * speed * t + 2 * phase)
-        cv2.circle(img, (int(bx), int(by)), max(3, s // 20), BALL_RGB, -1, lineType=cv2.LINE_AA)
+        return int(bx), int(by), max(3, s // 20)
+
+    def render(self, t: float) -> np.ndarray:
+        """(frame_size, frame_size, 3) uint8 RGB frame at video time t."""
+        s, r = self.frame_size, self.realism
+        if r is not None and r.texture > 0:
+            img = _textured_background(self.seed, s, self.background, r.texture, r.pan_px_s, t)
+        else:
+            img = np.full((s, s, 3), self.background, dtype=np.uint8)
+        bx, by, radius = self.ball_at(t)
+        cv2.circle(img, (bx, by), radius, BALL_RGB, -1, lineType=cv2.LINE_AA)
+        if r is not None and r.n_distractors:
+            _draw_distractors(img, self.seed, r.n_distractors, t)
         for p in self.visible(t):
             draw_object(img, p)
+        if r is not None and (r.flicker > 0 or r.noise_std > 0):
+            img = _camera(img, self.seed, t, r.flicker, r.noise_std)
         return img
 
     def frames(self, fps: float = 1.0) -> Iterator[Frame]:
@@ -228,10 +281,11 @@ def random_script(
     distinct: bool = True,
     frame_size: int = 192,
     start_s: int = 0,
+    realism: Realism | None = None,
 ) -> SceneScript:
     """A script of `n_events` events at random whole-second times in [start_s, duration_s), each lasting
     event_s seconds (inclusive range), with a gap of at least one second between them. `distinct`: all colours and digits differ
-    (so "the red shape" names one event). Deterministic by seed."""
+    (so "the red shape" names one event). `realism` changes the pixels only. Deterministic by seed."""
     if n_events < 0:
         raise ValueError(f"n_events must be >= 0, got {n_events}")
     lo_d, hi_d = event_s
@@ -253,17 +307,20 @@ def random_script(
         events.append(random_event(rng, obj, float(start), float(start + d), frame_size))
         t = start + d
     return SceneScript(float(duration_s), events, frame_size, background=rng.randint(205, 240), seed=seed,
-                       start_s=float(start_s))
+                       start_s=float(start_s), realism=realism)
 
 
-def single_frame(seed: int, frame_size: int = 192, p_empty: float = 0.0) -> tuple[Frame, SceneScript]:
-    """One frame (time 0 to 59 s) showing one random object (or, with probability p_empty, none)."""
+def single_frame(
+    seed: int, frame_size: int = 192, p_empty: float = 0.0, realism: Realism | None = None
+) -> tuple[Frame, SceneScript]:
+    """One frame (time 0 to 59 s) showing one random object (or, with probability p_empty, none),
+    through `realism`'s camera when given."""
     rng = random.Random(seed)
     t = float(rng.randint(0, 59))
     events = []
     if rng.random() >= p_empty:
         events.append(random_event(rng, random_object(rng), t, t + 1, frame_size, still=True))
-    script = SceneScript(t + 1, events, frame_size, background=rng.randint(205, 240), seed=seed)
+    script = SceneScript(t + 1, events, frame_size, background=rng.randint(205, 240), seed=seed, realism=realism)
     return Frame(script.render(t), t), script
 
 
@@ -350,6 +407,82 @@ def draw_object(img: np.ndarray, p: Placed) -> None:
     org = (int(cx - w / 2), int(text_cy + h / 2))
     cv2.putText(img, p.obj.digit, org, font, scale, (255, 255, 255), thick + 3, cv2.LINE_AA)
     cv2.putText(img, p.obj.digit, org, font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+
+# ---- realism (see `Realism`) ---------------------------------------------------------------------
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """A generator for one purpose (`key`) of one script (`seed`), the same on every machine."""
+    return np.random.default_rng([seed % 2**64, *(k % 2**64 for k in key)])
+
+
+_TEXTURE, _DISTRACTORS, _FLICKER, _NOISE = 1, 2, 3, 4  # purposes for `_rng`
+
+
+@functools.lru_cache(maxsize=8)
+def _texture_tile(seed: int, period: int) -> tuple[np.ndarray, float]:
+    """((period, period) float32 pattern in [-1, 1], direction of the pan in radians) for a script.
+    The pattern is smooth blobs (a sum of cosines with whole wave numbers), so it tiles seamlessly and
+    the background can pan forever."""
+    rng = _rng(seed, _TEXTURE)
+    yy, xx = np.mgrid[0:period, 0:period].astype(np.float32) * np.float32(2 * np.pi / period)  # (P, P) each
+    tile = np.zeros((period, period), dtype=np.float32)
+    for _ in range(8):
+        kx, ky = (int(k) for k in rng.integers(-4, 5, size=2))
+        if kx == ky == 0:
+            continue
+        amp = np.float32(1 / math.hypot(kx, ky))  # longer waves stronger: big soft blobs
+        tile += amp * np.cos(kx * xx + ky * yy + np.float32(rng.uniform(0, 2 * np.pi)))
+    tile /= max(float(np.abs(tile).max()), 1e-6)
+    tile.setflags(write=False)
+    return tile, float(rng.uniform(0, 2 * np.pi))
+
+
+def _textured_background(seed: int, size: int, grey: int, contrast: float, pan_px_s: float, t: float) -> np.ndarray:
+    """(size, size, 3) uint8: the grey window at time t onto a tile twice the frame's side, panned
+    pan_px_s * t px along the script's direction (wrapping around the tile). The blobs only darken
+    `grey`, so bright backgrounds do not clip to white."""
+    tile, angle = _texture_tile(seed, 2 * size)
+    ox, oy = math.floor(pan_px_s * t * math.cos(angle)), math.floor(pan_px_s * t * math.sin(angle))
+    rows, cols = np.arange(oy, oy + size), np.arange(ox, ox + size)
+    window = tile.take(rows, axis=0, mode="wrap").take(cols, axis=1, mode="wrap")  # (size, size)
+    grey_img = np.clip(np.rint(grey - contrast * (1 + window) / 2), 0, 255).astype(np.uint8)  # (size, size)
+    return np.repeat(grey_img[:, :, None], 3, axis=2)  # (size, size, 3)
+
+
+def _draw_distractors(img: np.ndarray, seed: int, n: int, t: float) -> None:
+    """Draw n grey crosses and bars drifting (and bars spinning) across the frame, in place. Grey and
+    not a square, circle or triangle: no question can be about them."""
+    s = img.shape[0]
+    rng = _rng(seed, _DISTRACTORS)
+    for i in range(n):
+        grey = int(rng.integers(70, 171))
+        half = float(rng.uniform(0.03, 0.05)) * s  # half the arm's length, px
+        x0, y0 = rng.uniform(half + 2, s - half - 2, size=2)
+        speed, heading = float(rng.uniform(0.03, 0.12)) * s, float(rng.uniform(0, 2 * math.pi))
+        spin, turn0 = float(rng.uniform(-1.5, 1.5)), float(rng.uniform(0, math.pi))  # rad/s, rad
+        cx = _bounce(x0 + speed * math.cos(heading) * t, half + 2, s - half - 2)
+        cy = _bounce(y0 + speed * math.sin(heading) * t, half + 2, s - half - 2)
+        thick = max(2, int(half / 3))
+        arms = (turn0 + spin * t,) if i % 2 else (turn0 + spin * t, turn0 + spin * t + math.pi / 2)  # bar | cross
+        for a in arms:
+            dx, dy = half * math.cos(a), half * math.sin(a)
+            cv2.line(img, (int(cx - dx), int(cy - dy)), (int(cx + dx), int(cy + dy)), (grey,) * 3, thick, cv2.LINE_AA)
+
+
+def _camera(img: np.ndarray, seed: int, t: float, flicker: float, noise_std: float) -> np.ndarray:
+    """The frame as a camera records it: brightness times 1 + flicker * u(t) (u smooth in t, in [-1, 1]),
+    plus Gaussian noise of std noise_std drawn from (seed, t); (H, W, 3) uint8 in and out."""
+    rng = _rng(seed, _FLICKER)
+    f1, f2 = rng.uniform(0.05, 0.15), rng.uniform(0.2, 0.4)  # Hz: a slow swell and a flutter
+    p1, p2 = rng.uniform(0, 2 * math.pi, size=2)
+    u = 0.5 * math.sin(2 * math.pi * f1 * t + p1) + 0.5 * math.sin(2 * math.pi * f2 * t + p2)
+    out = img.astype(np.float32) * np.float32(1 + flicker * u)
+    if noise_std > 0:
+        frame_rng = _rng(seed, _NOISE, int(round(t * 1e6)))  # new noise every frame (per microsecond of t)
+        out += frame_rng.normal(0.0, noise_std, size=img.shape).astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _bounce(x: float, lo: float, hi: float) -> float:
