@@ -63,7 +63,7 @@ class SessionRegistry:
             if user is None and create:
                 self._make_room(client)  # fail fast, before building a session
         if user is None and create:  # built outside the registry lock: it waits for the model lock
-            session = StreamSession(self.adapter, self.window, lock=self.model_lock)
+            session = StreamSession(self.adapter, self.window, lock=self.model_lock, skip=self.settings.skip)
             with self._lock:
                 user = self._users.get(key)
                 if user is None:

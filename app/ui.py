@@ -40,7 +40,7 @@ from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
 from streamer.kv_window import WindowConfig
 from streamer.options import (
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, window_config,
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
 )
 
 log = logging.getLogger(__name__)
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
-                              max_sessions_per_client=args.max_sessions_per_client)
+                              max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args))
         window_config(args)  # bad cache options and addresses fail before the slow model load
         check_address(args.host, args.port)
         from streamer.models.registry import load_model

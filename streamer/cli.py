@@ -30,7 +30,7 @@ from streamer.errors import ConfigError, StreamerError
 from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, printable, window_config,
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, printable, skip_config, window_config,
 )
 from streamer.session import StreamSession, check_question
 
@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     # every check before any work: argparse did the ranges; these are the checks that need several options
     load = LoadSettings(args.model, args.device, args.dtype)
     window_config(args)
+    skip = skip_config(args)
     plan = schedule(args.question, args.at)
     if args.end is not None and args.end <= args.start:
         raise ConfigError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype)
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)
-    session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]))
+    session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]), skip=skip)
     total = None
     if source.duration_s:
         end = min(source.duration_s, args.end or math.inf)
@@ -165,7 +166,8 @@ def answer_one(session: StreamSession, question: str, args: argparse.Namespace) 
         s = session.stats()
         print(json.dumps({
             "question": question, "answer": answer, "video_time_s": s["video_time_s"],
-            "frames_ingested": s["frames_ingested"], "kv_tokens": s["kv_tokens"], "kv_bytes": s["kv_bytes"],
+            "frames_ingested": s["frames_ingested"], "frames_skipped": s["frames_skipped"],
+            "kv_tokens": s["kv_tokens"], "kv_bytes": s["kv_bytes"],
             "peak_kv_bytes": s["peak_kv_bytes"], "rss_bytes": s["rss_bytes"],
             "ingest_seconds": s["ingest_seconds"], "answer_seconds": round(time.perf_counter() - start, 3),
             "policy": s["policy"], "merge": s["merge"], "budget": s["budget"], "evicted": s["evicted"],

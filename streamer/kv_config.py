@@ -61,6 +61,9 @@ class WindowConfig:
     #                                  None = min(32, budget // 16), within what the budget allows
     chunk_slack: int = 0  # a longer append (a chunk) over budget cuts to budget - this, so the next
     #                       chunks append without a compression: fewer compressions, fewer tokens held
+    redundancy: float | None = None  # frame tokens whose value has at least this cosine similarity with the
+    #                                  same place in the frame before are evicted first (InfiniPot-V-like);
+    #                                  a frame whose image tokens all repeat goes with its timestamp; None = off
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -107,6 +110,8 @@ class WindowConfig:
                 if not 0 <= getattr(self, name) <= room:
                     raise ConfigError(f"{name} ({getattr(self, name)}) must lie between 0 and {room} "
                                       f"(the smallest layer budget - n_sink - recent)")
+        if self.redundancy is not None and not (isinstance(self.redundancy, (int, float)) and -1.0 < self.redundancy <= 1.0):
+            raise ConfigError(f"redundancy must be a cosine threshold in (-1, 1] or None, got {self.redundancy!r}")
         if not 0.0 <= self.spread_momentum < 1.0:
             raise ConfigError(f"spread_momentum must be in [0, 1), got {self.spread_momentum}")
 

@@ -30,7 +30,7 @@ from transformers.cache_utils import DynamicLayer
 
 from streamer.kv_config import WindowConfig
 from streamer.kv_merge import merge_into_kept
-from streamer.kv_scoring import attention_spread, elite_attention, keep_priority, observed_attention
+from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
 from streamer.vocab import Modality
 
@@ -71,6 +71,8 @@ class KVWindowLayer(DynamicLayer):
         self.position = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) stream position
         self.anchor = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block start
         self.advance = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block size
+        self.similar = torch.zeros((b, h, 0), device=dev)  # (B, H, T) cosine with the same place one frame back
+        self.last_frame = None  # (B, H, P, D) image-token values of the last frame appended (redundancy)
 
     def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
                **kwargs):
@@ -98,6 +100,10 @@ class KVWindowLayer(DynamicLayer):
         self.weight = grow(self.weight, torch.ones(c))
         self.modality = grow(self.modality, tags.modality)
         self.times = grow(self.times, tags.times)
+        if self.cfg.redundancy is not None:
+            similar, self.last_frame = frame_redundancy(value_states, tags.times, tags.modality == Modality.IMAGE,
+                                                        self.last_frame)
+            self.similar = torch.cat([self.similar, similar.to(dev)], dim=-1)
         self.position = grow(self.position, torch.arange(self.n_seen, self.n_seen + c))
         if self.mrope:
             self.anchor, self.advance = grow(self.anchor, tags.anchor), grow(self.advance, tags.advance)
@@ -130,6 +136,10 @@ class KVWindowLayer(DynamicLayer):
         """(B, H, T) bool: conversation text, as opposed to frame tokens (image, boundary, timestamp)."""
         return (self.modality == Modality.TEXT) & self.times.isnan()
 
+    def _redundant(self) -> torch.Tensor:
+        """(B, H, T) bool: frame tokens that repeat the frame before them (`kv_scoring.frame_redundancy`)."""
+        return ~self.times.isnan() & (self.similar >= self.cfg.redundancy)
+
     def compress(self) -> None:
         """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping.
 
@@ -142,7 +152,7 @@ class KVWindowLayer(DynamicLayer):
         cfg, rules = self.cfg, self.cfg.rules
         keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else cfg.chunk_slack)
         prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
-                             rules.text_prior)
+                             rules.text_prior, self._redundant() if cfg.redundancy is not None else None)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
         b, h, e = prio.shape[0], prio.shape[1], t - keep_n
@@ -174,6 +184,8 @@ class KVWindowLayer(DynamicLayer):
         self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
         self.score = take(self.score, keep) * (cfg.score_decay if rules.decays else 1.0)
         self.modality, self.times, self.position = (take(x, keep) for x in (self.modality, self.times, self.position))
+        if cfg.redundancy is not None:
+            self.similar = take(self.similar, keep)
         self.n_evicted += t - keep_n
         if cfg.merge != "none":
             self.n_merged += t - keep_n
@@ -182,6 +194,7 @@ class KVWindowLayer(DynamicLayer):
         super().reset()
         self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = self.end = 0
         self.budget, self.spread = self.cfg.budget, None
+        self.last_frame = None
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("KVWindowCache does not support cropping (assisted decoding)")

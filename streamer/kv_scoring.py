@@ -7,9 +7,13 @@
   queries that attend to visual tokens most strongly and most consistently across heads.
 - `attention_spread`, `split_budget`: AirCache's adaptive layer-wise budgets: how thinly each layer
   spreads its importance, and a split of one total budget in proportion to it, with a floor per layer.
+- `frame_redundancy`: temporal redundancy (after InfiniPot-V): how much each new frame token repeats the
+  token at the same place in the frame before it (cosine of their values; values carry no RoPE, so the
+  same content at another position still matches).
 - `keep_priority`: turns accumulated scores and token facts into one priority per token; the cache keeps
   the top `budget`. Sinks and the recent window get +inf; under the LOOK-M text prior, conversation text
-  outranks every visual token (image tokens, their boundary tokens and their timestamp text).
+  outranks every visual token (image tokens, their boundary tokens and their timestamp text); tokens
+  flagged redundant rank below every other evictable token.
 
 Nothing here changes the cache: `KVWindowLayer.compress` (`kv_layer.py`) gathers, merges and re-rotates.
 """
@@ -102,18 +106,45 @@ def split_budget(total: int, spread: list[float], floor: int, cap: int) -> list[
     return out.tolist()
 
 
+def frame_redundancy(values: torch.Tensor, times: torch.Tensor, is_image: torch.Tensor,
+                     previous: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """How much each new frame token repeats the frame before it.
+
+    An image token gets the cosine similarity of its value with the value at the same place (the same
+    index among its frame's image tokens) in the frame before; the frame's other tokens (boundaries,
+    timestamp text) get the least similarity of its image tokens, so they repeat only if the whole frame does.
+    values: (B, H, C, D) of one append; times: (C,) video second of each token (NaN for text); is_image:
+    (C,) bool; previous: (B, H, P, D) image-token values of the last frame of the previous append, or None.
+    Returns (similarity (B, H, C): 0 for text, for a first frame and for a frame whose predecessor has
+    another number of image tokens; the last frame's (B, H, P, D) values, or `previous` if there is none).
+    """
+    similarity = values.new_zeros(values.shape[:3], dtype=torch.float32)  # (B, H, C)
+    for t in times[is_image].unique(sorted=True).tolist():
+        in_frame = times == t
+        idx = (is_image & in_frame).nonzero().squeeze(-1)  # (P,) this frame's image tokens
+        current = values[:, :, idx].float()  # (B, H, P, D)
+        if previous is not None and previous.shape == current.shape:
+            sim = torch.nn.functional.cosine_similarity(current, previous, dim=-1)  # (B, H, P)
+            similarity[:, :, idx] = sim
+            similarity[:, :, (~is_image & in_frame).nonzero().squeeze(-1)] = sim.amin(-1, keepdim=True)
+        previous = current
+    return similarity, previous
+
+
 def keep_priority(
     scores: torch.Tensor | None,
     is_text: torch.Tensor,
     n_sink: int,
     recent: int,
     text_prior: bool,
+    redundant: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Priority (B, H, T) of keeping each token; higher is kept first.
 
     scores: (B, H, T) accumulated attention, or None for StreamingLLM (then newer = higher, so the
     budget left after sinks fills with the most recent tokens); is_text: (B, H, T) bool, conversation
-    text (not part of a frame). Sinks (first n_sink) and the last `recent` tokens get +inf.
+    text (not part of a frame); redundant: (B, H, T) bool, frame tokens that repeat the frame before them
+    (they go first, in their own order). Sinks (first n_sink) and the last `recent` tokens get +inf.
     """
     t = is_text.shape[-1]
     idx = torch.arange(t, device=is_text.device, dtype=torch.float32)
@@ -124,5 +155,8 @@ def keep_priority(
         # kept an arbitrary set of it
         bonus = prio.amax(dim=-1, keepdim=True).clamp(min=0) + 1.0  # (B, H, 1)
         prio = prio + is_text.float() * bonus
+    if redundant is not None:  # below every other token by more than any gap, in their own order
+        span = prio.amax(dim=-1, keepdim=True) - prio.amin(dim=-1, keepdim=True) + 1.0  # (B, H, 1)
+        prio = prio - redundant.float() * span
     protected = (idx < n_sink) | (idx >= t - recent)  # (T,)
     return prio.masked_fill(protected, float("inf"))

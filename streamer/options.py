@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 
+from streamer.change import SkipConfig
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_window import POLICIES, WindowConfig
 
@@ -90,15 +91,27 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-slack", type=int_in(0, MAX_BUDGET), default=0,
                    help="a chunk over budget cuts this many tokens deeper, so the next chunks need no compression "
                         "(fewer compressions, fewer tokens held)")
+    p.add_argument("--redundancy", type=float_in(-1, 1, low_open=True), default=None, metavar="COS",
+                   help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
+                        "their values, same place) at which a token counts as a repeat, e.g. 0.9 (default: off)")
+    p.add_argument("--skip-static", type=float_in(0, 1), nargs="?", const=SkipConfig.min_area, default=None,
+                   metavar="AREA", help="do not feed frames that barely differ from the last one fed: a frame is "
+                   f"fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "
+                   f"and slow pans do not count; one frame every {SkipConfig.max_gap_s:g} s is fed regardless)")
+
+
+def skip_config(args: argparse.Namespace) -> SkipConfig | None:
+    """The frame-skip settings the flags ask for (None: feed every sampled frame)."""
+    return None if args.skip_static is None else SkipConfig(min_area=args.skip_static)
 
 
 def window_config(args: argparse.Namespace, max_positions: int | None = None) -> WindowConfig:
     """The cache settings the flags ask for. Call it once without `max_positions` to fail fast on bad
     flags before loading a model, then with the model's positions for the default budget."""
     options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
-    if args.policy == "full":
+    if args.policy == "full":  # nothing is evicted: the redundancy signal has nothing to order
         return WindowConfig(policy="full", budget=None, **options)
-    options["chunk_slack"] = args.chunk_slack
+    options.update(chunk_slack=args.chunk_slack, redundancy=args.redundancy)
     budget = args.budget
     if budget is None:
         budget = min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from streamer.change import SkipConfig, StaticSkipper
 from streamer.errors import BudgetError, ConfigError, QuestionError
 from streamer.frames import Chunk
 from streamer.vocab import Conversation
@@ -94,9 +95,11 @@ class Turn:
 class StreamSession:
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
-    def __init__(self, adapter, window: WindowConfig | None = None, lock=None):
+    def __init__(self, adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = None):
         self.adapter = adapter
         self.window = window or WindowConfig()
+        # skip: frames that barely differ from the last one fed never reach the model (`streamer.change`)
+        self.skipper = StaticSkipper(skip) if skip is not None else None
         # a plain Lock, shared by sessions of one model: an answer's generator may resume in another thread
         self.lock = lock or threading.Lock()
         use_window_attention(adapter.model)
@@ -116,6 +119,8 @@ class StreamSession:
             self.video_time_s = 0.0
             self.ingest_seconds = 0.0
             self.peak_kv_bytes = 0
+            if self.skipper is not None:
+                self.skipper = StaticSkipper(self.skipper.cfg)
 
     def ingest(self, chunk: Chunk) -> None:
         """Append one chunk of frames to the cache (compressing it back to the budget)."""
@@ -123,6 +128,12 @@ class StreamSession:
             return
         with self.lock:
             start = time.perf_counter()
+            if self.skipper is not None:  # what did not change is not fed; time moves on all the same
+                self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
+                chunk = Chunk(tuple(f for f in chunk.frames if self.skipper.keep(f)), chunk.index)
+                if not chunk.frames:
+                    self.ingest_seconds += time.perf_counter() - start
+                    return
             prompt = self.adapter.chunk_prompt(chunk, self.conv)
             self._check_room(prompt.n_tokens, "this chunk of frames")
             self._forward(prompt)
@@ -183,6 +194,7 @@ class StreamSession:
         s = self.cache.stats()
         s.update(
             frames_ingested=self.frames_ingested,
+            frames_skipped=self.skipper.skipped if self.skipper is not None else 0,
             video_time_s=self.video_time_s,
             ingest_seconds=round(self.ingest_seconds, 3),
             peak_kv_bytes=self.peak_kv_bytes,

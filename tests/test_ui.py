@@ -555,10 +555,10 @@ def test_kv_figure_plots_the_samples_and_budget():
 
 def test_stats_and_status_html():
     stats = {"kv_tokens": 120, "budget": 128, "kv_bytes": 3 * plots.MB, "budget_bytes": 4 * plots.MB,
-             "peak_kv_bytes": 4 * plots.MB, "frames_ingested": 7, "video_time_s": 6.5, "evicted": 40,
+             "peak_kv_bytes": 4 * plots.MB, "frames_ingested": 7, "frames_skipped": 5, "video_time_s": 6.5, "evicted": 40,
              "merged": 39, "rss_bytes": 500 * plots.MB, "kept_by_modality": {"text": 10, "image": 100, "other": 10}}
     html = plots.stats_html(stats)
-    for key, value in [("kv", "120 / 128"), ("kv_mb", "3.00 (4.00, 4.00)"), ("frames", "7"), ("video", "6.5"),
+    for key, value in [("kv", "120 / 128"), ("kv_mb", "3.00 (4.00, 4.00)"), ("frames", "7"), ("skipped", "5"), ("video", "6.5"),
                        ("evicted", "40"), ("merged", "39"), ("rss", "500"), ("kept", "10 / 100 / 10")]:
         assert f'data-stat="{key}" style="font-size:16px;font-weight:600">{value}<' in html
     assert "no limit" in plots.stats_html({"budget": None})

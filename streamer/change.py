@@ -1,0 +1,86 @@
+"""Skip frames that barely differ from the last frame fed to the model (opt-in, before the language model).
+
+Most seconds of a lecture, a room camera or a game screen look like the second before; such a frame costs
+a vision-tower pass, tokens, compute and budget for nothing. `StaticSkipper.keep(frame)` compares the frame
+with the last frame it let through and says whether to feed it. Real cameras never repeat a frame
+exactly, so the comparison is built to ignore what is not a change of content:
+
+- sensor noise and compression artefacts: both frames are averaged down to a small grid (`cells` x
+  `cells`, each cell the mean of many pixels) before they are compared;
+- brightness flicker and auto-exposure: each signature is divided by its own mean brightness, so a global
+  gain cancels;
+- small motion (a drifting ball, a blinking cursor) and slow pans: a frame counts as changed only when
+  more than `min_area` of its cells moved by more than `level` (relative to the mean brightness); a slow
+  pan piles up against the reference until it crosses that, then one frame is fed and becomes the
+  reference.
+
+Skipped frames are not sent through the model, but time goes on: the next fed frame carries its own
+timestamp, and `max_gap_s` feeds a frame at least that often even if nothing changed. Deliberately not here:
+the sampler (`frames.py`) and the session that calls this (`session.py`); the cache-side signal for
+frames that were fed but repeat their predecessor (`WindowConfig.redundancy`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from streamer.errors import ConfigError
+from streamer.sources import Frame
+
+
+@dataclass(frozen=True)
+class SkipConfig:
+    """When a frame is "the same" as the last one fed."""
+
+    min_area: float = 0.04  # fed when more than this fraction of the grid's cells changed
+    level: float = 0.08  # a cell changed when a colour channel moved by this fraction of the mean brightness
+    max_gap_s: float = 10.0  # feed a frame at least this often, even when nothing changed
+    cells: int = 24  # the signature grid is cells x cells (each cell averages many pixels: noise cancels)
+
+    def __post_init__(self):
+        if not 0.0 <= self.min_area < 1.0:
+            raise ConfigError(f"skip min_area must be a fraction in [0, 1), got {self.min_area!r}")
+        if not 0.0 < self.level < 1.0:
+            raise ConfigError(f"skip level must be in (0, 1), got {self.level!r}")
+        if not self.max_gap_s > 0:
+            raise ConfigError(f"skip max_gap_s must be > 0 seconds, got {self.max_gap_s!r}")
+        if not (isinstance(self.cells, int) and 4 <= self.cells <= 256):
+            raise ConfigError(f"skip cells must be an integer in [4, 256], got {self.cells!r}")
+
+
+def signature(image: np.ndarray, cells: int) -> np.ndarray:
+    """(cells, cells, 3) float32: the frame averaged down to a grid, divided by its mean brightness."""
+    small = cv2.resize(image, (cells, cells), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return small / max(float(small.mean()), 1.0)
+
+
+def changed_area(a: np.ndarray, b: np.ndarray, level: float) -> float:
+    """Fraction of grid cells where some channel of two signatures differs by more than `level`."""
+    return float((np.abs(a - b).max(axis=-1) > level).mean())
+
+
+class StaticSkipper:
+    """Says which frames to feed (`keep`) and counts the ones it held back (`skipped`)."""
+
+    def __init__(self, cfg: SkipConfig | None = None):
+        self.cfg = cfg or SkipConfig()
+        self.skipped = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the reference frame (the next frame is always fed); the count stays."""
+        self._reference: np.ndarray | None = None
+        self._reference_s = 0.0
+
+    def keep(self, frame: Frame) -> bool:
+        sig = signature(frame.image, self.cfg.cells)
+        if (self._reference is None or frame.time_s - self._reference_s >= self.cfg.max_gap_s
+                or sig.shape != self._reference.shape
+                or changed_area(sig, self._reference, self.cfg.level) > self.cfg.min_area):
+            self._reference, self._reference_s = sig, frame.time_s
+            return True
+        self.skipped += 1
+        return False
