@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -78,21 +79,24 @@ class Video:
     chat: bool = False  # True: asked one after the other in one conversation
 
 
-def make_video(task: str, index: int, seconds: float) -> Video:
-    """The `index`-th held-out video of `task` (`seconds` long; `frame` and `sample` ignore it)."""
+def make_video(task: str, index: int, seconds: float, world: str = "clean") -> Video:
+    """The `index`-th held-out video of `task` (`seconds` long; `frame` and `sample` ignore it); `world`
+    "noisy" films it with `Realism.noisy()` (sensor noise, flicker, a panning texture, distractors)."""
     from streamer.world.sample_video import sample_script
-    from streamer.world.scene import frame_questions, random_script, single_frame, video_questions
+    from streamer.world.scene import Realism, frame_questions, random_script, single_frame, video_questions
 
     seed = SEEDS[task] + index
+    realism = Realism.noisy() if world == "noisy" else None
     if task == "frame":
-        frame, script = single_frame(seed)
+        frame, script = single_frame(seed, realism=realism)
         return Video(seed, script, [q for q in frame_questions(script, frame.time_s) if q.kind in FRAME_KINDS])
     if task in ("sample", "chat"):
-        script = sample_script(60.0, seed)
+        script = sample_script(60.0, seed, realism=realism)
         first = {qa.kind: qa for qa in reversed(video_questions(script))}  # what sample_video prints
         qas = list(first.values())
         return Video(seed, script, qas[:5] if task == "chat" else qas, chat=task == "chat")
-    script = random_script(seed, duration_s=seconds, n_events=1 if task == "needle" else 5, event_s=(2, 4))
+    script = random_script(seed, duration_s=seconds, n_events=1 if task == "needle" else 5, event_s=(2, 4),
+                           realism=realism)
     qas = video_questions(script)
     return Video(seed, script, qas if task == "video" else [q for q in qas if q.kind in NEEDLE_KINDS])
 
@@ -164,24 +168,32 @@ def full_tokens(adapter, task: str, seconds: float) -> int:
     return total
 
 
-def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int) -> dict:
-    """One configuration: `videos` held-out videos of `task`, each streamed into a fresh session."""
+def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int,
+               world: str = "clean", redundancy: float | None = None, skip: bool = False) -> dict:
+    """One configuration: `videos` held-out videos of `task`, each streamed into a fresh session;
+    `redundancy`: WindowConfig.redundancy of the bounded policies; `skip`: skip unchanged frames."""
+    from streamer.change import SkipConfig
     from streamer.session import StreamSession
 
     tokens = None if budget is None else int(budget) if budget > 1 else max(64, int(full_tokens(adapter, task, seconds) * budget))
-    session = StreamSession(adapter, common.window(policy, tokens))
-    rows, stopped, start = [], [], time.perf_counter()
+    window = common.window(policy, tokens)
+    if redundancy is not None and policy != "full":
+        window = dataclasses.replace(window, redundancy=redundancy)
+    session = StreamSession(adapter, window, skip=SkipConfig() if skip else None)
+    rows, stopped, start, fed = [], [], time.perf_counter(), 0
     label = f"{task} {seconds:g}s {policy}" + ("" if tokens is None else f"@{tokens}")
     for i in tqdm(range(videos), desc=label, unit="video", leave=False):
-        video = make_video(task, i, seconds)
+        video = make_video(task, i, seconds, world)
         session.reset()
         at = stream(session, video.script)
+        fed += session.frames_ingested
         if at is not None:
             stopped.append({"seed": video.seed, "stopped_at_s": at})
             continue
         rows += ask_all(session, video)
     return {"task": task, "seconds": seconds if task not in ("frame", "sample", "chat") else None, "policy": policy,
-            "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped,
+            "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped, "world": world,
+            "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
             "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),
             "summary": summarise(rows), "answers": rows}  # fmt: skip
 
@@ -210,6 +222,9 @@ def summarise(rows: list[dict]) -> dict:
 def line(result: dict) -> str:
     s = result["summary"]["all"]
     budget = "full" if result["budget_tokens"] is None else f"{result['budget_tokens']} tok"
+    extras = {result["world"]: result["world"] != "clean", f"redundancy {result['redundancy']}": result["redundancy"] is not None,
+              "skip": result["skip"]}  # fmt: skip
+    budget += "".join(f" {x}" for x, on in extras.items() if on)
     secs = "" if result["seconds"] is None else f"{result['seconds']:g}s"
     text = (f"{result['task']:8s} {secs:>6s} {result['policy']:12s} {budget:>9s}  "
             f"{s['right']:4d}/{s['n']:<4d} = {s['accuracy'] if s['n'] else float('nan'):.3f} "
@@ -252,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
                     + ", ".join(f"{k} {v}" for k, v in FULL.items()) + ")")  # fmt: skip
     ap.add_argument("--policies", default="full", help="comma-separated policies (full, sink-recent, saddle, text-prior, combined)")
     ap.add_argument("--budgets", type=parse_budgets, default=[0.1], help="for bounded policies: fractions or token counts")
+    ap.add_argument("--world", default="clean", choices=["clean", "noisy"], help="noisy: Realism.noisy() camera")
+    ap.add_argument("--redundancy", type=lambda x: None if x.lower() == "none" else float(x), nargs="*", default=[None], help="run each bounded policy with each of "
+                    "these WindowConfig.redundancy thresholds (e.g. --redundancy none 0.9)")  # fmt: skip
+    ap.add_argument("--skip", choices=["off", "on", "both"], default="off", help="skip unchanged frames before the model")
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
     ap.add_argument("--threads", type=int, default=2)
@@ -268,14 +287,16 @@ def main(argv: list[str] | None = None) -> None:
 
     adapter = load_model(args.model, dtype=args.dtype)
     seconds = args.seconds or (60.0 if args.quick else 300.0)
-    configs = [(p, None if p == "full" else b) for p in args.policies.split(",") if p for b in ([None] if p == "full" else args.budgets)]
+    skips = {"off": [False], "on": [True], "both": [False, True]}[args.skip]
+    configs = [(p, b, r, k) for p in args.policies.split(",") if p for b in ([None] if p == "full" else args.budgets)
+               for r in ([None] if p == "full" else args.redundancy) for k in skips]  # fmt: skip
     results = []
     for task in tasks:
         n = args.videos or (QUICK if args.quick else FULL)[task]
-        for policy, budget in configs:
-            results.append(run_config(adapter, task, seconds, policy, budget, n))
+        for policy, budget, redundancy, skip in configs:
+            results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip))
             print(line(results[-1]), flush=True)
-    data = {"model": args.model, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0, "chunk_frames": 4,
+    data = {"model": args.model, "world": args.world, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0, "chunk_frames": 4,
             "tokens_per_frame": adapter.tokens_per_frame, "weights": weights_id(args.model), "results": results}  # fmt: skip
     common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)
 
