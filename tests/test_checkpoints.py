@@ -60,3 +60,79 @@ def test_qwen_hub_ids_resolve_to_the_qwen_adapter():
 
     assert _HUB_ID.match("Qwen/Qwen2.5-VL-3B-Instruct")
     assert FAMILIES["qwen2_5_vl"] is QwenVLAdapter and FAMILIES["qwen3_vl"] is Qwen3VLAdapter
+
+
+# ---- `--model DIR` through the CLI and the web UI, for every family ------------------------------------
+
+
+def _save(adapter, path):
+    adapter.model.save_pretrained(path)
+    adapter.tokenizer.save_pretrained(path)
+    adapter.image_processor.save_pretrained(path)
+    return str(path)
+
+
+FAMILIES = ["tiny-random", "tiny-random-llava", "tiny-random-qwen", "tiny-random-qwen3"]
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory):
+    return {name: _save(load_model(name), tmp_path_factory.mktemp(name)) for name in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from streamer.world.sample_video import write_sample
+
+    return str(write_sample(tmp_path_factory.mktemp("dirclip") / "clip.mp4", seconds=6, fps=2))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_cli_model_dir_answers_like_the_built_in(family_dirs, clip, name, capsys):
+    from streamer.cli import main
+
+    answers = []
+    for model in (name, family_dirs[name]):
+        assert main([clip, "--model", model, "-q", "What is on screen?", "--json", "--max-new-tokens", "4",
+                     "--budget", "64"]) == 0
+        answers.append(json.loads(capsys.readouterr().out.splitlines()[-1]))
+    assert answers[1]["model"] == family_dirs[name]
+    assert answers[1]["answer"] == answers[0]["answer"]  # same weights, same prompts: the same greedy answer
+    assert answers[1]["frames_ingested"] == answers[0]["frames_ingested"] == 6 and answers[1]["kv_tokens"] <= 64
+
+
+def test_ui_server_started_with_model_dir_answers(family_dirs, clip):
+    """`python -m streamer.app.ui --model DIR` as a user starts it, then a question over the REST API."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "streamer.app.ui", "--model", family_dirs["tiny-random-qwen"],
+                               "--port", str(port), "--budget", "64", "--max-new-tokens", "4"],
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        line = ""
+        while "serving on" not in line:
+            line = server.stderr.readline()
+            assert line or server.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, "the server did not start"
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(handle_file(clip), api_name="/load_video")
+        status, stats = "", {}
+        while not ("Watched all" in status and stats.get("frames_ingested") == 6) and time.monotonic() < deadline:
+            status, _, _, _, _, stats = client.predict(api_name="/refresh")
+            time.sleep(0.3)
+        assert stats["frames_ingested"] == 6, status
+        assert stats["kv_tokens"] <= 64 and stats["model"] == family_dirs["tiny-random-qwen"]
+        chat, _ = client.predict("What is on screen?", api_name="/ask")
+        assert [m["role"] for m in chat] == ["user", "assistant"] and chat[1]["content"]
+    finally:
+        server.terminate()
+        server.wait(30)
