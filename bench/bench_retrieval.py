@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import subprocess
 import tempfile
@@ -40,23 +39,13 @@ from transformers import DynamicCache
 
 import common
 import kvpress_venv
-from common import POLICIES
+from common import POLICIES, wilson
 from retrieval_task import is_right, make_prompt
 from streamer.kv_window import KVWindowCache, use_window_attention
 
 PRESSES = ["SnapKV", "StreamingLLM", "TOVA", "KNorm", "ExpectedAttention"]
 STREAM_PRESSES = ["SnapKV", "StreamingLLM"]
 FRACTIONS = [0.1, 0.2]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -137,6 +138,16 @@ def interleaved(fns: dict, rounds: int, warmup: int = 1) -> dict[str, dict]:
             if r >= warmup:
                 samples[label].append(time.perf_counter() - start)
     return {k: summary(v) for k, v in samples.items()}
+
+
+def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion right/n; (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = right / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def summary(seconds: list[float]) -> dict:

@@ -36,12 +36,12 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import common
+from common import wilson
 from tqdm import tqdm
 
 HELD_OUT = 10_000_000  # train.data.HELD_OUT_SEED: training draws world seeds below it
@@ -52,17 +52,6 @@ SEEDS = {  # first world seed of each task (needle and objects: the seeds the ea
 TASKS = tuple(SEEDS)
 NEEDLE_KINDS = ("needle_digit",)
 FRAME_KINDS = ("colour", "shape", "digit")
-Z95 = 1.959964
-
-
-def wilson(right: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion right/n; (0, 1) when n is 0."""
-    if n == 0:
-        return 0.0, 1.0
-    p = right / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def normalise(text: str) -> str:

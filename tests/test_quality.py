@@ -22,7 +22,7 @@ def adapter():
 @pytest.mark.parametrize("right,n,low,high", [(8, 10, 0.4902, 0.9433), (0, 10, 0.0, 0.2775), (40, 40, 0.9124, 1.0),
                                              (45, 50, 0.7864, 0.9565)])  # fmt: skip
 def test_wilson_matches_the_textbook_values(right, n, low, high):
-    lo, hi = quality.wilson(right, n)
+    lo, hi = quality.wilson(right, n)  # bench/common.py, imported by the suite
     assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
     assert lo <= right / n <= hi
 
