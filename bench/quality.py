@@ -50,6 +50,7 @@ SEEDS = {  # first world seed of each task (needle and objects: the seeds the ea
     "chat": HELD_OUT + 800_000, "objects": HELD_OUT + 900_000,
 }  # fmt: skip
 TASKS = tuple(SEEDS)
+FIXED_LENGTH = ("frame", "sample", "chat")  # tasks whose videos have their own length (a still frame, 60 s)
 NEEDLE_KINDS = ("needle_digit",)
 FRAME_KINDS = ("colour", "shape", "digit")
 
@@ -170,7 +171,8 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
         window = dataclasses.replace(window, redundancy=redundancy)
     session = StreamSession(adapter, window, skip=SkipConfig() if skip else None)
     rows, stopped, start, fed = [], [], time.perf_counter(), 0
-    label = f"{task} {seconds:g}s {policy}" + ("" if tokens is None else f"@{tokens}")
+    length = "" if task in FIXED_LENGTH else f" {seconds:g}s"
+    label = f"{task}{length} {policy}" + ("" if tokens is None else f"@{tokens}")
     for i in tqdm(range(videos), desc=label, unit="video", leave=False):
         video = make_video(task, i, seconds, world)
         session.reset()
@@ -180,7 +182,7 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
             stopped.append({"seed": video.seed, "stopped_at_s": at})
             continue
         rows += ask_all(session, video)
-    return {"task": task, "seconds": seconds if task not in ("frame", "sample", "chat") else None, "policy": policy,
+    return {"task": task, "seconds": None if task in FIXED_LENGTH else seconds, "policy": policy,
             "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped, "world": world,
             "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
             "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),

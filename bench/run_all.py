@@ -292,6 +292,55 @@ def section_retrieval() -> str:
     return out + "\n" + img(stem)
 
 
+def section_quality() -> str:
+    """Every quality-suite run (bench/results/quality*.json): one row per configuration, with kinds."""
+    files = sorted(common.RESULTS.glob("quality*.json"))
+    if not files:
+        return ""
+    out = ("## 11. Quality suite (`quality.py`)\n\nExact answers on held-out synthetic videos through `StreamSession`, "
+           "95% Wilson intervals; `kept`: answers whose object still had image tokens in the cache at the question.\n")
+    for path in files:
+        data = common.read_json(path.stem)
+        out += f"\n### {path.stem} (model `{data['model']}`, weights {data.get('weights')}, {data['dtype']})\n\n{header(data)}\n"
+        out += "| task | video | policy | budget | options | right / n | accuracy [95% CI] | videos | needle kept: right / n |\n"
+        out += "|---|---|---|---|---|---|---|---|---|\n"
+        for r in data["results"]:
+            a = r["summary"]["all"]
+            opts = ", ".join(x for x in (r.get("world") if r.get("world") != "clean" else "",
+                                         f"redundancy {r['redundancy']}" if r.get("redundancy") is not None else "",
+                                         "skip" if r.get("skip") else "") if x) or "-"  # fmt: skip
+            kept = r["summary"].get("needle_in_cache")
+            video = "-" if r["seconds"] is None else f"{r['seconds']:g} s"
+            kept_text = f"{kept['right']} / {kept['n']}" if kept else "-"
+            accuracy = a["accuracy"] if a["n"] else float("nan")
+            out += (f"| {r['task']} | {video} | {r['policy']} | {r['budget_tokens'] or 'full'} | {opts} | "
+                    f"{a['right']} / {a['n']} | {accuracy:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | "
+                    f"{a['videos']} | {kept_text} |\n")
+            kinds = r["summary"]["by_kind"]
+            if len(kinds) > 1:
+                out += "".join(f"| | | | | {k} | {v['right']} / {v['n']} | {v['accuracy']:.3f} [{v['ci95'][0]:.3f}, "
+                               f"{v['ci95'][1]:.3f}] | | |\n" for k, v in kinds.items())  # fmt: skip
+            if "repeats_first_answer" in r["summary"]:
+                rep = r["summary"]["repeats_first_answer"]
+                out += f"| | | | | later answers repeating a wrong first answer | {rep['count']} / {rep['n']} | | | |\n"
+    return out
+
+
+def section_skip() -> str:
+    data, stem = pick("skip")
+    if not data:
+        return ""
+    out = f"## 12. Skipping unchanged frames (`bench_skip.py`)\n\n{header(data)}\n"
+    out += (f"{data['seconds']} s of {data['camera']} camera footage, {data['events']} objects, tiny, combined at "
+            f"{data['budget']} tokens. Speed-up with the skip: **{data['speedup']:.2f}x**.\n\n"
+            "| skip | frames fed / sampled | wall s (median) | frames/s | real-time factor | KV bytes at end |\n|---|---|---|---|---|---|\n")
+    for name in ("off", "on"):
+        r = data[name]
+        out += (f"| {name} | {r['frames_fed']} / {r['frames_sampled']} | {r['median_wall_s']} | {r['frames_per_s']} | "
+                f"{r['real_time_factor']} | {r['kv_bytes_at_end']} |\n")
+    return out
+
+
 def report() -> None:
     parts = ["# Benchmarks\n",
              "Produced by the scripts in `bench/` (each section: command, machine, date). Regenerate this file "
@@ -302,7 +351,7 @@ def report() -> None:
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
              section_needle(), section_captions(), section_table(), section_profile(), section_equivalence(),
-             section_retrieval()]
+             section_retrieval(), section_quality(), section_skip()]
     findings = common.RESULTS / "findings.md"
     if findings.is_file():
         parts.insert(2, findings.read_text())
