@@ -30,7 +30,7 @@ from streamer.models.llava_onevision import LlavaOnevisionAdapter
 from streamer.models.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from streamer.models.runtime import LoadSettings
 from streamer.models.smolvlm import SmolVLMAdapter
-from streamer.errors import ModelLoadError
+from streamer.errors import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _load_checkpoint(name: str, device: torch.device, dtype: torch.dtype) -> Mod
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as err:
         where = " from the local hub cache (the hub is unreachable)" if local_only and source == name else ""
         raise ModelLoadError(
-            f"cannot load model {name!r}{where}: {type(err).__name__}: {_first_line(err)}; {_choices()}"
+            f"cannot load model {name!r}{where}: {type(err).__name__}: {first_line(err)}; {_choices()}"
         ) from err
 
 
@@ -198,7 +198,7 @@ def _hub_config(name: str, local_only: bool) -> Path:
                 f"cannot load model {name!r}: not a local directory and the hub is unreachable; {_choices()}"
             ) from err
         raise ModelLoadError(
-            f"cannot load model {name!r} from the hub: {type(err).__name__}: {_first_line(err)}; {_choices()}"
+            f"cannot load model {name!r} from the hub: {type(err).__name__}: {first_line(err)}; {_choices()}"
         ) from err
 
 
@@ -210,11 +210,6 @@ def _read_model_type(name: str, config_file: Path) -> str | None:
     if not isinstance(config, dict):
         raise ModelLoadError(f"cannot load model {name!r}: config.json is not a JSON object; {_choices()}")
     return config.get("model_type")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "no details"
 
 
 def _tiny(device: torch.device, dtype: torch.dtype) -> ModelAdapter:

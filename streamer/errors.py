@@ -3,8 +3,19 @@
 Every failure a user can cause (bad file, bad option, a question that does not fit the budget, a model
 that cannot be loaded) is raised as a `StreamerError` subclass with a one-line message that says what
 to do. The CLI turns it into one line on stderr and exit code 2; the UI shows it as a message.
-Programming errors stay ordinary exceptions: they are bugs, not user mistakes.
+Programming errors stay ordinary exceptions: they are bugs, not user mistakes. `first_line` shortens a
+library's error to the one line such a message quotes.
 """
+
+import re
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's text (its type's name if it has none), without decord's
+    "[time] file.cc:line: Error:" prefix."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return re.sub(r"^\[[\d:]+\] \S+:\d+: (Error: )?", "", line)
 
 
 class StreamerError(Exception):

@@ -27,9 +27,10 @@ from streamer.errors import (
     SourceError,
     SourceNotFoundError,
     UnsupportedCodecError,
+    first_line,
 )
 from streamer.sources import VideoSource
-from streamer.video_decoders import URL, DecordSource, OpenCVSource, PyAVSource, first_line
+from streamer.video_decoders import URL, DecordSource, OpenCVSource, PyAVSource
 
 log = logging.getLogger(__name__)
 

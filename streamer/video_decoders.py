@@ -34,6 +34,7 @@ from streamer.errors import (
     SourceNotFoundError,
     UnsupportedCodecError,
     WebcamError,
+    first_line,
 )
 from streamer.sources import Frame, TimeGrid, VideoSource
 
@@ -44,13 +45,6 @@ NETWORK_TIMEOUT_S = 15.0  # a stream that does not open, or sends nothing, for t
 _LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "mms"}
 _MAX_BAD_PACKETS = 50  # consecutive undecodable packets before PyAV gives up on a file
 _DECORD_SKIP_AT = 12  # frames; longer gaps use decord's skip_frames() (fixed cost of a few ms per call)
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's text, without decord's "[time] file.cc:line: Error:" prefix."""
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return re.sub(r"^\[[\d:]+\] \S+:\d+: (Error: )?", "", line)
 
 
 def _reraise_interrupt(error: BaseException) -> None:
