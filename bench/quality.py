@@ -282,14 +282,15 @@ def main(argv: list[str] | None = None) -> None:
     configs = [(p, b, r, k) for p in args.policies.split(",") if p for b in ([None] if p == "full" else args.budgets)
                for r in ([None] if p == "full" else args.redundancy) for k in skips]  # fmt: skip
     results = []
+    data = {"model": args.model, "world": args.world, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0,
+            "chunk_frames": 4, "tokens_per_frame": adapter.tokens_per_frame, "weights": weights_id(args.model),
+            "results": results}  # fmt: skip
     for task in tasks:
         n = args.videos or (QUICK if args.quick else FULL)[task]
         for policy, budget, redundancy, skip in configs:
             results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip))
             print(line(results[-1]), flush=True)
-    data = {"model": args.model, "world": args.world, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0, "chunk_frames": 4,
-            "tokens_per_frame": adapter.tokens_per_frame, "weights": weights_id(args.model), "results": results}  # fmt: skip
-    common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)
+            common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)  # so far
 
 
 def weights_id(model: str) -> str | None:
