@@ -124,8 +124,9 @@ def kept_fraction(session, script, qa) -> float | None:
     return held / total if total else None
 
 
-def ask_all(session, video: Video, max_new_tokens: int = 8) -> list[dict]:
-    """Ask the video's questions (from a copy of the cache each, or as one chat); one row per answer."""
+def ask_all(session, video: Video, max_new_tokens: int = 16) -> list[dict]:
+    """Ask the video's questions (from a copy of the cache each, or as one chat); one row per answer. An answer
+    may take `max_new_tokens` (a time "00:00:41" is 8 tokens after a space: SmolLM2 splits digits)."""
     snapshot = copy.deepcopy(session.cache), session.conv, list(session.history)
     rows = []
     for qa in video.qas:
