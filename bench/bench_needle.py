@@ -38,7 +38,7 @@ def run(adapter, video, window, seconds: float) -> tuple[list[dict], float | Non
     from streamer.session import StreamSession
 
     session, start = StreamSession(adapter, window), time.perf_counter()
-    stopped = stream(session, video.script)
+    stopped = stream(session, video.frames())
     wall = time.perf_counter() - start
     return ([] if stopped is not None else ask_all(session, video)), stopped, wall, session
 

@@ -67,6 +67,11 @@ class Video:
     script: object  # streamer.world.scene.SceneScript
     qas: list  # [QA], in the order they are asked
     chat: bool = False  # True: asked one after the other in one conversation
+    still: object = None  # the `frame` task's one Frame: only it is fed, not the script's timeline up to it
+
+    def frames(self) -> list:
+        """What the session is fed: the one still frame, or the video at 1 fps."""
+        return [self.still] if self.still is not None else list(self.script.frames(1.0))
 
 
 def make_video(task: str, index: int, seconds: float, world: str = "clean") -> Video:
@@ -79,7 +84,7 @@ def make_video(task: str, index: int, seconds: float, world: str = "clean") -> V
     realism = Realism.noisy() if world == "noisy" else None
     if task == "frame":
         frame, script = single_frame(seed, realism=realism)
-        return Video(seed, script, [q for q in frame_questions(script, frame.time_s) if q.kind in FRAME_KINDS])
+        return Video(seed, script, [q for q in frame_questions(script, frame.time_s) if q.kind in FRAME_KINDS], still=frame)
     if task in ("sample", "chat"):
         script = sample_script(60.0, seed, realism=realism)
         first = {qa.kind: qa for qa in reversed(video_questions(script))}  # what sample_video prints
@@ -91,13 +96,13 @@ def make_video(task: str, index: int, seconds: float, world: str = "clean") -> V
     return Video(seed, script, qas if task == "video" else [q for q in qas if q.kind in NEEDLE_KINDS])
 
 
-def stream(session, script) -> float | None:
-    """Ingest `script` at 1 fps in chunks of 4. Returns the video time where a BudgetError (full cache past
+def stream(session, frames) -> float | None:
+    """Ingest `frames` (1 fps) in chunks of 4. Returns the video time where a BudgetError (full cache past
     the model's positions) stopped it, or None."""
     from streamer.errors import BudgetError
     from streamer.frames import SamplerConfig, chunk_frames
 
-    for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
+    for chunk in chunk_frames(frames, SamplerConfig(fps=1.0, chunk_frames=4)):
         try:
             session.ingest(chunk)
         except BudgetError:
@@ -177,7 +182,7 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
     for i in tqdm(range(videos), desc=label, unit="video", leave=False):
         video = make_video(task, i, seconds, world)
         session.reset()
-        at = stream(session, video.script)
+        at = stream(session, video.frames())
         fed += session.frames_ingested
         if at is not None:
             stopped.append({"seed": video.seed, "stopped_at_s": at})

@@ -41,6 +41,10 @@ def test_videos_are_held_out_deterministic_and_have_answers(task):
         assert len(a.qas) == 5 and {q.kind for q in a.qas} == {"needle_digit"}
     if task == "needle":
         assert len(a.script.events) == 1 and [q.kind for q in a.qas] == ["needle_digit"]
+    if task == "frame":  # only the still frame is fed, not the timeline before it
+        assert [f.time_s for f in a.frames()] == [a.still.time_s] and a.qas[0].kind == "colour"
+    else:
+        assert len(a.frames()) == int(a.script.duration_s)
     if task == "sample":  # one question of each kind, as sample_video prints them
         assert len({q.kind for q in a.qas}) == len(a.qas) >= 4
 
@@ -57,11 +61,11 @@ def test_kept_is_one_with_the_full_cache_and_zero_once_evicted(adapter):
     video = quality.make_video("needle", 0, 40.0)
     event = video.script.events[0]
     full = StreamSession(adapter, WindowConfig(policy="full", budget=None))
-    assert quality.stream(full, video.script) is None
+    assert quality.stream(full, video.frames()) is None
     assert quality.kept_fraction(full, video.script, video.qas[0]) == pytest.approx(1.0)
     # sink + recent with room for about 3 frames: an object that left more than 4 s before the end is gone
     small = StreamSession(adapter, WindowConfig(policy="sink-recent", budget=3 * (adapter.tokens_per_frame + 16)))
-    quality.stream(small, video.script)
+    quality.stream(small, video.frames())
     kept = quality.kept_fraction(small, video.script, video.qas[0])
     if event.end_s < 40.0 - 5:
         assert kept == 0.0
@@ -72,7 +76,7 @@ def test_kept_is_one_with_the_full_cache_and_zero_once_evicted(adapter):
 def test_questions_on_their_own_do_not_see_each_other_but_a_chat_does(adapter):
     session = StreamSession(adapter, WindowConfig(policy="full", budget=None))
     video = quality.make_video("sample", 0, 60.0)
-    quality.stream(session, video.script)
+    quality.stream(session, video.frames())
     length = session.cache.get_seq_length()
     rows = quality.ask_all(session, video)
     assert len(rows) == len(video.qas)
@@ -80,7 +84,7 @@ def test_questions_on_their_own_do_not_see_each_other_but_a_chat_does(adapter):
     assert session.cache.get_seq_length() < length + 60
     chat = quality.make_video("chat", 0, 60.0)
     session.reset()
-    quality.stream(session, chat.script)
+    quality.stream(session, chat.frames())
     rows = quality.ask_all(session, chat)
     assert len(session.history) == len(chat.qas) == 5 and all("repeats_first" in r for r in rows[1:])
 
