@@ -302,7 +302,7 @@ def section_quality() -> str:
     for path in files:
         data = common.read_json(path.stem)
         out += f"\n### {path.stem} (model `{data['model']}`, weights {data.get('weights')}, {data['dtype']})\n\n{header(data)}\n"
-        out += "| task | video | policy | budget | options | right / n | accuracy [95% CI] | videos | needle kept: right / n |\n"
+        out += "| task | video | policy | budget | options | right / n | accuracy [95% CI] | videos | object in cache: right / n (mean fraction kept) |\n"
         out += "|---|---|---|---|---|---|---|---|---|\n"
         for r in data["results"]:
             a = r["summary"]["all"]
@@ -311,7 +311,7 @@ def section_quality() -> str:
                                          "skip" if r.get("skip") else "") if x) or "-"  # fmt: skip
             kept = r["summary"].get("needle_in_cache")
             video = "-" if r["seconds"] is None else f"{r['seconds']:g} s"
-            kept_text = f"{kept['right']} / {kept['n']}" if kept else "-"
+            kept_text = f"{kept['right']} / {kept['n']} (mean {r['summary']['mean_kept']:.2f})" if kept else "-"
             accuracy = a["accuracy"] if a["n"] else float("nan")
             out += (f"| {r['task']} | {video} | {r['policy']} | {r['budget_tokens'] or 'full'} | {opts} | "
                     f"{a['right']} / {a['n']} | {accuracy:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] | "
@@ -341,6 +341,12 @@ def section_skip() -> str:
     return out
 
 
+def read_text(name: str) -> str:
+    """A hand-written section kept in bench/results/ (its numbers come from a JSON there too)."""
+    path = common.RESULTS / name
+    return path.read_text() if path.is_file() else ""
+
+
 def report() -> None:
     parts = ["# Benchmarks\n",
              "Produced by the scripts in `bench/` (each section: command, machine, date). Regenerate this file "
@@ -350,7 +356,8 @@ def report() -> None:
              "(configurations interleaved round-robin; decode steps as means over whole compression periods, ingest chunks as means).\n",
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
-             section_needle(), section_captions(), section_table(), section_profile(), section_equivalence(),
+             section_needle(), section_captions(), section_table(), read_text("real_models.md"), section_profile(),
+             section_equivalence(),
              section_retrieval(), section_quality(), section_skip()]
     findings = common.RESULTS / "findings.md"
     if findings.is_file():
