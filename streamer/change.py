@@ -67,11 +67,11 @@ class StaticSkipper:
 
     def __init__(self, cfg: SkipConfig | None = None):
         self.cfg = cfg or SkipConfig()
-        self.skipped = 0
         self.reset()
 
     def reset(self) -> None:
-        """Forget the reference frame (the next frame is always fed); the count stays."""
+        """A new stream: forget the reference frame (the next frame is always fed) and the count."""
+        self.skipped = 0
         self._reference: np.ndarray | None = None
         self._reference_s = 0.0
 

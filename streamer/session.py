@@ -120,7 +120,7 @@ class StreamSession:
             self.ingest_seconds = 0.0
             self.peak_kv_bytes = 0
             if self.skipper is not None:
-                self.skipper = StaticSkipper(self.skipper.cfg)
+                self.skipper.reset()
 
     def ingest(self, chunk: Chunk) -> None:
         """Append one chunk of frames to the cache (compressing it back to the budget)."""
