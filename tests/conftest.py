@@ -93,3 +93,16 @@ def audio_writer():
 def video_dir(tmp_path_factory) -> Path:
     """One temporary folder shared by all generated test videos of the session."""
     return tmp_path_factory.mktemp("videos")
+
+
+@pytest.fixture(scope="session")
+def hub_dirs(tmp_path_factory) -> dict[str, str]:
+    """family -> a checkpoint directory laid out like its hub repository, at toy size (models/hub_layout.py)."""
+    from streamer.models.hub_layout import FAMILIES, write_checkpoint
+
+    dirs = {}
+    for family in FAMILIES:
+        path = tmp_path_factory.mktemp(f"hub-{family}")
+        write_checkpoint(family, path, size="tiny")
+        dirs[family] = str(path)
+    return dirs

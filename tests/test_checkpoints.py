@@ -8,6 +8,7 @@ and logits. SmolVLM and LLaVA-OneVision directories are covered in tests/test_mo
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,8 +102,51 @@ def test_cli_model_dir_answers_like_the_built_in(family_dirs, clip, name, capsys
     assert answers[1]["frames_ingested"] == answers[0]["frames_ingested"] == 6 and answers[1]["kv_tokens"] <= 64
 
 
-def test_ui_server_started_with_model_dir_answers(family_dirs, clip):
-    """`python -m streamer.app.ui --model DIR` as a user starts it, then a question over the REST API."""
+@pytest.mark.parametrize("family, model_type, ids", [
+    ("smolvlm", "smolvlm", {"image_token_id": 49190}),
+    ("llava", "llava_onevision", {"image_token_index": 151646, "video_token_index": 151647}),
+    ("qwen", "qwen2_5_vl", {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+                            "vision_end_token_id": 151653}),
+])  # fmt: skip
+def test_a_hub_layout_dir_has_the_hub_files_and_loads_like_a_download(hub_dirs, family, model_type, ids):
+    from streamer.models.hub_layout import FAMILIES, special_token_ids
+
+    path = Path(hub_dirs[family])
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+            "preprocessor_config.json"} <= {f.name for f in path.iterdir()}  # fmt: skip
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == model_type and {k: config[k] for k in ids} == ids
+    assert config["text_config"]["vocab_size"] == FAMILIES[family].config["text_config"]["vocab_size"]
+    pre = json.loads((path / "preprocessor_config.json").read_text())
+    assert pre == FAMILIES[family].preprocessor  # the hub's processor type (needs torchvision) and settings
+
+    adapter = load_model(str(path))
+    assert adapter.family == {"smolvlm": "smolvlm", "llava": "llava_onevision", "qwen": "qwen2_5_vl"}[family]
+    assert type(adapter.image_processor).__name__ == pre["image_processor_type"] + "Pil"  # no torchvision here
+    vocab = adapter.tokenizer.get_vocab()
+    assert all(vocab[name] == i for name, i in special_token_ids(family).items())
+    prompt = adapter.chunk_prompt(_chunk(), Conversation())
+    # the hub's tokens per frame: 64; 196 + one newline vector per video; a 48x64 frame -> 56x56 px -> 2x2
+    # merged patches per temporal patch of 2 frames
+    assert int((prompt.input_ids == adapter.image_token_id).sum()) == {"smolvlm": 4 * 64, "llava": 4 * 196 + 1,
+                                                                       "qwen": 2 * 4}[family]  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "llava", "qwen"])
+def test_cli_answers_with_a_hub_layout_dir(hub_dirs, clip, family, capsys):
+    from streamer.cli import main
+
+    assert main([clip, "--model", hub_dirs[family], "-q", "What is on screen?", "--json", "--max-new-tokens", "4",
+                 "--budget", "300"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert out["model"] == hub_dirs[family] and out["frames_ingested"] == 6 and 0 < out["kv_tokens"] <= 300
+    assert out["question"] == "What is on screen?" and isinstance(out["answer"], str)  # random weights: any text
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "llava", "qwen"])
+def test_ui_server_started_with_a_hub_layout_dir_answers(hub_dirs, clip, family):
+    """`python -m streamer.app.ui --model DIR` as a user starts it on a directory laid out like the hub
+    repository, then a video and a question over the REST API."""
     import socket
     import subprocess
     import sys
@@ -113,7 +157,7 @@ def test_ui_server_started_with_model_dir_answers(family_dirs, clip):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "streamer.app.ui", "--model", family_dirs["tiny-random-qwen"],
+    server = subprocess.Popen([sys.executable, "-m", "streamer.app.ui", "--model", hub_dirs[family],
                                "--port", str(port), "--budget", "64", "--max-new-tokens", "4"],
                               stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -130,7 +174,7 @@ def test_ui_server_started_with_model_dir_answers(family_dirs, clip):
             status, _, _, _, _, stats = client.predict(api_name="/refresh")
             time.sleep(0.3)
         assert stats["frames_ingested"] == 6, status
-        assert stats["kv_tokens"] <= 64 and stats["model"] == family_dirs["tiny-random-qwen"]
+        assert stats["kv_tokens"] <= 64 and stats["model"] == hub_dirs[family]
         chat, _ = client.predict("What is on screen?", api_name="/ask")
         assert [m["role"] for m in chat] == ["user", "assistant"] and chat[1]["content"]
     finally:

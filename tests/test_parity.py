@@ -22,6 +22,7 @@ from transformers.models.smolvlm import processing_smolvlm
 from transformers.video_utils import VideoMetadata
 
 from streamer.frames import Chunk
+from streamer.models.hub_layout import LLAVA_OV_TEMPLATE, QWEN25_VL_TEMPLATE, special_token_ids
 from streamer.models.registry import load_model
 from streamer.models.tiny_random import build_tiny_random_qwen, build_tiny_random_qwen3
 from streamer.sources import Frame
@@ -29,30 +30,6 @@ from streamer.vocab import Conversation
 
 QUESTION = "What is happening?"
 USER_VIDEO = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
-# chat_template of llava-hf/llava-onevision-qwen2-*-ov-hf (transformers' conversion script writes it)
-LLAVA_OV_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n'}}{# Render all images first #}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\\n' }}{% endfor %}"
-    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
-    "{{ '<video>\\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
-    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
-    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
-    "{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>' + '\\n'}}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-# chat_template of Qwen/Qwen2.5-VL-*-Instruct
-QWEN25_VL_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
-    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
-    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
-    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
-    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
-    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
-    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
-    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt "
-    "%}<|im_start|>assistant\n{% endif %}"
-)
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +258,36 @@ def test_qwen3_vl_stream_is_exactly_the_official_video_in_any_chunking():
     want, _ = model.get_rope_index(ids[None], types, video_grid_thw=grid)
     got = torch.cat([prompts[0].mrope.position_ids, prompts[0].mrope.length + torch.arange(prompts[1].n_tokens).expand(3, -1)], 1)
     assert torch.equal(got, want[:, 0])
+
+
+# ------------------------------------------------------------------ hub-layout directories (hub token ids)
+
+
+@pytest.mark.parametrize("family", ["smolvlm", "llava", "qwen"])
+def test_a_hub_layout_directory_feeds_the_official_prompt_with_the_hub_ids(hub_dirs, family):
+    """Loaded from a directory laid out like the hub repository (its chat template, its special-token ids),
+    an adapter feeds the official video prompt tokenized by that directory's tokenizer, with the same one
+    streaming difference as above; every special token in it carries the hub's id."""
+    adapter = load_model(hub_dirs[family])
+    hub = special_token_ids(family)
+    if family == "qwen":
+        frames = _frames(2, (224, 392))  # multiples of 28 px: no resize; 8 x 14 merged patches per frame
+        ids, prompts = _stream_ids(adapter, [frames])
+        assert adapter.tokenizer.chat_template == QWEN25_VL_TEMPLATE
+        official = _qwen_official(adapter, prompts[0].inputs["video_grid_thw"])
+    else:
+        size = adapter.frame_size
+        frames = _frames(3, (size, size))
+        ids, _ = _stream_ids(adapter, [frames])
+        if family == "smolvlm":
+            assert adapter.tokenizer.chat_template == processing_smolvlm.DEFAULT_CHAT_TEMPLATE
+            official, intro = _smolvlm_official(adapter, frames)
+            official = official.replace(intro, "", 1)
+        else:
+            assert adapter.tokenizer.chat_template == LLAVA_OV_TEMPLATE
+            official = _llava_official(adapter, 3)
+    assert ids.tolist() == _ids(adapter.tokenizer, official)
+    image_token = {"smolvlm": "<image>", "llava": "<video>", "qwen": "<|video_pad|>"}[family]
+    assert adapter.image_token_id == hub[image_token]
+    used = {hub_id for name, hub_id in hub.items() if name in official}
+    assert used and used <= set(ids.tolist())  # each special the official text holds, fed at the hub's id
