@@ -295,10 +295,9 @@ class UserSession:
         with self.guard:
             if feed.stopped or feed is not self.feed:
                 return False
-            start = time.perf_counter()
-            self.session.ingest(chunk)
+            work_s = self.session.ingest(chunk)
             feed.frames += len(chunk.frames)
-            warning = feed.lag and feed.lag.update([f.time_s for f in chunk.frames], time.perf_counter() - start)
+            warning = feed.lag and feed.lag.update([f.time_s for f in chunk.frames], work_s)
             self.refresh_stats()
         if warning:
             self.report_error(warning[0].upper() + warning[1:] + ".")

@@ -326,6 +326,32 @@ def section_quality() -> str:
     return out
 
 
+def section_real_models() -> str:
+    """Real-size speed (bench_real_models.py): one row per run, each with its own date and load, then the
+    hand-written notes of bench/results/real_models.md."""
+    data = common.read_json("real_models")
+    if not data:
+        return read_text("real_models.md")
+    out = ("## 7. Real-size models, random weights (`bench_real_models.py`)\n\n"
+           f"Frames {data['frame_hw'][1]}x{data['frame_hw'][0]} at 1 fps in chunks of 2, policy combined, budget "
+           f"10% of a {data['stream_s_for_budget'] // 60}-minute stream's tokens. Runs accumulate across commands; the "
+           f"last command was `{data['command']}`.\n\n"
+           "| stands for | dtype | threads | cache at budget first | s/frame | vision s/frame | LM + cache s/frame | "
+           "real-time factor at 1 fps | question prefill s | decode ms/token | KV at question | RSS / peak GiB | "
+           "date, load average |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for r in data["runs"]:
+        if "skipped" in r:
+            out += f"| {r['family']} | {r['dtype']} | | | skipped: {r['skipped']} | | | | | | | | |\n"
+            continue
+        out += (f"| {r['stands_for']} ({r['params_m']:.0f} M) | {r['dtype']} | {r.get('threads', 2)} | "
+                f"{'yes' if r.get('cache_filled_first', True) else 'no (empty cache)'} | {r['s_per_frame']} | "
+                f"{r['vision_s_per_frame']} | {r['lm_s_per_frame']} | {r['real_time_factor_1fps']} | "
+                f"{r['question_prefill_s']} | {r['decode_ms_per_token']} | {r['kv_tokens']} tokens, {r['kv_mb']} MB | "
+                f"{r['rss_gb']} / {r['peak_rss_gb_process']} | {r.get('date', data['machine']['date'])}, "
+                f"{r.get('load_average_start', data['machine']['load_average'])[0]} |\n")
+    return out + "\n" + read_text("real_models.md")
+
+
 def section_skip() -> str:
     data, stem = pick("skip")
     if not data:
@@ -356,7 +382,7 @@ def report() -> None:
              "(configurations interleaved round-robin; decode steps as means over whole compression periods, ingest chunks as means).\n",
              section_memory(), section_decode(), section_decode("decode_quick") if common.read_json("decode") else "",
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
-             section_needle(), section_captions(), section_table(), read_text("real_models.md"), section_profile(),
+             section_needle(), section_captions(), section_table(), section_real_models(), section_profile(),
              section_equivalence(),
              section_retrieval(), section_quality(), section_skip()]
     findings = common.RESULTS / "findings.md"

@@ -143,9 +143,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.clear()
                 answer_one(session, plan[item][1], args)
                 continue
-            start = time.perf_counter()
-            session.ingest(item)
-            if lag and (warning := lag.update([f.time_s for f in item.frames], time.perf_counter() - start)):
+            work_s = session.ingest(item)
+            if lag and (warning := lag.update([f.time_s for f in item.frames], work_s)):
                 bar.write(f"warning: {warning}", file=sys.stderr)
             bar.update(len(item.frames))
             bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")

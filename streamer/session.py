@@ -122,24 +122,31 @@ class StreamSession:
             if self.skipper is not None:
                 self.skipper.reset()
 
-    def ingest(self, chunk: Chunk) -> None:
-        """Append one chunk of frames to the cache (compressing it back to the budget)."""
+    def ingest(self, chunk: Chunk) -> float:
+        """Append one chunk of frames to the cache (compressing it back to the budget); returns the
+        seconds it took (waiting for the lock not counted), which also add up in `ingest_seconds`."""
         if not chunk.frames:
-            return
+            return 0.0
         with self.lock:
             start = time.perf_counter()
-            if self.skipper is not None:  # what did not change is not fed; time moves on all the same
-                self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
-                chunk = Chunk(tuple(f for f in chunk.frames if self.skipper.keep(f)), chunk.index)
-                if not chunk.frames:
-                    self.ingest_seconds += time.perf_counter() - start
-                    return
-            prompt = self.adapter.chunk_prompt(chunk, self.conv)
-            self._check_room(prompt.n_tokens, "this chunk of frames")
-            self._forward(prompt)
-            self.frames_ingested += len(chunk.frames)
+            try:
+                self._feed_frames(chunk)
+            finally:
+                took = time.perf_counter() - start
+                self.ingest_seconds += took
+        return took
+
+    def _feed_frames(self, chunk: Chunk) -> None:
+        if self.skipper is not None:  # what did not change is not fed; time moves on all the same
             self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
-            self.ingest_seconds += time.perf_counter() - start
+            chunk = Chunk(tuple(f for f in chunk.frames if self.skipper.keep(f)), chunk.index)
+            if not chunk.frames:
+                return
+        prompt = self.adapter.chunk_prompt(chunk, self.conv)
+        self._check_room(prompt.n_tokens, "this chunk of frames")
+        self._forward(prompt)
+        self.frames_ingested += len(chunk.frames)
+        self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
 
     def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
         """Answer `question` from what the cache holds now; returns an iterator of text pieces.

@@ -32,8 +32,8 @@ def session(adapter, budget=256, policy="combined", **kw) -> StreamSession:
 
 def test_ingest_ask_multi_turn_and_continue(adapter):
     s = session(adapter)
-    for i in range(6):
-        s.ingest(chunk(i))
+    took = [s.ingest(chunk(i)) for i in range(6)]
+    assert all(t > 0 for t in took) and s.ingest_seconds == pytest.approx(sum(took))  # what a LagMeter is fed
     first = s.answer("What is on screen?", max_new_tokens=6)
     text_after_first = s.stats()["kept_by_modality"]["text"]
     for i in range(6, 12):  # frames keep coming after a question
