@@ -2,7 +2,7 @@
 
 The `objects` videos of the quality suite (`bench/quality.py`: five objects, each on screen 2-4 s at a
 random time, on a scene with a drifting ball; 1 fps; chunks of 4 frames), each streamed into a
-`StreamSession` once per configuration with the suite's `stream` and `ask_all`:
+`StreamSession` once per configuration with the suite's `watch_and_ask`:
 
 - **5 minutes** (`--seconds`, quick: 1 minute): the full cache is the reference (300 frames, about
   7,500 tokens, inside the model's 8,192 positions); each bounded policy runs at 10%, 20% and 50% of
@@ -25,22 +25,20 @@ writes bench/results/needle[_quick].json with "available": false and the reason,
 """
 
 import argparse
-import time
 
 import common
 from common import POLICIES
-from quality import SEEDS, ask_all, make_video, stream, weights_id
+from quality import SEEDS, make_video, watch_and_ask, weights_id
 
 
 def run(adapter, video, window, seconds: float) -> tuple[list[dict], float | None, float, object]:
     """Stream `video` into a new session under `window` and ask its needle questions (each from a copy of
-    the cache). Returns (rows, video time where the positions ran out or None, wall seconds, session)."""
+    the cache). Returns (rows, video time where the positions ran out or None, seconds spent ingesting, session)."""
     from streamer.session import StreamSession
 
-    session, start = StreamSession(adapter, window), time.perf_counter()
-    stopped = stream(session, video.frames())
-    wall = time.perf_counter() - start
-    return ([] if stopped is not None else ask_all(session, video)), stopped, wall, session
+    session = StreamSession(adapter, window)
+    rows, stopped = watch_and_ask(session, video)
+    return rows, stopped, session.ingest_seconds, session
 
 
 def main() -> None:
@@ -76,27 +74,27 @@ def main() -> None:
         full_tokens = None
         for policy, frac in [("full", None)] + [(p, f) for f in fractions for p in POLICIES]:
             budget = None if frac is None else max(64, int(full_tokens * frac))
-            rows, stopped, wall, session = run(adapter, video, common.window(policy, budget), seconds)
+            rows, stopped, ingest_s, session = run(adapter, video, common.window(policy, budget), seconds)
             if full_tokens is None:
                 full_tokens = session.cache.get_seq_length()
                 budget_10 = budget_10 or max(64, int(full_tokens * 0.1))
             results += [{"video": "reference", "policy": policy, "fraction": frac, "budget": budget, **r} for r in rows]
             print(f"{seconds} s seed {video.seed} {policy:12s} {frac or 1:.0%} acc "
-                  f"{sum(r['correct'] for r in rows)}/{len(rows)} ({wall:.0f} s)", flush=True)
+                  f"{sum(r['correct'] for r in rows)}/{len(rows)} ({ingest_s:.0f} s ingest)", flush=True)
 
     long_info = {}
     if long_seconds:
         video = make_video("objects", 100, long_seconds)
         for policy in ["full"] + (args.long_policies or POLICIES):
             window = common.window(policy, None if policy == "full" else budget_10)
-            rows, stopped, wall, session = run(adapter, video, window, long_seconds)
-            long_info[policy] = {"stopped_at_s": stopped, "wall_s": round(wall, 1), "kv_bytes": session.cache.kv_bytes()}
+            rows, stopped, ingest_s, session = run(adapter, video, window, long_seconds)
+            long_info[policy] = {"stopped_at_s": stopped, "ingest_s": round(ingest_s, 1), "kv_bytes": session.cache.kv_bytes()}
             if stopped is not None:
-                print(f"{long_seconds} s {policy}: stopped at {stopped:.0f} s ({wall:.0f} s)", flush=True)
+                print(f"{long_seconds} s {policy}: stopped at {stopped:.0f} s ({ingest_s:.0f} s ingest)", flush=True)
                 continue
             results += [{"video": "long", "policy": policy, "fraction": None, "budget": budget_10, **r} for r in rows]
             print(f"{long_seconds} s {policy:12s} budget {budget_10} acc {sum(r['correct'] for r in rows)}/{len(rows)} "
-                  f"({wall:.0f} s)", flush=True)
+                  f"({ingest_s:.0f} s ingest)", flush=True)
 
     edges = [i / bins for i in range(bins + 1)]
 

@@ -129,6 +129,14 @@ def kept_fraction(session, script, qa) -> float | None:
     return held / total if total else None
 
 
+def watch_and_ask(session, video: Video) -> tuple[list[dict], float | None]:
+    """Reset `session`, stream `video` into it and ask its questions. Returns (rows, the video time where
+    the positions ran out, or None); no rows when they ran out."""
+    session.reset()
+    at = stream(session, video.frames())
+    return ([] if at is not None else ask_all(session, video)), at
+
+
 def ask_all(session, video: Video, max_new_tokens: int = 16) -> list[dict]:
     """Ask the video's questions (from a copy of the cache each, or as one chat); one row per answer. An answer
     may take `max_new_tokens` (a time "00:00:41" is 8 tokens after a space: SmolLM2 splits digits)."""
@@ -181,13 +189,11 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
     label = f"{task}{length} {policy}" + ("" if tokens is None else f"@{tokens}")
     for i in tqdm(range(videos), desc=label, unit="video", leave=False):
         video = make_video(task, i, seconds, world)
-        session.reset()
-        at = stream(session, video.frames())
+        answers, at = watch_and_ask(session, video)
         fed += session.frames_ingested
+        rows += answers
         if at is not None:
             stopped.append({"seed": video.seed, "stopped_at_s": at})
-            continue
-        rows += ask_all(session, video)
     return {"task": task, "seconds": None if task in FIXED_LENGTH else seconds, "policy": policy,
             "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped, "world": world,
             "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
