@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
+from streamer.errors import ModelLoadError
 from streamer.models.prompt import encode_segments
 from streamer.vocab import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
 from streamer.frames import Chunk
@@ -60,6 +61,19 @@ class ModelAdapter:
         param = next(model.parameters())
         self.device: torch.device = param.device
         self.dtype: torch.dtype = param.dtype
+
+    def _check_tokens(self, needed: Sequence[str], config_ids: dict[str, str]) -> dict[str, int]:
+        """The tokenizer's vocabulary, after checking it has every token of `needed` and of `config_ids`
+        (token -> the config field holding its id) at the id the config gives it; ModelLoadError if not."""
+        vocab = self.tokenizer.get_vocab()
+        missing = [t for t in (*needed, *config_ids) if t not in vocab]
+        if missing:
+            raise ModelLoadError(f"model {self.name!r}: its tokenizer lacks the {self.family} tokens {missing}")
+        for token, key in config_ids.items():
+            if vocab[token] != getattr(self.model.config, key):
+                raise ModelLoadError(f"model {self.name!r}: tokenizer {token} id {vocab[token]} != config {key} "
+                                     f"{getattr(self.model.config, key)}")  # fmt: skip
+        return vocab
 
     @classmethod
     def from_pretrained(

@@ -38,7 +38,6 @@ import math
 
 import numpy as np
 import torch
-from PIL import Image
 
 from streamer.models.base import ModelAdapter
 from streamer.models.pixels import normalised_frames
@@ -70,15 +69,8 @@ class LlavaOnevisionAdapter(ModelAdapter):
         self.image_processor = image_processor
         self.system_prompt = system_prompt
         config = model.config
-        vocab = tokenizer.get_vocab()
+        vocab = self._check_tokens(("<|im_start|>", "<|im_end|>"), {VIDEO_TOKEN: "video_token_index"})
         video_id = int(config.video_token_index)
-        if vocab.get(VIDEO_TOKEN) != video_id:
-            raise ModelLoadError(
-                f"model {name!r}: tokenizer {VIDEO_TOKEN} id {vocab.get(VIDEO_TOKEN)} != config video_token_index "
-                f"{video_id}"
-            )
-        if "<|im_end|>" not in vocab or "<|im_start|>" not in vocab:
-            raise ModelLoadError(f"model {name!r}: tokenizer lacks the Qwen chat tokens <|im_start|>/<|im_end|>")
         if config.vision_feature_select_strategy != "full":
             raise ModelLoadError(
                 f"model {name!r}: vision_feature_select_strategy={config.vision_feature_select_strategy!r} "
@@ -90,10 +82,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
         side = int(vision.image_size) // int(vision.patch_size)
         self._tokens_per_frame = math.ceil(side / 2) ** 2  # pooled grid; + one newline vector per chunk
         self.frame_size = int(vision.image_size)  # px, square input of the vision tower (pooling assumes it)
-        self._mean = np.asarray(image_processor.image_mean, dtype=np.float32).reshape(3, 1, 1)
-        self._std = np.asarray(image_processor.image_std, dtype=np.float32).reshape(3, 1, 1)
-        self._resample = Image.Resampling(int(getattr(image_processor, "resample", Image.Resampling.BICUBIC)))
-        self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
 
     # ----------------------------------------------------------------- family hooks
 
@@ -127,10 +115,7 @@ class LlavaOnevisionAdapter(ModelAdapter):
         return "<|im_end|>\n"
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        frames = normalised_frames(
-            images, (self.frame_size, self.frame_size), resample=self._resample, rescale=self._rescale,
-            mean=self._mean, std=self._std,
-        )
+        frames = normalised_frames(images, (self.frame_size, self.frame_size), self.image_processor)
         pixel_values = torch.from_numpy(frames)  # (n_frames, 3, H, W)
         return {"pixel_values_videos": pixel_values.unsqueeze(0)}  # (1, n_frames, 3, H, W): one video
 

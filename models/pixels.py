@@ -14,21 +14,15 @@ import numpy as np
 from PIL import Image
 
 
-def normalised_frames(
-    images: list[np.ndarray],
-    size_hw: tuple[int, int],
-    *,
-    resample: int,
-    rescale: float,
-    mean,
-    std,
-) -> np.ndarray:
-    """(n, 3, H, W) float32: each (h, w, 3) uint8 RGB frame resized to `size_hw`, times `rescale`,
-    minus `mean`, over `std` (per channel)."""
+def normalised_frames(images: list[np.ndarray], size_hw: tuple[int, int], processor) -> np.ndarray:
+    """(n, 3, H, W) float32: each (h, w, 3) uint8 RGB frame resized to `size_hw` with the resampling
+    filter of `processor` (the checkpoint's image processor; bicubic if it names none), times its
+    rescale factor, minus its mean, over its std (per channel)."""
     h, w = size_hw
-    mean = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
-    filt = Image.Resampling(int(resample))
+    rescale = float(getattr(processor, "rescale_factor", None) or 1 / 255)
+    mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(processor.image_std, dtype=np.float32).reshape(3, 1, 1)
+    filt = Image.Resampling(int(getattr(processor, "resample", None) or Image.Resampling.BICUBIC))
     frames = []
     for image in images:
         if image.shape[:2] != (h, w):

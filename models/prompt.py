@@ -18,7 +18,6 @@ preprocessing (the adapters do it with their image processors).
 from __future__ import annotations
 
 import bisect
-import math
 from typing import Iterable
 
 import torch

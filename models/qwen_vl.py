@@ -33,15 +33,12 @@ Deliberately not here: images (`<|image_pad|>`), loading by name (registry.py), 
 from __future__ import annotations
 
 import logging
-import math
 
 import numpy as np
 import torch
 
-from streamer.errors import ModelLoadError
 from streamer.models.base import ModelAdapter
 from streamer.models.pixels import normalised_frames
-from streamer.sources import Frame
 from streamer.vocab import MRopeLayout, Segment
 
 logger = logging.getLogger(__name__)
@@ -93,15 +90,8 @@ class QwenVLAdapter(ModelAdapter):
         self.image_processor = image_processor
         self.system_prompt = system_prompt
         config = model.config
-        vocab = tokenizer.get_vocab()
-        for token, key in ((VIDEO_PAD, "video_token_id"), (VISION_START, "vision_start_token_id")):
-            if vocab.get(token) != getattr(config, key):
-                raise ModelLoadError(
-                    f"model {name!r}: tokenizer {token} id {vocab.get(token)} != config {key} {getattr(config, key)}"
-                )
-        missing = [t for t in (VISION_END, "<|im_start|>", "<|im_end|>") if t not in vocab]
-        if missing:
-            raise ModelLoadError(f"model {name!r}: its tokenizer lacks the Qwen tokens {missing}")
+        vocab = self._check_tokens((VISION_END, "<|im_start|>", "<|im_end|>"),
+                                   {VIDEO_PAD: "video_token_id", VISION_START: "vision_start_token_id"})
         self._video_token_id = int(config.video_token_id)
         self._other_ids = (vocab[VISION_START], vocab[VISION_END])
         self._im_end_id = vocab["<|im_end|>"]
@@ -113,9 +103,6 @@ class QwenVLAdapter(ModelAdapter):
         size = image_processor.size
         self.min_pixels = int(size.get("shortest_edge") or image_processor.min_pixels)
         self.max_pixels = int(size.get("longest_edge") or image_processor.max_pixels)
-        self._resample = int(getattr(image_processor, "resample", 3))
-        self._rescale = float(getattr(image_processor, "rescale_factor", 1 / 255))
-        self._mean, self._std = image_processor.image_mean, image_processor.image_std
 
     # ----------------------------------------------------------------- sizes
 
@@ -169,9 +156,7 @@ class QwenVLAdapter(ModelAdapter):
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
         size = self.frame_hw(*images[0].shape[:2])
-        frames = normalised_frames(
-            images, size, resample=self._resample, rescale=self._rescale, mean=self._mean, std=self._std
-        )
+        frames = normalised_frames(images, size, self.image_processor)
         patches, grid = patchify_video(torch.from_numpy(frames), self.patch, self.merge, self.temporal)
         return {"pixel_values_videos": patches, "video_grid_thw": torch.tensor([grid])}  # (N, C*T*P*P), (1, 3)
 

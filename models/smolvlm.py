@@ -36,7 +36,6 @@ import torch
 
 from streamer.models.base import ModelAdapter
 from streamer.vocab import Segment, format_timestamp
-from streamer.errors import ModelLoadError
 from streamer.sources import Frame
 
 logger = logging.getLogger(__name__)
@@ -60,15 +59,7 @@ class SmolVLMAdapter(ModelAdapter):
         super().__init__(name, model, tokenizer, is_random=is_random)
         self.image_processor = image_processor
         config = model.config
-        vocab = tokenizer.get_vocab()
-        missing = [t for t in SPECIAL_TOKENS if t not in vocab]
-        if missing:
-            raise ModelLoadError(f"model {name!r}: its tokenizer lacks the SmolVLM tokens {missing}")
-        if vocab[IMAGE_TOKEN] != config.image_token_id:
-            raise ModelLoadError(
-                f"model {name!r}: tokenizer {IMAGE_TOKEN} id {vocab[IMAGE_TOKEN]} != config image_token_id "
-                f"{config.image_token_id}"
-            )
+        vocab = self._check_tokens(SPECIAL_TOKENS, {IMAGE_TOKEN: "image_token_id"})
         self._image_token_id = int(config.image_token_id)
         self._other_ids = (vocab[FAKE_IMAGE_TOKEN], vocab[GLOBAL_IMAGE_TOKEN])
         self._end_of_utterance_id = vocab[END_OF_UTTERANCE]

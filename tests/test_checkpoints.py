@@ -180,3 +180,22 @@ def test_ui_server_started_with_a_hub_layout_dir_answers(hub_dirs, clip, family)
     finally:
         server.terminate()
         server.wait(30)
+
+
+@pytest.mark.parametrize("family, key", [("smolvlm", "image_token_id"), ("llava", "video_token_index"),
+                                         ("qwen", "video_token_id")])
+def test_a_directory_whose_config_and_tokenizer_disagree_is_refused_clearly(hub_dirs, tmp_path, family, key):
+    """A config whose placeholder id is not the tokenizer's (a mixed-up download) is one ModelLoadError naming
+    both ids, not a shape error deep in the first forward pass."""
+    import shutil
+
+    from streamer.errors import ModelLoadError
+
+    broken = tmp_path / family
+    shutil.copytree(hub_dirs[family], broken)
+    config = json.loads((broken / "config.json").read_text())
+    right = config[key]
+    config[key] = right - 1
+    (broken / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=rf"id {right} != config {key} {right - 1}"):
+        load_model(str(broken))
