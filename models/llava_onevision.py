@@ -39,7 +39,7 @@ import math
 import numpy as np
 import torch
 
-from streamer.models.base import ModelAdapter
+from streamer.models.chatml import ChatMLAdapter
 from streamer.models.pixels import normalised_frames
 from streamer.vocab import Segment
 from streamer.errors import ModelLoadError
@@ -50,7 +50,7 @@ VIDEO_TOKEN = "<video>"
 DEFAULT_SYSTEM_PROMPT = None  # the llava-hf chat template writes no system turn unless the chat has one
 
 
-class LlavaOnevisionAdapter(ModelAdapter):
+class LlavaOnevisionAdapter(ChatMLAdapter):
     """LLaVA-OneVision (`LlavaOnevisionForConditionalGeneration`) models."""
 
     family = "llava_onevision"
@@ -65,11 +65,9 @@ class LlavaOnevisionAdapter(ModelAdapter):
         is_random: bool = False,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
-        super().__init__(name, model, tokenizer, is_random=is_random)
-        self.image_processor = image_processor
-        self.system_prompt = system_prompt
+        super().__init__(name, model, tokenizer, image_processor, is_random=is_random, system_prompt=system_prompt,
+                         needed=(), config_ids={VIDEO_TOKEN: "video_token_index"})
         config = model.config
-        vocab = self._check_tokens(("<|im_start|>", "<|im_end|>"), {VIDEO_TOKEN: "video_token_index"})
         video_id = int(config.video_token_index)
         if config.vision_feature_select_strategy != "full":
             raise ModelLoadError(
@@ -77,7 +75,6 @@ class LlavaOnevisionAdapter(ModelAdapter):
                 "is not supported (video frames need 'full')"
             )
         self._video_token_id = video_id
-        self._im_end_id = vocab["<|im_end|>"]
         vision = config.vision_config
         side = int(vision.image_size) // int(vision.patch_size)
         self._tokens_per_frame = math.ceil(side / 2) ** 2  # pooled grid; + one newline vector per chunk
@@ -93,26 +90,10 @@ class LlavaOnevisionAdapter(ModelAdapter):
     def tokens_per_frame(self) -> int:
         return self._tokens_per_frame
 
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return self._eos_ids_with(self._im_end_id)
-
-    def _opening_text(self) -> str:
-        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n" if self.system_prompt else ""
-
-    def _user_open_text(self) -> str:
-        return "<|im_start|>user\n"
-
     def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
         """One video: each frame's pooled features at its time, then the newline vector and "\n"."""
         segments = [Segment(VIDEO_TOKEN * self._tokens_per_frame, float(f.time_s)) for f in frames]
         return segments + [Segment(VIDEO_TOKEN + "\n", float(frames[-1].time_s))]
-
-    def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
-        return question, "<|im_end|>\n<|im_start|>assistant\n"
-
-    def _assistant_end_text(self) -> str:
-        return "<|im_end|>\n"
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
         frames = normalised_frames(images, (self.frame_size, self.frame_size), self.image_processor)

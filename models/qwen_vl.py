@@ -37,7 +37,7 @@ import logging
 import numpy as np
 import torch
 
-from streamer.models.base import ModelAdapter
+from streamer.models.chatml import ChatMLAdapter
 from streamer.models.pixels import normalised_frames
 from streamer.vocab import MRopeLayout, Segment
 
@@ -71,7 +71,7 @@ def patchify_video(frames: torch.Tensor, patch: int, merge: int, temporal: int) 
     return x.reshape(gt * gh * gw, c * temporal * patch * patch), [gt, gh, gw]
 
 
-class QwenVLAdapter(ModelAdapter):
+class QwenVLAdapter(ChatMLAdapter):
     """Qwen2.5-VL (`Qwen2_5_VLForConditionalGeneration`) models."""
 
     family = "qwen2_5_vl"
@@ -86,15 +86,11 @@ class QwenVLAdapter(ModelAdapter):
         is_random: bool = False,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
-        super().__init__(name, model, tokenizer, is_random=is_random)
-        self.image_processor = image_processor
-        self.system_prompt = system_prompt
+        super().__init__(name, model, tokenizer, image_processor, is_random=is_random, system_prompt=system_prompt,
+                         needed=(VISION_END,), config_ids={VIDEO_PAD: "video_token_id", VISION_START: "vision_start_token_id"})
         config = model.config
-        vocab = self._check_tokens((VISION_END, "<|im_start|>", "<|im_end|>"),
-                                   {VIDEO_PAD: "video_token_id", VISION_START: "vision_start_token_id"})
         self._video_token_id = int(config.video_token_id)
-        self._other_ids = (vocab[VISION_START], vocab[VISION_END])
-        self._im_end_id = vocab["<|im_end|>"]
+        self._other_ids = tuple(tokenizer.convert_tokens_to_ids([VISION_START, VISION_END]))
         vision = config.vision_config
         self.patch = int(vision.patch_size)
         self.merge = int(vision.spatial_merge_size)
@@ -130,16 +126,6 @@ class QwenVLAdapter(ModelAdapter):
     def other_token_ids(self) -> tuple[int, ...]:
         return self._other_ids
 
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return self._eos_ids_with(self._im_end_id)
-
-    def _opening_text(self) -> str:
-        return f"<|im_start|>system\n{self.system_prompt}<|im_end|>\n" if self.system_prompt else ""
-
-    def _user_open_text(self) -> str:
-        return "<|im_start|>user\n"
-
     def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
         """One video block: <|vision_start|>, each temporal patch's tokens (at its first frame's time), <|vision_end|>."""
         n = self.tokens_per_patch(*np.asarray(frames[0].image).shape[:2])
@@ -147,12 +133,6 @@ class QwenVLAdapter(ModelAdapter):
         segments = [Segment(VISION_START, starts[0])]
         segments += [Segment(VIDEO_PAD * n, t) for t in starts]
         return segments + [Segment(VISION_END, starts[-1])]
-
-    def _question_text(self, question: str, after_frames: bool) -> tuple[str, str]:
-        return question, "<|im_end|>\n<|im_start|>assistant\n"
-
-    def _assistant_end_text(self) -> str:
-        return "<|im_end|>\n"
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:
         size = self.frame_hw(*images[0].shape[:2])
