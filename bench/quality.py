@@ -4,6 +4,8 @@
     .venv/bin/python bench/quality.py --tasks needle --videos 40     # one needle in 5 minutes, full cache
     .venv/bin/python bench/quality.py --tasks objects --policies full,combined --budgets 0.1,0.02
     .venv/bin/python bench/quality.py --tasks objects --seconds 3600 --policies combined --budgets 750
+    .venv/bin/python bench/quality.py --tasks needle --videos 28 --first 12 --out b.json  # 28 more videos, then
+    .venv/bin/python bench/quality.py --merge a.json b.json --out all.json            # pool them with the first 12
 
 Every answer goes through the product's own path: `load_model(...)` -> `StreamSession` (1 fps, chunks of
 4 frames) -> greedy answer, exact match after lower-casing. The videos come from `streamer.world.scene`
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,9 +176,9 @@ def full_tokens(adapter, task: str, seconds: float) -> int:
 
 
 def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int,
-               world: str = "clean", redundancy: float | None = None, skip: bool = False) -> dict:
-    """One configuration: `videos` held-out videos of `task`, each streamed into a fresh session;
-    `redundancy`: WindowConfig.redundancy of the bounded policies; `skip`: skip unchanged frames."""
+               world: str = "clean", redundancy: float | None = None, skip: bool = False, first: int = 0) -> dict:
+    """One configuration: held-out videos `first` .. `first + videos - 1` of `task`, each streamed into a
+    fresh session; `redundancy`: WindowConfig.redundancy of the bounded policies; `skip`: skip unchanged frames."""
     from streamer.change import SkipConfig
     from streamer.session import StreamSession
 
@@ -187,7 +190,7 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
     rows, stopped, start, fed = [], [], time.perf_counter(), 0
     length = "" if task in FIXED_LENGTH else f" {seconds:g}s"
     label = f"{task}{length} {policy}" + ("" if tokens is None else f"@{tokens}")
-    for i in tqdm(range(videos), desc=label, unit="video", leave=False):
+    for i in tqdm(range(first, first + videos), desc=label, unit="video", leave=False):
         video = make_video(task, i, seconds, world)
         answers, at = watch_and_ask(session, video)
         fed += session.frames_ingested
@@ -195,10 +198,41 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
         if at is not None:
             stopped.append({"seed": video.seed, "stopped_at_s": at})
     return {"task": task, "seconds": None if task in FIXED_LENGTH else seconds, "policy": policy,
-            "budget_tokens": tokens, "budget": budget, "videos": videos, "stopped": stopped, "world": world,
+            "budget_tokens": tokens, "budget": budget, "videos": videos, "first": first, "stopped": stopped, "world": world,
             "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
             "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),
             "summary": summarise(rows), "answers": rows}  # fmt: skip
+
+
+CONFIG_KEYS = ("task", "seconds", "policy", "budget_tokens", "world", "redundancy", "skip")
+
+
+def merge(parts: list[dict]) -> dict:
+    """One result file from several runs of the same model on different videos (`--first`): results of the
+    same configuration are pooled (answers, stops, frames, wall seconds) and summarised again. Raises
+    ValueError when the parts come from different models or weights, or share a video."""
+    if len({(p["model"], p.get("weights"), p["dtype"]) for p in parts}) != 1:
+        raise ValueError("the parts come from different models, weights or dtypes")
+    pooled: dict[tuple, dict] = {}
+    for part in parts:
+        for r in part["results"]:
+            key = tuple(r.get(k) for k in CONFIG_KEYS)
+            if key not in pooled:
+                pooled[key] = {**r, "answers": list(r["answers"]), "stopped": list(r["stopped"])}
+                continue
+            into = pooled[key]
+            seeds = {a["seed"] for a in r["answers"]} | {s["seed"] for s in r["stopped"]}
+            if seeds & ({a["seed"] for a in into["answers"]} | {s["seed"] for s in into["stopped"]}):
+                raise ValueError(f"configuration {key} has the same video in two parts")
+            into["answers"] += r["answers"]
+            into["stopped"] += r["stopped"]
+            into["videos"] += r["videos"]
+            into["first"] = min(into.get("first", 0), r.get("first", 0))
+            into["frames_fed"] += r["frames_fed"]
+            into["wall_s"] = round(into["wall_s"] + r["wall_s"], 1)
+    results = [{**r, "summary": summarise(r["answers"])} for r in pooled.values()]
+    return {**{k: v for k, v in parts[0].items() if k not in ("results", "machine", "command", "benchmark")},
+            "merged_from": [p["command"] for p in parts], "results": results}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -277,13 +311,30 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--first", type=int, default=0, help="first held-out video (run more videos later, then --merge)")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/quality[_quick].json)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="pool these result files (same model, different --first) into --out, run nothing")
     args = ap.parse_args(argv)
+    if args.merge:
+        if args.out is None:
+            ap.error("--merge needs --out")
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        try:
+            merged = merge(parts)
+        except ValueError as err:
+            ap.error(str(err))
+        common.write_json("quality", merged, parts[0]["machine"], args.out)
+        for r in merged["results"]:
+            print(line(r))
+        return
     tasks = [t for t in args.tasks.split(",") if t]
     if unknown := set(tasks) - set(TASKS):
         ap.error(f"unknown task(s) {sorted(unknown)}; choose from {', '.join(TASKS)}")
     if args.videos is not None and args.videos < 1:
         ap.error("--videos must be at least 1")
+    if args.first < 0:
+        ap.error("--first must be 0 or more")
     common.setup(args.threads)
     started = common.machine()
     from streamer.models.registry import load_model
@@ -300,7 +351,7 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         n = args.videos or (QUICK if args.quick else FULL)[task]
         for policy, budget, redundancy, skip in configs:
-            results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip))
+            results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip, args.first))
             print(line(results[-1]), flush=True)
             common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)  # so far
 

@@ -129,3 +129,25 @@ def test_noisy_world_redundancy_and_skip_options_reach_the_session(adapter):
     clean = quality.make_video("needle", 0, 30.0)
     assert [q.question for q in noisy.qas] == [q.question for q in clean.qas]  # same ground truth, other pixels
     assert "noisy" in quality.line(other) and "skip" in quality.line(other)
+
+
+def test_runs_on_later_videos_merge_into_one_result(adapter, tmp_path):
+    """`--first` runs further held-out videos; `--merge` pools them with the earlier run into one summary,
+    and refuses a video counted twice."""
+    import json
+
+    parts = []
+    for first in (0, 2):
+        out = tmp_path / f"part{first}.json"
+        quality.main(["--model", "tiny-random", "--tasks", "needle", "--seconds", "20", "--videos", "2", "--first",
+                      str(first), "--policies", "combined", "--budgets", "0.5", "--threads", "1", "--out", str(out)])
+        parts.append(out)
+    seeds = [{a["seed"] for a in json.loads(p.read_text())["results"][0]["answers"]} for p in parts]
+    assert seeds[0] == {quality.SEEDS["needle"], quality.SEEDS["needle"] + 1} and not seeds[0] & seeds[1]
+    merged = tmp_path / "merged.json"
+    quality.main(["--merge", *map(str, parts), "--out", str(merged)])
+    result = json.loads(merged.read_text())["results"][0]
+    assert result["videos"] == 4 and result["summary"]["all"]["videos"] == 4 and result["summary"]["all"]["n"] == 4
+    assert result["summary"] == quality.summarise(result["answers"])
+    with pytest.raises(SystemExit):  # the same videos twice
+        quality.main(["--merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "twice.json")])
