@@ -2,8 +2,8 @@
 
 Each prompt is a log of `n_lines` timestamped events ("[00:03:12] pump 41 pressure ok") with one fact
 line at a random depth ("[00:17:40] The code for vault 6 is 7150."), then the question "What is the
-code for vault 6?" and the start of the answer ("The code for vault 6 is"), so the next tokens are the
-code. Right = the greedy continuation starts with the 4 digits. Pure Python (no torch, no project
+code for vault 6?" and the start of the answer ("The code for vault 6 is ", with the space), so the next tokens are
+the code's digits. Right = the greedy continuation starts with the 4 digits. Pure Python (no torch, no project
 imports): kvpress's own venv imports it too, so both sides tokenize exactly the same text.
 """
 
@@ -35,7 +35,8 @@ def make_prompt(seed: int, n_lines: int) -> dict:
     context = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                "<|im_start|>user\nHere is a system log.\n\n" + "\n".join(lines) + "\n\n")
     question = (f"Question: What is the code for {obj} {num}? Answer with the number only.<|im_end|>\n"
-                f"<|im_start|>assistant\nThe code for {obj} {num} is")
+                f"<|im_start|>assistant\nThe code for {obj} {num} is ")  # the space: SmolLM2 writes " 7150" as
+    # " ", "7", "1", "5", "0", so the first answer token is the code's first digit
     return {"seed": seed, "context": context, "question": question, "answer": str(code), "depth": at / n_lines}
 
 

@@ -283,9 +283,9 @@ def section_retrieval() -> str:
            + "the press during the context prefill; `/stream` = the same press while the context arrives in "
            f"chunks of {s['chunk']} (kvpress compresses the first prefill only). Budgets are shares of each prompt's "
            "context tokens. Times are ratios to each side's own full cache in the same run (both sides ran at once, "
-           "one thread each). The first answer token is the space before the digits (SmolLM2 writes ' 1663' as "
-           "'Ġ', '1', '6', '6', '3'), so first-token KL says how sure the model stays that a number comes next; "
-           "accuracy is the measure of retrieval." + (f" Note: {s['note']}." if s.get("note") else "")
+           "one thread each). The prompt ends with the space before the code (SmolLM2 writes ' 1663' as "
+           "'Ġ', '1', '6', '6', '3'), so the first answer token is the code's first digit and first-token KL "
+           "measures how much of the retrieval itself a policy changes." + (f" Note: {s['note']}." if s.get("note") else "")
            + "\n\n### Ours\n\n" + table(data["ours"]))
     if "kvpress" in data:
         out += "\n### kvpress\n\n" + table(data["kvpress"])
