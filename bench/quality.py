@@ -221,8 +221,7 @@ def merge(parts: list[dict]) -> dict:
                 pooled[key] = {**r, "answers": list(r["answers"]), "stopped": list(r["stopped"])}
                 continue
             into = pooled[key]
-            seeds = {a["seed"] for a in r["answers"]} | {s["seed"] for s in r["stopped"]}
-            if seeds & ({a["seed"] for a in into["answers"]} | {s["seed"] for s in into["stopped"]}):
+            if _seeds(r) & _seeds(into):
                 raise ValueError(f"configuration {key} has the same video in two parts")
             into["answers"] += r["answers"]
             into["stopped"] += r["stopped"]
@@ -233,6 +232,11 @@ def merge(parts: list[dict]) -> dict:
     results = [{**r, "summary": summarise(r["answers"])} for r in pooled.values()]
     return {**{k: v for k, v in parts[0].items() if k not in ("results", "machine", "command", "benchmark")},
             "merged_from": [p["command"] for p in parts], "results": results}
+
+
+def _seeds(result: dict) -> set[int]:
+    """The videos a result covers: those answered and those the model's positions stopped."""
+    return {a["seed"] for a in result["answers"]} | {s["seed"] for s in result["stopped"]}
 
 
 def summarise(rows: list[dict]) -> dict:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -74,6 +74,7 @@ _SMOLVLM_SPECIALS = (  # ids 49152..49279 of SmolVLM2's tokenizer (SmolLM2's 491
     + ("<fake_token_around_image>", "<image>") + tuple(f"<|reserved_{i}|>" for i in range(49191, 49279))
     + ("<end_of_utterance>",)
 )  # fmt: skip
+_LLAVA_PINPOINTS = [[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)]  # anyres grid, px
 _CLIP_MEAN, _CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 
 
@@ -88,11 +89,10 @@ class HubFamily:
     specials: tuple[str, ...]  # added special tokens, in id order
     token_ids: dict  # config field -> token whose id it holds
     tokens: dict  # tokenizer role (eos_token, pad_token, bos_token) -> token
-    chat_template: str
+    chat_template: str | None  # None: transformers' SmolVLM DEFAULT_CHAT_TEMPLATE (read when a tokenizer is built)
     preprocessor: dict  # preprocessor_config.json
     config: dict  # config kwargs at the hub size (nested text_config / vision_config)
-    tiny: dict  # overrides of `config` for the toy size (widths and depths only)
-    extra: dict = field(default_factory=dict)  # other config fields that depend on the size ("tiny"/"hub")
+    tiny: dict  # overrides of `config` for the toy size (widths, depths and what depends on them)
 
 
 def _smolvlm_template() -> str:
@@ -112,7 +112,7 @@ FAMILIES: dict[str, HubFamily] = {
         first_special_id=49152, specials=_SMOLVLM_SPECIALS, token_ids={"image_token_id": "<image>"},
         tokens=dict(bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|im_end|>",
                     unk_token="<|endoftext|>"),
-        chat_template="",  # transformers' DEFAULT_CHAT_TEMPLATE, filled in by write_checkpoint
+        chat_template=None,
         preprocessor=dict(
             image_processor_type="SmolVLMImageProcessor", processor_class="SmolVLMProcessor", do_convert_rgb=True,
             do_image_splitting=True, do_normalize=True, do_pad=True, do_rescale=True, do_resize=True,
@@ -140,13 +140,12 @@ FAMILIES: dict[str, HubFamily] = {
         preprocessor=dict(
             image_processor_type="LlavaOnevisionImageProcessor", processor_class="LlavaOnevisionProcessor",
             do_convert_rgb=True, do_normalize=True, do_pad=True, do_rescale=True, do_resize=True,
-            image_grid_pinpoints=[[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)],
-            image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=3, rescale_factor=1 / 255,
+            image_grid_pinpoints=_LLAVA_PINPOINTS, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=3, rescale_factor=1 / 255,
             size={"height": 384, "width": 384},
         ),
         config=dict(
             vision_feature_select_strategy="full", vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9",
-            image_grid_pinpoints=[[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)],
+            image_grid_pinpoints=_LLAVA_PINPOINTS,
             vision_config=dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
                                num_hidden_layers=26, num_attention_heads=16, image_size=384, patch_size=14,
                                vision_use_head=False),
@@ -174,22 +173,18 @@ FAMILIES: dict[str, HubFamily] = {
             tie_word_embeddings=True,
             text_config=dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
                              num_key_value_heads=2, vocab_size=151936, max_position_embeddings=128000,
-                             rms_norm_eps=1e-6, tie_word_embeddings=True),
+                             rms_norm_eps=1e-6, tie_word_embeddings=True,
+                             rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
             vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
                                out_hidden_size=2048, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                                window_size=112, fullatt_block_indexes=[7, 15, 23, 31], tokens_per_second=2),
         ),
-        tiny=dict(
-            text_config=_TINY_TEXT,
+        tiny=dict(  # M-RoPE sections split a head's rotary half: 64 of 128 dims at the hub size, 8 of 16 here
+            text_config=dict(_TINY_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
+                                                          "mrope_section": [2, 3, 3]}),
             vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
                                fullatt_block_indexes=[1]),
         ),
-        extra={  # M-RoPE sections split a head's rotary half (64 of 128 dims at the hub size, 8 of 16 tiny)
-            "hub": {"text_config": {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
-                                                        "mrope_section": [16, 24, 24]}}},
-            "tiny": {"text_config": {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
-                                                         "mrope_section": [2, 3, 3]}}},
-        },
     ),
 }  # fmt: skip
 SIZES = ("tiny", "hub")
@@ -237,12 +232,11 @@ def hub_config(family: str, size: str = "hub"):
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     spec = FAMILIES[family]
     kwargs = copy.deepcopy(spec.config)
-    for overrides in ([spec.tiny] if size == "tiny" else []) + [spec.extra.get(size, {})]:
-        for key, value in overrides.items():
-            if isinstance(value, dict):
-                kwargs.setdefault(key, {}).update(copy.deepcopy(value))
-            else:
-                kwargs[key] = value
+    for key, value in (spec.tiny if size == "tiny" else {}).items():
+        if isinstance(value, dict):
+            kwargs.setdefault(key, {}).update(copy.deepcopy(value))
+        else:
+            kwargs[key] = value
     ids = special_token_ids(family)
     kwargs.update({key: ids[token] for key, token in spec.token_ids.items()})
     return getattr(transformers, spec.config_class)(**kwargs)

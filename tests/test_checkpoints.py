@@ -31,9 +31,7 @@ def _chunk() -> Chunk:
 @pytest.mark.parametrize("build, model_type", [(build_tiny_random_qwen, "qwen2_5_vl"), (build_tiny_random_qwen3, "qwen3_vl")])
 def test_a_qwen_vl_directory_loads_like_a_downloaded_checkpoint(tmp_path, build, model_type):
     original = build()
-    original.model.save_pretrained(tmp_path)
-    original.tokenizer.save_pretrained(tmp_path)
-    original.image_processor.save_pretrained(tmp_path)
+    _save(original, tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == model_type and config["video_token_id"] == original.image_token_id
     pre = json.loads((tmp_path / "preprocessor_config.json").read_text())
