@@ -180,6 +180,23 @@ def variant_label(policy: str, merge: str | None = None, obs_select: str = "last
     return label
 
 
+def parse_label(label: str) -> dict:
+    """The settings `variant_label` names: "combined/pivot+elite+slack256" -> keyword arguments of `window`."""
+    head, *options = label.split("+")
+    policy, _, merge = head.partition("/")
+    out = dict(policy=policy, merge=merge or None)
+    for opt in options:
+        if opt.startswith("slack"):
+            out["chunk_slack"] = int(opt[len("slack"):])
+        elif opt == "elite":
+            out["obs_select"] = opt
+        elif opt == "adaptive":
+            out["layer_budget"] = opt
+        else:
+            raise ValueError(f"unknown option {opt!r} in configuration {label!r}")
+    return out
+
+
 def table_variants() -> list[dict]:
     """Policy x merge rows and the AirCache options (on the combined policy) for bench_table."""
     rows = [dict(policy="sink-recent", merge=None), dict(policy="saddle", merge=None)]

@@ -83,8 +83,7 @@ def run(budget: int, chunks: int, labels: list[str]) -> dict:
         caches["no-cut"].update(layer.keys.repeat(1, 1, reps, 1)[:, :, :budget].clone(),
                                 layer.values.repeat(1, 1, reps, 1)[:, :, :budget].clone(), i)
     for label in labels:
-        policy, _, merge = label.partition("/")
-        cache = KVWindowCache(model.config, common.window(policy, budget, merge or None))
+        cache = KVWindowCache(model.config, common.window(budget=budget, **common.parse_label(label)))
         cache.tag(torch.full((budget,), int(Modality.IMAGE)), torch.arange(budget) // tpf)
         for i, layer in enumerate(seed.layers):
             cache.update(layer.keys.repeat(1, 1, reps, 1)[:, :, :budget].clone(),

@@ -50,7 +50,7 @@ class WindowConfig:
     obs_window: int = 32  # latest queries of each forward pass whose attention scores the cache
     score_decay: float = 0.9  # factor on accumulated scores at each compression (decaying policies)
     merge: str | None = None  # none | average | pivot | weighted; None = the policy's default
-    merge_window: int | None = 512  # merging compares each evicted key with this many kept keys around the
+    merge_window: int | None = 8  # merging compares each evicted key with this many kept keys around the
     #                                 place it leaves (RoPE'd keys are most alike near each other); None = all
     evict_per: str = "head"  # "head": each KV head keeps its own tokens; "layer": all heads the same
     obs_select: str = "last"  # which queries score the cache: "last" N, or "elite" text queries (AirCache)

@@ -161,31 +161,33 @@ class KVWindowLayer(DynamicLayer):
         kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
         keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
         row = torch.arange(b * h, device=prio.device).view(b, h, 1) * t  # (B, H, 1) offset of each head's tokens
+        at_keep, at_evict = (keep + row).flatten(), (evict + row).flatten()  # rows of all heads' tokens at once
 
-        def take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-            """x (B, H, T[, D]) at idx (B, H, N) of each head: one index_select over the rows of all heads."""
-            i = (idx + row).flatten()
+        def take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            """x (B, H, T[, D]) at `rows` (the flat kept or evicted tokens of every head): one index_select."""
             if x.dim() == 4:
-                return x.reshape(-1, x.shape[-1]).index_select(0, i).view(b, h, -1, x.shape[-1])
-            return x.reshape(-1).index_select(0, i).view(b, h, -1)
+                return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(b, h, -1, x.shape[-1])
+            return x.reshape(-1).index_select(0, rows).view(b, h, -1)
 
-        keys, values, weight = merge_into_kept(
-            take(self.keys, keep), take(self.values, keep), take(self.weight, keep),
-            take(self.keys, evict), take(self.values, evict), take(self.weight, evict),
-            n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
-            ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
-        )
+        keys, values, weight = take(self.keys, at_keep), take(self.values, at_keep), take(self.weight, at_keep)
+        if cfg.merge != "none":
+            keys, values, weight = merge_into_kept(
+                keys, values, weight, take(self.keys, at_evict), take(self.values, at_evict),
+                take(self.weight, at_evict), n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
+                ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
+                in_place=True,  # keys and values are this cut's own copies
+            )
         if self.mrope:  # (B, H, K) <= 0: close the gaps left by whole evicted blocks
-            delta, self.anchor = mrope_gap_deltas(take(self.anchor, keep), take(self.advance, keep))
-            self.advance = take(self.advance, keep)
+            delta, self.anchor = mrope_gap_deltas(take(self.anchor, at_keep), take(self.advance, at_keep))
+            self.advance = take(self.advance, at_keep)
             self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
         else:
             delta = gap_deltas(keep)  # (B, H, K) <= 0: close the gaps
         self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
-        self.score = take(self.score, keep) * (cfg.score_decay if rules.decays else 1.0)
-        self.modality, self.times, self.position = (take(x, keep) for x in (self.modality, self.times, self.position))
+        self.score = take(self.score, at_keep) * (cfg.score_decay if rules.decays else 1.0)
+        self.modality, self.times, self.position = (take(x, at_keep) for x in (self.modality, self.times, self.position))
         if cfg.redundancy is not None:
-            self.similar = take(self.similar, keep)
+            self.similar = take(self.similar, at_keep)
         self.n_evicted += t - keep_n
         if cfg.merge != "none":
             self.n_merged += t - keep_n

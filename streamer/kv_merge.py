@@ -10,21 +10,22 @@ its key and value are merged into that token's. Three variants, as in LOOK-M (ar
 - `weighted`: the kept token has weight 1, each merged token its cosine similarity (clamped at 0).
 
 Which kept token: the most similar key among every kept key (`window=None`), or, by default (the
-cache's `merge_window`), among the `window` kept keys around the place the evicted token leaves. Kept
+cache's `merge_window`, 8), among the `window` kept keys around the slot the evicted token leaves. Kept
 keys are RoPE'd at their positions, and on SmolLM2-135M's own keys the most similar kept key of an
-evicted one lies within 256 kept slots of it 96-100% of the time (median distance 1-2 slots), so the
-window finds the same token almost always at a cost that does not grow with the budget. Evicted tokens
-go in blocks of `_BLOCK` consecutive ones, each block against one window centred on it (one batched
-matmul). Attention sinks (the first `n_fixed` kept tokens) never absorb.
+evicted one is a near neighbour (median distance 1-2 kept slots), so a small window finds the same token
+almost always, at a cost that grows with the evicted tokens only, not with the budget (issue 18: window 8
+against every kept key moved the first answer token by a KL of 0.008-0.020 nats, where the bounded cache
+is 2.7 nats from the full cache; BENCHMARKS.md section 9). Attention sinks (the first `n_fixed` kept
+tokens) never absorb.
 
-Pure tensor function (inputs are not modified); which tokens are kept or evicted is decided elsewhere.
+Pure tensor function (inputs are not modified unless `in_place`); which tokens are kept or evicted is
+decided elsewhere.
 """
 
 import torch
 import torch.nn.functional as F
 
 MERGE_MODES = ("none", "average", "pivot", "weighted")
-_BLOCK = 32  # evicted tokens that share one window of candidates
 
 
 def merge_into_kept(
@@ -38,6 +39,7 @@ def merge_into_kept(
     mode: str,
     window: int | None = None,
     ev_slot: torch.Tensor | None = None,
+    in_place: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Merge evicted pairs into kept ones.
 
@@ -45,7 +47,8 @@ def merge_into_kept(
     for; ev_k, ev_v: (B, H, E, D); ev_w: (B, H, E); n_fixed: the first n_fixed kept tokens (attention
     sinks) stay untouched; window: compare with this many kept keys around each evicted token's place
     (None: all); ev_slot: (B, H, E) ascending, how many kept tokens precede each evicted one in stream
-    order (needed with a window). Returns merged (keys, values, weights), same shapes as kept.
+    order (needed with a window); in_place: write the merged keys and values into keep_k and keep_v (the
+    cache passes fresh copies). Returns merged (keys, values, weights), same shapes as kept.
     """
     if mode not in MERGE_MODES:
         raise ValueError(f"unknown merge mode {mode!r}; expected one of {MERGE_MODES}")
@@ -64,19 +67,20 @@ def merge_into_kept(
 
     b, h, k = keep_w.shape
     flat = (target + torch.arange(b * h, device=target.device).view(b, h, 1) * k).flatten()  # (B*H*E,)
-    rows, which = flat.unique(return_inverse=True)  # (U,) kept tokens that absorb, (B*H*E,) into which
-    wk = w_keep.reshape(-1)[rows]  # (U,)
-    norm = wk.index_add(0, which, w_ev.reshape(-1)).clamp(min=1e-12).unsqueeze(-1)  # (U, 1)
+    wk = w_keep.reshape(-1)  # (B*H*K,)
+    norm = wk.index_add(0, flat, w_ev.reshape(-1)).clamp(min=1e-12)  # (B*H*K,) total weight after merging
+    keep_scale = (wk / norm).unsqueeze(-1)  # (B*H*K, 1): exactly 1 for tokens that absorb nothing
+    ev_scale = (w_ev.reshape(-1) / norm[flat]).unsqueeze(-1)  # (B*H*E, 1)
 
     def fold(kept: torch.Tensor, ev: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of each absorbing kept token with the evicted ones merged into it; only those rows change."""
+        """Weighted mean of each kept token with the evicted ones merged into it (x * 1.0 leaves the others as
+        they were); float32 kept tensors are updated in place when `in_place`."""
         d = kept.shape[-1]
-        out = kept.clone(memory_format=torch.contiguous_format)
-        flat_out = out.view(-1, d)  # (B*H*K, D)
-        total = (flat_out[rows].float() * wk.unsqueeze(-1)).index_add_(
-            0, which, ev.reshape(-1, d).float() * w_ev.reshape(-1, 1))  # (U, D)
-        flat_out[rows] = (total / norm).to(kept.dtype)
-        return out
+        rows = kept.reshape(-1, d)  # (B*H*K, D), a view when kept is contiguous
+        out = rows.mul_(keep_scale) if in_place and rows.dtype == torch.float32 and rows.data_ptr() == kept.data_ptr() \
+            else rows.float() * keep_scale
+        out.index_add_(0, flat, ev.reshape(-1, d).float() * ev_scale)
+        return out.to(kept.dtype).view(kept.shape)  # (B*H*K, D) -> (B, H, K, D)
 
     new_w = keep_w.float().scatter_add(-1, target, ev_w.float())
     return fold(keep_k, ev_k), fold(keep_v, ev_v), new_w
@@ -87,8 +91,8 @@ def nearest_kept(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cosine, index) (B, H, E) of the most similar kept key (index >= n_fixed) for each evicted key.
 
-    With a window smaller than the candidates, evicted tokens go in blocks of `_BLOCK` (in stream order)
-    and each block is compared with the `window` candidates centred on the block's middle slot."""
+    With a window smaller than the candidates, each evicted key is compared with the `window` kept keys
+    around the slot it leaves (`ev_slot`: half before, half after, shifted inside the candidates)."""
     ev = F.normalize(ev_k.float(), dim=-1)  # (B, H, E, D)
     b, h, e, d = ev.shape
     k = keep_k.shape[-2]
@@ -97,17 +101,12 @@ def nearest_kept(
         sim = ev @ F.normalize(keep_k[..., n_fixed:, :].float(), dim=-1).transpose(-1, -2)  # (B, H, E, C)
         best, target = sim.max(dim=-1)
         return best, target + n_fixed
-    nb = -(-e // _BLOCK)
-    first = torch.arange(nb, device=ev.device) * _BLOCK
-    last = (first + _BLOCK - 1).clamp(max=e - 1)
-    mid = (ev_slot[..., first] + ev_slot[..., last]) // 2 - n_fixed  # (B, H, nb) block centre among candidates
-    start = (mid - window // 2).clamp(0, c - window) + n_fixed  # (B, H, nb) window start among kept tokens
-    idx = start.unsqueeze(-1) + torch.arange(window, device=ev.device)  # (B, H, nb, W)
-    flat = (idx + torch.arange(b * h, device=ev.device).view(b, h, 1, 1) * k).flatten()
-    keys = keep_k.reshape(-1, d)
-    cand = keys.index_select(0, flat).float().view(b, h, nb, window, d)  # (B, H, nb, W, D)
-    cand = F.normalize(cand, dim=-1)
-    ev = F.pad(ev, (0, 0, 0, nb * _BLOCK - e)).view(b, h, nb, _BLOCK, d)  # (B, H, nb, G, D)
-    best, j = (ev @ cand.transpose(-1, -2)).max(dim=-1)  # (B, H, nb, G)
-    target = (start.unsqueeze(-1) + j).flatten(2)[..., :e]  # (B, H, E)
-    return best.flatten(2)[..., :e], target
+    start = (ev_slot - window // 2).clamp(n_fixed, k - window)  # (B, H, E) first candidate of each evicted key
+    idx = start.unsqueeze(-1) + torch.arange(window, device=ev.device)  # (B, H, E, W) kept slots
+    flat = (idx + torch.arange(b * h, device=ev.device).view(b, h, 1, 1) * k).flatten()  # (B*H*E*W,)
+    keys = keep_k.reshape(-1, d)  # (B*H*K, D)
+    inv_norm = keys.float().norm(dim=-1).clamp(min=1e-12).reciprocal()  # (B*H*K,): no normalised copy of the keys
+    cand = keys.index_select(0, flat).float().view(b, h, e, window, d)  # (B, H, E, W, D)
+    sim = (cand * ev.unsqueeze(-2)).sum(dim=-1) * inv_norm[flat].view(b, h, e, window)  # (B, H, E, W) cosine
+    best, j = sim.max(dim=-1)  # (B, H, E)
+    return best, start + j

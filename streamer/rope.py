@@ -78,22 +78,23 @@ def rotate(keys: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> t
     returns keys as if they had been rotated at p + delta, in the keys' dtype (math in float32).
     Only the first 2 * len(inv_freq) dims rotate (partial rotary); the rest pass through.
     Deltas are whole positions and few distinct ones occur after an eviction (the gaps closed so far),
-    so cos/sin come from a small table of the deltas' range instead of one evaluation per element.
+    so cos/sin come from a small table of the deltas' range, looked up with one `index_select` per
+    token, and the two rotated halves are written into one output without temporaries.
     """
     half = inv_freq.shape[0]
-    d = delta.to(device=keys.device, dtype=torch.int64)
+    d = delta.to(device=keys.device, dtype=torch.int64).expand(keys.shape[:-1]).reshape(-1)  # (N,) N = B*H*T
     lo, hi = int(d.min()), int(d.max())
     if lo == hi == 0:
         return keys
-    freq = inv_freq.to(device=keys.device, dtype=torch.float32)
-    if hi - lo < d.numel():  # the usual case: a table of the range, then a lookup per element
-        table = torch.arange(lo, hi + 1, device=keys.device, dtype=torch.float32).unsqueeze(-1) * freq  # (n, R/2)
-        cos, sin = table.cos()[d - lo], table.sin()[d - lo]  # (B, H, T, R/2)
-    else:
-        angles = d.to(torch.float32).unsqueeze(-1) * freq  # (B, H, T, R/2)
-        cos, sin = angles.cos(), angles.sin()
-    k1, k2 = keys[..., :half].float(), keys[..., half : 2 * half].float()
-    out = torch.cat((k1 * cos - k2 * sin, k2 * cos + k1 * sin), dim=-1).to(keys.dtype)  # (B, H, T, R)
-    if 2 * half == keys.shape[-1]:
-        return out
-    return torch.cat((out, keys[..., 2 * half :]), dim=-1)
+    small = hi - lo < d.numel()  # the usual case: a table of the deltas' range, then a lookup per token
+    steps = torch.arange(lo, hi + 1, device=keys.device) if small else d
+    angles = steps.to(torch.float32).unsqueeze(-1) * inv_freq.to(device=keys.device, dtype=torch.float32)  # (n, R/2)
+    table = torch.cat((angles.cos(), angles.sin()), dim=-1)  # (n, R): cos | sin
+    table = table.index_select(0, d - lo) if small else table  # (N, R) per token
+    cos, sin = table[:, :half], table[:, half:]
+    k = keys.reshape(-1, keys.shape[-1]).float()  # (N, D)
+    k1, k2 = k[:, :half], k[:, half:2 * half]
+    out = k.clone() if 2 * half < k.shape[-1] else torch.empty_like(k)  # partial rotary: the rest passes through
+    torch.mul(k1, cos, out=out[:, :half]).addcmul_(k2, sin, value=-1)
+    torch.mul(k2, cos, out=out[:, half:2 * half]).addcmul_(k1, sin)
+    return out.view(keys.shape).to(keys.dtype)

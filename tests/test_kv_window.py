@@ -8,7 +8,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from streamer.errors import ConfigError
-from streamer.kv_merge import MERGE_MODES, merge_into_kept
+from streamer.kv_merge import MERGE_MODES, merge_into_kept, nearest_kept
 from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window_attention
 from streamer.vocab import Modality
 from streamer.rope import rope_inv_freq, rotate
@@ -281,6 +281,39 @@ def test_merge_keeps_count_and_moves_toward_evicted(mode):
     untouched = [i for i in range(8) if i != 5]
     torch.testing.assert_close(k[:, :, untouched], keep_k[:, :, untouched])
     assert torch.equal(w[:, :, 5], torch.full((1, 2), 4.0))
+
+
+@pytest.mark.parametrize("window", [1, 4, 8])
+def test_windowed_merge_picks_the_most_similar_key_of_its_window(window):
+    gen = torch.Generator().manual_seed(3)
+    k, e, n_fixed = 40, 12, 2
+    keep_k, ev_k = torch.randn(1, 2, k, 16, generator=gen), torch.randn(1, 2, e, 16, generator=gen)
+    ev_slot = torch.sort(torch.randint(0, k + 1, (1, 2, e), generator=gen), dim=-1).values
+    best, target = nearest_kept(keep_k, ev_k, n_fixed, window, ev_slot)
+    for head in range(2):
+        for i in range(e):
+            start = min(max(int(ev_slot[0, head, i]) - window // 2, n_fixed), k - window)
+            cos = torch.nn.functional.cosine_similarity(keep_k[0, head, start:start + window], ev_k[0, head, i], dim=-1)
+            assert int(target[0, head, i]) == start + int(cos.argmax())
+            assert abs(float(best[0, head, i]) - float(cos.max())) < 1e-5
+    full, wide = nearest_kept(keep_k, ev_k, n_fixed, None, None), nearest_kept(keep_k, ev_k, n_fixed, k, ev_slot)
+    assert torch.equal(full[1], wide[1])  # a window that holds every candidate is the full search
+
+
+@pytest.mark.parametrize("mode", [m for m in MERGE_MODES if m != "none"])
+def test_merge_in_place_equals_a_fresh_result(mode):
+    gen = torch.Generator().manual_seed(4)
+    keep_k, keep_v = torch.randn(1, 2, 30, 16, generator=gen), torch.randn(1, 2, 30, 16, generator=gen)
+    ev_k, ev_v = torch.randn(1, 2, 6, 16, generator=gen), torch.randn(1, 2, 6, 16, generator=gen)
+    args = (torch.full((1, 2, 30), 2.0), ev_k, ev_v, torch.ones(1, 2, 6), 2, mode, 8,
+            torch.tensor([1, 5, 9, 9, 20, 28]).expand(1, 2, 6))
+    fresh = merge_into_kept(keep_k, keep_v, *args)
+    k2, v2 = keep_k.clone(), keep_v.clone()
+    merged = merge_into_kept(k2, v2, *args, in_place=True)
+    assert not torch.equal(fresh[0], keep_k)  # merging changed something, and the inputs stayed as they were
+    for a, b in zip(fresh, merged):
+        torch.testing.assert_close(a, b)
+    assert merged[0].data_ptr() == k2.data_ptr() and merged[1].data_ptr() == v2.data_ptr()
 
 
 def test_merge_never_touches_sinks():
