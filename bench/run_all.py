@@ -231,6 +231,10 @@ def section_profile() -> str:
            "other rows): attention work, not compression, and no longer a separate scoring pass. `no-cut`: a plain DynamicCache of the same length cropped "
            "back after every chunk (a cut that costs nothing); `chunk time vs no-cut` is the whole overhead "
            "end to end, noisy on a shared machine.\n\n" + table(data, True))
+    round1 = common.read_json("kv_profile_round1")
+    if round1:
+        out += (f"\n### Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, merge "
+                f"window 512 in blocks)\n\n{header(round1)}\n" + table(round1, True))
     if before:
         out += (f"\n### Before (the implementation of `d3cb9f2`)\n\n{header(before)}\n" + table(before, False))
     return out
@@ -238,7 +242,7 @@ def section_profile() -> str:
 
 def section_equivalence() -> str:
     out = "## 9. Answers before and after (`kv_equivalence.py`)\n"
-    for name in ("kv_equivalence", "kv_equivalence_window"):
+    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence"):
         data = common.read_json(name)
         if not data:
             continue
