@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from streamer.models.smollm2_tokenizer import load_smollm2_tokenizer
+from streamer.models.tiny_random import TinyRandomSettings, tiny_widths
 
 # chat_template of llava-hf/llava-onevision-qwen2-*-ov-hf (transformers' conversion script writes it)
 LLAVA_OV_TEMPLATE = (
@@ -101,9 +102,7 @@ def _smolvlm_template() -> str:
     return DEFAULT_CHAT_TEMPLATE
 
 
-_TINY_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-_TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, head_dim=16)  # fmt: skip
+_TINY_TEXT, _TINY_VISION = tiny_widths(TinyRandomSettings())  # the toy size: tiny-random's layer widths
 
 FAMILIES: dict[str, HubFamily] = {
     "smolvlm": HubFamily(
@@ -182,8 +181,10 @@ FAMILIES: dict[str, HubFamily] = {
         tiny=dict(  # M-RoPE sections split a head's rotary half: 64 of 128 dims at the hub size, 8 of 16 here
             text_config=dict(_TINY_TEXT, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
                                                           "mrope_section": [2, 3, 3]}),
-            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
-                               fullatt_block_indexes=[1]),
+            vision_config=dict(depth=_TINY_VISION["num_hidden_layers"], hidden_size=_TINY_VISION["hidden_size"],
+                               intermediate_size=_TINY_VISION["intermediate_size"],
+                               num_heads=_TINY_VISION["num_attention_heads"], out_hidden_size=_TINY_TEXT["hidden_size"],
+                               fullatt_block_indexes=[_TINY_VISION["num_hidden_layers"] - 1]),
         ),
     ),
 }  # fmt: skip

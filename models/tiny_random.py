@@ -207,26 +207,24 @@ def _tiny_qwen(name, adapter_class, config_class, model_class, s, device, dtype,
     return adapter
 
 
+def tiny_widths(s: TinyRandomSettings) -> tuple[dict, dict]:
+    """(text, vision) layer sizes of the tiny models, in transformers' config names: the part of their
+    configs that a toy checkpoint of a real layout (`hub_layout`) shares with them."""
+    text = dict(hidden_size=s.text_hidden, intermediate_size=2 * s.text_hidden, num_hidden_layers=s.text_layers,
+                num_attention_heads=s.text_heads, num_key_value_heads=s.text_kv_heads,
+                head_dim=s.text_hidden // s.text_heads)
+    vision = dict(hidden_size=s.vision_hidden, intermediate_size=2 * s.vision_hidden, num_hidden_layers=s.vision_layers,
+                  num_attention_heads=s.vision_heads)
+    return text, vision
+
+
 def _vision_config(s: TinyRandomSettings) -> dict:
-    return dict(
-        hidden_size=s.vision_hidden,
-        intermediate_size=2 * s.vision_hidden,
-        num_hidden_layers=s.vision_layers,
-        num_attention_heads=s.vision_heads,
-        image_size=s.image_size,
-        patch_size=s.patch_size,
-        initializer_range=s.init_std,
-    )
+    return dict(tiny_widths(s)[1], image_size=s.image_size, patch_size=s.patch_size, initializer_range=s.init_std)
 
 
 def _text_config(s: TinyRandomSettings, n_tokens: int) -> dict:
     return dict(
-        hidden_size=s.text_hidden,
-        intermediate_size=2 * s.text_hidden,
-        num_hidden_layers=s.text_layers,
-        num_attention_heads=s.text_heads,
-        num_key_value_heads=s.text_kv_heads,
-        head_dim=s.text_hidden // s.text_heads,
+        tiny_widths(s)[0],
         max_position_embeddings=s.max_position_embeddings,
         vocab_size=-(-n_tokens // 128) * 128,  # cover the tokenizer, rounded up like the real checkpoints
         initializer_range=s.init_std,

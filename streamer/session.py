@@ -129,11 +129,9 @@ class StreamSession:
             return 0.0
         with self.lock:
             start = time.perf_counter()
-            try:
-                self._feed_frames(chunk)
-            finally:
-                took = time.perf_counter() - start
-                self.ingest_seconds += took
+            self._feed_frames(chunk)  # a refused chunk raises before it counts
+            took = time.perf_counter() - start
+            self.ingest_seconds += took
         return took
 
     def _feed_frames(self, chunk: Chunk) -> None:

@@ -96,6 +96,10 @@ def test_full_policy_refuses_to_pass_model_positions(adapter):
             s.ingest(chunk(i, n=4))
     assert s.cache.next_position() <= limit
     assert s.stats()["evicted"] == 0 and s.stats()["frames_ingested"] > 0
+    spent = s.ingest_seconds
+    with pytest.raises(BudgetError, match="positions"):
+        s.ingest(chunk(10_000, n=4))
+    assert s.ingest_seconds == spent  # a refused chunk is no ingest time (the lag meter is not fed it)
 
 
 def test_reset_forgets_everything(adapter):
