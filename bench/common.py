@@ -150,6 +150,14 @@ def wilson(right: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test on paired answers: the chance of discordant counts this uneven (or more)
+    if neither configuration were better (each discordant pair a fair coin)."""
+    n = only_a + only_b
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
 def summary(seconds: list[float]) -> dict:
     return {
         "median_ms": statistics.median(seconds) * 1e3,

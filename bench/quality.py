@@ -234,6 +234,18 @@ def merge(parts: list[dict]) -> dict:
             "merged_from": [p["command"] for p in parts], "results": results}
 
 
+def paired(reference: dict, result: dict) -> dict | None:
+    """The questions both results answered (same video, same question): right in both, only in the
+    reference, only in `result`, and the exact McNemar p-value of the difference; None if they share none."""
+    ref = {(a["seed"], a["question"]): a["correct"] for a in reference["answers"]}
+    pairs = [(ref[k], a["correct"]) for a in result["answers"] if (k := (a["seed"], a["question"])) in ref]
+    if not pairs:
+        return None
+    only_ref, only_this = sum(r and not t for r, t in pairs), sum(t and not r for r, t in pairs)
+    return {"n": len(pairs), "both": sum(r and t for r, t in pairs), "only_reference": only_ref, "only_this": only_this,
+            "p_value": round(common.mcnemar_p(only_ref, only_this), 4)}
+
+
 def _seeds(result: dict) -> set[int]:
     """The videos a result covers: those answered and those the model's positions stopped."""
     return {a["seed"] for a in result["answers"]} | {s["seed"] for s in result["stopped"]}

@@ -17,6 +17,7 @@ import sys
 import time
 
 import common
+from quality import paired
 
 ORDER = ["memory", "decode", "ingest", "captions", "needle", "table"]
 
@@ -308,6 +309,7 @@ def section_quality() -> str:
         out += f"\n### {path.stem} (model `{data['model']}`, weights {data.get('weights')}, {data['dtype']})\n\n{header(data)}\n"
         out += "| task | video | policy | budget | options | right / n | accuracy [95% CI] | videos | object in cache: right / n (mean fraction kept) |\n"
         out += "|---|---|---|---|---|---|---|---|---|\n"
+        full = [x for x in data["results"] if x["policy"] == "full" and not x.get("skip")]
         for r in data["results"]:
             a = r["summary"]["all"]
             opts = ", ".join(x for x in (r.get("world") if r.get("world") != "clean" else "",
@@ -324,6 +326,13 @@ def section_quality() -> str:
             if len(kinds) > 1:
                 out += "".join(f"| | | | | {k} | {v['right']} / {v['n']} | {v['accuracy']:.3f} [{v['ci95'][0]:.3f}, "
                                f"{v['ci95'][1]:.3f}] | | |\n" for k, v in kinds.items())  # fmt: skip
+            ref = next((f for f in full if f is not r and all(f.get(k) == r.get(k) for k in ("task", "seconds", "world"))),
+                       None)
+            pair = paired(ref, r) if ref else None
+            if pair:
+                out += (f"| | | | | paired with the full cache (same {pair['n']} questions) | both right {pair['both']}, "
+                        f"only full {pair['only_reference']}, only this {pair['only_this']} | McNemar p = "
+                        f"{pair['p_value']:.2f} | | |\n")
             if "repeats_first_answer" in r["summary"]:
                 rep = r["summary"]["repeats_first_answer"]
                 out += f"| | | | | later answers repeating a wrong first answer | {rep['count']} / {rep['n']} | | | |\n"

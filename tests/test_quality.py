@@ -31,6 +31,20 @@ def test_wilson_of_nothing_is_the_whole_interval():
     assert quality.wilson(0, 0) == (0.0, 1.0)
 
 
+def test_paired_counts_discordant_answers_and_mcnemar_is_exact():
+    def result(correct: list[bool]) -> dict:
+        return {"answers": [{"seed": i // 2, "question": f"q{i % 2}", "correct": c} for i, c in enumerate(correct)]}
+
+    ref, other = result([True, True, True, False, False, True]), result([True, False, True, True, False, False])
+    other["answers"].append({"seed": 99, "question": "q0", "correct": True})  # no partner: not counted
+    pair = quality.paired(ref, other)
+    assert (pair["n"], pair["both"], pair["only_reference"], pair["only_this"]) == (6, 2, 2, 1)
+    assert pair["p_value"] == 1.0  # 2 against 1 is no evidence either way
+    assert quality.common.mcnemar_p(0, 6) == pytest.approx(2 / 64)  # six discordant pairs all one way
+    assert quality.common.mcnemar_p(0, 0) == 1.0
+    assert quality.paired(ref, result([])) is None
+
+
 @pytest.mark.parametrize("task", quality.TASKS)
 def test_videos_are_held_out_deterministic_and_have_answers(task):
     a, b = quality.make_video(task, 3, 60.0), quality.make_video(task, 3, 60.0)
