@@ -96,7 +96,7 @@ def section_decode(only: str | None = None) -> str:
             cells.append("-" if not p else f"{p['mean_ms']:.0f} ms (x{p['speedup_vs_full']:.2f}; {p['compress_ms_per_step']:.0f})")
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     goal = data["goal"]["at_8k_10pct"]
-    lines.append(f"\nGoal: >= 1.5x at 8k context and 10% budget. Measured: "
+    lines.append("\nGoal: >= 1.5x at 8k context and 10% budget. Measured: "
                  + ", ".join(f"{k} x{v}" for k, v in goal.items()) + ".\n")
     return "\n".join(lines) + "\n" + img(stem)
 
@@ -138,7 +138,7 @@ def section_captions() -> str:
     if not data:
         return "## 5. Caption needles\n\nNot run yet.\n"
     s = data["settings"]
-    lines = [f"## 5. Quality with a real LM: caption needles (`bench_captions.py`)\n", header(data),
+    lines = ["## 5. Quality with a real LM: caption needles (`bench_captions.py`)\n", header(data),
              f"{s['model']}; stream of {s['captions']} captions = {s['stream_tokens']} tokens, "
              f"{len(s['needles'])} needles at depths "
              + ", ".join(f"{n['depth']:.2f}" for n in s["needles"])
