@@ -161,21 +161,35 @@ ROPE_CASES = {
 
 
 @pytest.mark.parametrize("rope", list(ROPE_CASES))
-def test_rerotation_equals_rotation_at_shifted_position(rope):
+@pytest.mark.parametrize("n", [50, 400], ids=["per-token angles", "table of the delta range"])
+def test_rerotation_equals_rotation_at_shifted_position(rope, n):
     kw = {} if ROPE_CASES[rope] is None else {"rope_parameters": {"rope_theta": 10000.0, **ROPE_CASES[rope]}}
     cfg = tiny_config(**kw)
     rotary = LlamaRotaryEmbedding(cfg)
-    k = torch.randn(1, 2, 50, 16, generator=torch.Generator().manual_seed(3))
-    p = torch.randint(0, 200, (50,), generator=torch.Generator().manual_seed(4))
-    d = torch.randint(-150, 40, (50,), generator=torch.Generator().manual_seed(5)).clamp(min=-p)
+    k = torch.randn(1, 2, n, 16, generator=torch.Generator().manual_seed(3))
+    p = torch.randint(0, 200, (n,), generator=torch.Generator().manual_seed(4))
+    d = torch.randint(-150, 40, (n,), generator=torch.Generator().manual_seed(5)).clamp(min=-p)
 
     def at(pos):
         cos, sin = rotary(k, pos.unsqueeze(0))
         return apply_rotary_pos_emb(k, k, cos, sin)[1]
 
-    moved = rotate(at(p), d.expand(1, 2, 50), rope_inv_freq(cfg))
+    moved = rotate(at(p), d.expand(1, 2, n), rope_inv_freq(cfg))
     torch.testing.assert_close(moved, at(p + d), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(at(p), at(p + d), atol=1e-3)  # the rotation did something
+    half = rotate(at(p).bfloat16(), d.expand(1, 2, n), rope_inv_freq(cfg))  # math in float32, result in the keys' dtype
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), at(p + d), atol=0.05, rtol=0.02)
+
+
+def test_partial_rotary_turns_the_first_dims_and_passes_the_rest_through():
+    k = torch.randn(1, 2, 300, 16, generator=torch.Generator().manual_seed(6))
+    d = torch.randint(-100, 0, (1, 2, 300), generator=torch.Generator().manual_seed(7))
+    inv_freq = rope_inv_freq(tiny_config())[:4]  # 8 of the 16 dims rotate
+    moved = rotate(k, d, inv_freq)
+    assert torch.equal(moved[..., 8:], k[..., 8:])
+    torch.testing.assert_close(moved[..., :8], rotate(k[..., :8].contiguous(), d, inv_freq))
+    assert not torch.allclose(moved[..., :8], k[..., :8], atol=1e-3)
 
 
 @pytest.mark.parametrize("policy", EVICTING)
