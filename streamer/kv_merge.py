@@ -69,18 +69,20 @@ def merge_into_kept(
     flat = (target + torch.arange(b * h, device=target.device).view(b, h, 1) * k).flatten()  # (B*H*E,)
     wk = w_keep.reshape(-1)  # (B*H*K,)
     norm = wk.index_add(0, flat, w_ev.reshape(-1)).clamp(min=1e-12)  # (B*H*K,) total weight after merging
-    keep_scale = (wk / norm).unsqueeze(-1)  # (B*H*K, 1): exactly 1 for tokens that absorb nothing
-    ev_scale = (w_ev.reshape(-1) / norm[flat]).unsqueeze(-1)  # (B*H*E, 1)
+    ev_scale = (w_ev.reshape(-1) / norm[flat]).unsqueeze(-1)  # (B*H*E, 1) each evicted token's share of its target
 
     def fold(kept: torch.Tensor, ev: torch.Tensor) -> torch.Tensor:
-        """Weighted mean of each kept token with the evicted ones merged into it (x * 1.0 leaves the others as
-        they were); float32 kept tensors are updated in place when `in_place`."""
+        """Weighted mean of each kept token with the evicted ones merged into it, written as pulls toward the
+        evicted ones: x + sum_e s_e (ev_e - x) = x w/norm + sum_e s_e ev_e. Only the E target rows are read and
+        written (no pass over all K); float32 kept tensors are updated in place when `in_place`."""
         d = kept.shape[-1]
         rows = kept.reshape(-1, d)  # (B*H*K, D), a view when kept is contiguous
-        out = rows.mul_(keep_scale) if in_place and rows.dtype == torch.float32 and rows.data_ptr() == kept.data_ptr() \
-            else rows.float() * keep_scale
-        out.index_add_(0, flat, ev.reshape(-1, d).float() * ev_scale)
-        return out.to(kept.dtype).view(kept.shape)  # (B*H*K, D) -> (B, H, K, D)
+        if rows.dtype != torch.float32:
+            rows = rows.float()  # a fresh float32 copy: the math stays in float32
+        elif not (in_place and rows.data_ptr() == kept.data_ptr()):
+            rows = rows.clone()
+        pull = (ev.reshape(-1, d).float() - rows.index_select(0, flat)) * ev_scale  # (B*H*E, D), from the old rows
+        return rows.index_add_(0, flat, pull).to(kept.dtype).view(kept.shape)  # (B*H*K, D) -> (B, H, K, D)
 
     new_w = keep_w.float().scatter_add(-1, target, ev_w.float())
     return fold(keep_k, ev_k), fold(keep_v, ev_v), new_w
