@@ -106,9 +106,7 @@ def nearest_kept(
     start = (ev_slot - window // 2).clamp(n_fixed, k - window)  # (B, H, E) first candidate of each evicted key
     idx = start.unsqueeze(-1) + torch.arange(window, device=ev.device)  # (B, H, E, W) kept slots
     flat = (idx + torch.arange(b * h, device=ev.device).view(b, h, 1, 1) * k).flatten()  # (B*H*E*W,)
-    keys = keep_k.reshape(-1, d)  # (B*H*K, D)
-    inv_norm = keys.float().norm(dim=-1).clamp(min=1e-12).reciprocal()  # (B*H*K,): no normalised copy of the keys
-    cand = keys.index_select(0, flat).float().view(b, h, e, window, d)  # (B, H, E, W, D)
-    sim = (cand * ev.unsqueeze(-2)).sum(dim=-1) * inv_norm[flat].view(b, h, e, window)  # (B, H, E, W) cosine
+    cand = keep_k.reshape(-1, d).index_select(0, flat).float().view(b, h, e, window, d)  # (B, H, E, W, D)
+    sim = (cand * ev.unsqueeze(-2)).sum(dim=-1) / cand.norm(dim=-1).clamp(min=1e-12)  # (B, H, E, W) cosine
     best, j = sim.max(dim=-1)  # (B, H, E)
     return best, start + j
