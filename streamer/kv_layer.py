@@ -29,7 +29,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from streamer.kv_config import WindowConfig
-from streamer.kv_merge import merge_into_kept
+from streamer.kv_merge import flat_rows, merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
 from streamer.vocab import Modality
@@ -160,8 +160,7 @@ class KVWindowLayer(DynamicLayer):
         evict = prio.topk(e, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
         kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
         keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
-        row = torch.arange(b * h, device=prio.device).view(b, h, 1) * t  # (B, H, 1) offset of each head's tokens
-        at_keep, at_evict = (keep + row).flatten(), (evict + row).flatten()  # rows of all heads' tokens at once
+        at_keep, at_evict = flat_rows(keep, t), flat_rows(evict, t)  # rows of all heads' tokens at once
 
         def take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """x (B, H, T[, D]) at `rows` (the flat kept or evicted tokens of every head): one index_select."""

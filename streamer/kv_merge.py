@@ -28,6 +28,14 @@ import torch.nn.functional as F
 MERGE_MODES = ("none", "average", "pivot", "weighted")
 
 
+def flat_rows(idx: torch.Tensor, length: int) -> torch.Tensor:
+    """Token indices (B, H, ...) into each head's `length` tokens -> (N,) rows of the tensor flattened to
+    (B*H*length, ...), so one `index_select` gathers every head's tokens at once."""
+    b, h = idx.shape[:2]
+    offset = torch.arange(b * h, device=idx.device).view(b, h, *[1] * (idx.dim() - 2)) * length
+    return (idx + offset).flatten()
+
+
 def merge_into_kept(
     keep_k: torch.Tensor,
     keep_v: torch.Tensor,
@@ -65,8 +73,7 @@ def merge_into_kept(
         w_ev = 1.0 / counts.gather(-1, target)  # (B, H, E): each of the n merged gets 1/n
         w_keep = torch.ones_like(keep_w, dtype=torch.float32)
 
-    b, h, k = keep_w.shape
-    flat = (target + torch.arange(b * h, device=target.device).view(b, h, 1) * k).flatten()  # (B*H*E,)
+    flat = flat_rows(target, keep_w.shape[-1])  # (B*H*E,)
     wk = w_keep.reshape(-1)  # (B*H*K,)
     norm = wk.index_add(0, flat, w_ev.reshape(-1)).clamp(min=1e-12)  # (B*H*K,) total weight after merging
     ev_scale = (w_ev.reshape(-1) / norm[flat]).unsqueeze(-1)  # (B*H*E, 1) each evicted token's share of its target
@@ -105,7 +112,7 @@ def nearest_kept(
         return best, target + n_fixed
     start = (ev_slot - window // 2).clamp(n_fixed, k - window)  # (B, H, E) first candidate of each evicted key
     idx = start.unsqueeze(-1) + torch.arange(window, device=ev.device)  # (B, H, E, W) kept slots
-    flat = (idx + torch.arange(b * h, device=ev.device).view(b, h, 1, 1) * k).flatten()  # (B*H*E*W,)
+    flat = flat_rows(idx, k)  # (B*H*E*W,)
     cand = keep_k.reshape(-1, d).index_select(0, flat).float().view(b, h, e, window, d)  # (B, H, E, W, D)
     sim = (cand * ev.unsqueeze(-2)).sum(dim=-1) / cand.norm(dim=-1).clamp(min=1e-12)  # (B, H, E, W) cosine
     best, j = sim.max(dim=-1)  # (B, H, E)
