@@ -14,7 +14,7 @@ from streamer.models.registry import load_model
 from streamer.frames import Chunk
 from streamer.world.scene import random_script
 from train.data import spliced_example
-from train.losses import answer_loss, input_embeds
+from train.losses import answer_loss, input_embeds, word_loss
 from train.splice import branch_hidden, segmented_hidden
 
 
@@ -138,3 +138,20 @@ def test_input_embeds_puts_image_features_in_the_placeholders_in_order():
     embeds = input_embeds(ids, feats, weight, image_token_id=5)  # (2, 4, D)
     assert embeds[0, 1:3].tolist() == [[-1.0, -1.0], [-2.0, -2.0]] and embeds[1, 0].tolist() == [-3.0, -3.0]
     assert embeds[0, 0].tolist() == weight[1].tolist() and embeds[1, 1].tolist() == weight[3].tolist()
+
+
+def test_word_loss_is_lowest_when_the_slots_are_the_target_words():
+    torch.manual_seed(0)
+    colours, digits = torch.randn(4, 8), torch.randn(11, 8)  # (candidates, D) per word slot
+    filler = torch.randn(8)
+    targets = [torch.tensor([0, 3]), torch.tensor([7, 10])]  # two frames
+    right = torch.stack([torch.stack([colours[0], digits[7], filler]), torch.stack([colours[3], digits[10], filler])])  # (2, 3, 8)
+    loss, acc = word_loss(right, [colours, digits], targets, filler, rms=1.0)
+    assert acc == [1.0, 1.0] and loss < 0.01
+    swapped = right.clone()
+    swapped[0, 1] = digits[2]  # frame 0 says the wrong digit
+    worse, acc = word_loss(swapped, [colours, digits], targets, filler, rms=1.0)
+    assert acc == [1.0, 0.5] and worse > loss + 1
+    noisy_filler = right.clone()
+    noisy_filler[:, 2] += 1.0
+    assert word_loss(noisy_filler, [colours, digits], targets, filler, rms=1.0)[0] > loss + 0.5

@@ -33,6 +33,9 @@ class TrainConfig:
     a_steps: int = 3500
     a_batch: int = 64
     a_lr: float = 2e-3
+    a_on_resume: bool = False  # with --resume: run stage A on the resumed vision tower before stage B
+    aux_words: bool = False  # auxiliary loss: connector slots 0-2 -> the word embeddings of the colour, shape and
+    # digit on screen (" nothing" when empty), slots 3+ -> the <image> row, instead of heads on the mean
     # stage B: end to end through the frozen LM
     b_steps: int = 600
     schedule: str = "ffcffl"  # batch kinds in rotation: f = frames, c = short clips, l = one long clip

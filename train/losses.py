@@ -2,6 +2,7 @@
 
 - `input_embeds`: token ids -> input embeddings, with the image features in the image placeholders.
 - `answer_loss`: cross-entropy on the answer tokens and the fraction of answers whose tokens are all right.
+- `word_loss`: pulls the first image-token slots toward the embeddings of the words for what a frame shows.
 
 Both take the embedding / output matrix (V, D) as an argument (the trainer's, with its trainable new
 token rows), so they are pure functions of tensors. Deliberately not here: the model and the vision
@@ -41,3 +42,26 @@ def answer_loss(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
     n = int(starts.sum())
     return loss, (n - int(bad[1:].sum())) / n
 
+
+
+def word_loss(
+    feats: torch.Tensor, rows: list[torch.Tensor], targets: list[torch.Tensor], filler: torch.Tensor, rms: float,
+    temperature: float = 0.05, ce_weight: float = 0.1,
+) -> tuple[torch.Tensor, list[float]]:  # fmt: skip
+    """Auxiliary loss that makes a frame's image tokens read like words: slot k of `feats` (n, S, D)
+    should be the row `targets[k]` (n,) of `rows[k]` (n_k, D), the embeddings of slot k's candidate words
+    (e.g. slot 0: " red", " green", ... " nothing"); the other slots the `filler` row (D,). Squared error
+    in units of the embeddings' `rms`, plus `ce_weight` x cross-entropy of each word slot over its
+    candidates by cosine / `temperature` (so the candidates stay apart). Returns (loss, per word slot the
+    fraction of frames whose nearest candidate is the target)."""
+    loss, acc = feats.new_zeros(()), []
+    for slot, (cand, target) in enumerate(zip(rows, targets)):
+        out = feats[:, slot]  # (n, D)
+        loss = loss + (out - cand[target]).pow(2).mean() / rms**2
+        logits = F.normalize(out, dim=-1) @ F.normalize(cand, dim=-1).t() / temperature  # (n, n_k)
+        loss = loss + ce_weight * F.cross_entropy(logits, target)
+        acc.append(float((logits.argmax(-1) == target).float().mean()))
+    rest = feats[:, len(rows):]  # (n, S - len(rows), D)
+    if rest.shape[1]:
+        loss = loss + (rest - filler).pow(2).mean() / rms**2
+    return loss, acc

@@ -56,13 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Train the built-in `tiny` model on the synthetic world.")
     p.add_argument("--out", type=Path, default=Path("models/weights/tiny.safetensors"))
     p.add_argument("--results", type=Path, default=Path("train/results/train_tiny.json"))
-    p.add_argument("--resume", type=Path, default=None, help="skip stage A; continue stage B from this checkpoint")
+    p.add_argument("--resume", type=Path, default=None, help="continue stage B from this checkpoint (stage A only with --a-on-resume true)")
     add_flags(p, TrainConfig, TinySettings)  # every setting is a flag: --a-steps, --patch-size, ...
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     trainer = Trainer(from_flags(TrainConfig, args), args.out, args.results, from_flags(TinySettings, args))
-    if args.resume is None:
+    if args.resume is not None:
+        trainer.load_parts(args.resume)
+    if args.resume is None or trainer.cfg.a_on_resume:
         trainer.stage_a()
     trainer.stage_b(args.resume)
     log.info("done in %.1f min", trainer.elapsed() / 60)

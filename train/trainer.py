@@ -36,7 +36,7 @@ from streamer.world.scene import COLOURS, DIGITS, SHAPES, random_script, single_
 from train.config import BATCH_KINDS, TrainConfig
 from train.data import HELD_OUT_SEED, Example, clip_example, collate, pixel_batch, single_example, spliced_example
 from train.lora import add_lora, load_lora_factors, lora_factors
-from train.losses import answer_loss, input_embeds
+from train.losses import answer_loss, input_embeds, word_loss
 from train.splice import branch_hidden
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,19 @@ class Trainer:
 
     # ---- stage A ---------------------------------------------------------------------------------
 
+    def load_parts(self, path: Path) -> None:
+        """Vision tower, connector and new token rows from a checkpoint of this recipe (LoRA factors:
+        stage_b)."""
+        state, _, _ = read_trained(path)
+        parts = {k: v for k, v in state.items() if k.startswith(("model.vision_model.", "model.connector."))}
+        self.model.load_state_dict(parts, strict=False)
+        with torch.no_grad():
+            self.embed[self.n_old:] = state[NEW_ROWS_KEY]
+
     def stage_a(self) -> None:
         cfg = self.cfg
         d = self.embed.shape[1]
-        self.heads = nn.ModuleDict({
+        self.heads = nn.ModuleDict() if cfg.aux_words else nn.ModuleDict({
             "colour": nn.Linear(d, len(COLOURS) + 1), "shape": nn.Linear(d, len(SHAPES) + 1),
             "digit": nn.Linear(d, len(DIGITS) + 1),
         }).to(self.device)  # fmt: skip
@@ -120,19 +129,24 @@ class Trainer:
         self.save()
 
     def aux_loss(self, n: int) -> tuple[torch.Tensor, float, dict[str, float]]:
-        """Auxiliary vision loss on `n` fresh frames: colour/shape/digit heads on the mean connector output,
-        plus a penalty keeping the outputs at the RMS of the LM's token embeddings. Returns (loss, rms, acc)."""
+        """Auxiliary vision loss on `n` fresh frames (`aux_words`: word_loss; else colour/shape/digit heads
+        on the mean connector output plus a penalty keeping the outputs at the RMS of the LM's token
+        embeddings). Returns (loss, rms, acc)."""
         vocab = {"colour": list(COLOURS), "shape": list(SHAPES), "digit": list(DIGITS)}
-        images, labels = [], {k: [] for k in self.heads}
+        images, labels = [], {k: [] for k in vocab}
         for _ in range(n):
             frame, script = single_frame(self.seed(), p_empty=0.05)
             images.append(frame.image)
             shown = script.visible(frame.time_s)
-            for k in self.heads:
+            for k in vocab:
                 value = getattr(shown[0].obj, k) if shown else None
                 labels[k].append(vocab[k].index(value) if value is not None else len(vocab[k]))
         pixels = pixel_batch(self.adapter, images).to(self.device)
         feats = self.image_features(pixels)  # (n, 9, D)
+        rms = feats.pow(2).mean().sqrt()
+        if self.cfg.aux_words:
+            loss, acc = self.word_loss(feats, labels)
+            return loss, rms.item(), acc
         pooled = feats.mean(1)
         loss = feats.new_zeros(())
         acc = {}
@@ -141,14 +155,29 @@ class Trainer:
             logits = head(pooled)
             loss = loss + F.cross_entropy(logits, target)
             acc[k] = float((logits.argmax(-1) == target).float().mean())
-        rms = feats.pow(2).mean().sqrt()
         return loss + (rms / self.emb_rms - 1.0) ** 2, rms.item(), acc
+
+    def word_loss(self, feats: torch.Tensor, labels: dict[str, list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        """losses.word_loss with slot 0 the colour word on screen (" red"), slot 1 the shape (" circle"),
+        slot 2 the digit ("7"), " nothing" on an empty frame, and the <image> row as it was at the start
+        as the filler of the other slots."""
+        if not hasattr(self, "word_rows"):
+            tok = self.adapter.tokenizer
+            ids = {k: [tok(w, add_special_tokens=False)["input_ids"][-1] for w in words] for k, words in (
+                ("colour", [" " + c for c in COLOURS]), ("shape", [" " + s for s in SHAPES]), ("digit", list(DIGITS)))}
+            nothing = tok(" nothing", add_special_tokens=False)["input_ids"][-1]
+            self.word_rows = {k: self.embed[v + [nothing]].detach().float().clone() for k, v in ids.items()}  # (n_k+1, D)
+            self.filler_row = self.embed[self.adapter.image_token_id].detach().float().clone()  # (D,)
+        targets = [torch.tensor(labels[k], device=self.device) for k in self.word_rows]
+        loss, acc = word_loss(feats, list(self.word_rows.values()), targets, self.filler_row, self.emb_rms)
+        return loss, dict(zip(self.word_rows, acc))
 
     # ---- stage B ---------------------------------------------------------------------------------
 
     def stage_b(self, resume: Path | None = None) -> None:
-        """Stage B from step cfg.b_start; `resume`: a checkpoint of this recipe saved at that step (the
-        optimizer state restarts with a fresh warm-up, the data seeds with a new stream)."""
+        """Stage B from step cfg.b_start; `resume`: a checkpoint of this recipe saved at that step, whose
+        other parts load_parts loaded (the optimizer state restarts with a fresh warm-up, the data seeds
+        with a new stream)."""
         cfg = self.cfg
         text_model = self.model.model.text_model
         torch.manual_seed(cfg.seed + 1)
@@ -156,13 +185,8 @@ class Trainer:
         self.lora_params = [p for m in self.lora.values() for p in (m.A, m.B)]
         if not hasattr(self, "heads"):
             self.heads = nn.ModuleDict()
-        if resume is not None:
-            state, _, _ = read_trained(resume)
-            parts = {k: v for k, v in state.items() if k.startswith(("model.vision_model.", "model.connector."))}
-            self.model.load_state_dict(parts, strict=False)
-            with torch.no_grad():
-                self.embed[self.n_old:] = state[NEW_ROWS_KEY]
-            load_lora_factors(self.lora, state)  # a target the checkpoint has no factors for starts at zero
+        if resume is not None:  # its vision tower, connector and token rows came with load_parts
+            load_lora_factors(self.lora, read_trained(resume)[0])  # a target without factors starts at zero
             self.rng = random.Random(cfg.seed * 1000 + cfg.b_start)
             self.notes.append(f"stage B resumed at step {cfg.b_start} from {resume}")
             log.info(self.notes[-1])
