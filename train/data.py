@@ -25,12 +25,17 @@ import torch
 from streamer.vocab import Conversation
 from streamer.frames import Chunk
 from streamer.sources import Frame
-from streamer.world.scene import QA, SceneScript, frame_questions, random_script, single_frame, video_questions
+from streamer.world.scene import COLOURS, DIGITS, QA, SHAPES, SceneScript, frame_questions, random_script, single_frame, video_questions
 
 HELD_OUT_SEED = 10_000_000  # world seeds >= this are never trained on
 
 # how often each video question template is drawn for multi-frame clips (others: weight 1)
 CLIP_KIND_WEIGHTS = {"needle_digit": 4.0, "needle_any": 2.0, "colour_of_digit": 2.0, "when": 1.5, "now": 0.5}
+
+# what a frame shows, one attribute per image slot (stage W puts slot k's word in image token k), and the
+# words as the questions and answers spell them; an empty frame is " nothing" in every slot
+SLOT_WORDS = {"colour": [" " + c for c in COLOURS], "shape": [" " + s for s in SHAPES], "digit": list(DIGITS)}
+NOTHING = " nothing"
 
 
 @dataclass
@@ -151,6 +156,19 @@ def pick_questions(rng: random.Random, script: SceneScript, n: int) -> list[QA]:
         chosen.append(qas[i])
         weights[i] = 0.0
     return chosen
+
+
+def slot_labels(script: SceneScript, t: float) -> dict[str, int]:
+    """Per attribute of SLOT_WORDS, the index of what the frame at `t` shows; len(SLOT_WORDS[k]) (nothing,
+    also the auxiliary heads' "none" class) on an empty frame."""
+    shown = script.visible(t)
+    obj = shown[0].obj if shown else None
+    return {k: [w.strip() for w in words].index(getattr(obj, k)) if obj else len(words) for k, words in SLOT_WORDS.items()}
+
+
+def slot_word_ids(tokenizer) -> dict[str, list[int]]:
+    """Token ids of SLOT_WORDS[k] followed by NOTHING, per attribute (each word is one token)."""
+    return {k: [tokenizer(w, add_special_tokens=False)["input_ids"][-1] for w in words + [NOTHING]] for k, words in SLOT_WORDS.items()}
 
 
 def pixel_batch(adapter, images: list[np.ndarray]) -> torch.Tensor:

@@ -43,7 +43,6 @@ def answer_loss(hidden: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
     return loss, (n - int(bad[1:].sum())) / n
 
 
-
 def word_loss(
     feats: torch.Tensor, rows: list[torch.Tensor], targets: list[torch.Tensor], filler: torch.Tensor, rms: float,
     temperature: float = 0.05, ce_weight: float = 0.1,

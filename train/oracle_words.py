@@ -6,8 +6,8 @@
 Held-out five-object clips (`train.data.clip_example`, seeds from HELD_OUT_SEED + 777) go through the
 text model of a `tiny` checkpoint once each, teacher-forced; an answer counts when every one of its
 tokens is the argmax. `--features words` puts the embeddings of the colour, shape and digit on screen
-(" nothing" when empty) in image slots 0-2 and the <image> row in the rest, as stage W's `word_loss`
-trains the connector to do; `repeated` fills all nine slots with the three words; `vision` uses the
+in image slots 0-2 (" nothing" in slot 0 when empty) and the <image> row in the rest, close to what
+stage W's `word_loss` trains the connector to do (which puts " nothing" in all three); `repeated` fills all nine slots with the three words; `vision` uses the
 checkpoint's own vision tower and connector. `--no-lora` drops the checkpoint's LoRA factors.
 docs/training.md ("Stage W") has the numbers. Deliberately not here: greedy decoding through a session
 (bench/quality.py does that).
@@ -26,20 +26,19 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.models.tiny import WEIGHTS_FILE, TinyAdapter, build_tiny, load_language_model, load_trained, read_trained
-from train.data import HELD_OUT_SEED, Example, clip_example, pixel_batch
+from train.data import HELD_OUT_SEED, Example, clip_example, pixel_batch, slot_labels, slot_word_ids
 from train.losses import input_embeds
 
 
-def word_features(ex: Example, weight: torch.Tensor, word_id, filler: torch.Tensor, repeated: bool) -> torch.Tensor:
-    """(n_frames, 9, D): the words of what each frame shows in slots 0-2 (all nine when `repeated`)."""
+def word_features(ex: Example, weight: torch.Tensor, ids: dict[str, list[int]], filler: torch.Tensor, repeated: bool) -> torch.Tensor:
+    """(n_frames, 9, D): the words of what each frame shows (`ids`: train.data.slot_word_ids) in slots
+    0-2, or " nothing" in slot 0 of an empty frame; `filler` in the rest (`repeated`: the words again)."""
     out = []
     for frame in ex.frames:
-        shown = ex.script.visible(frame.time_s)
-        if shown:
-            obj = shown[0].obj
-            words = [weight[word_id(" " + obj.colour)], weight[word_id(" " + obj.shape)], weight[word_id(str(obj.digit))]]
-        else:
-            words = [weight[word_id(" nothing")]]
+        labels = slot_labels(ex.script, frame.time_s)
+        words = [weight[ids[k][i]] for k, i in labels.items()]
+        if not ex.script.visible(frame.time_s):
+            words = words[:1]  # " nothing" once
         out.append(torch.stack((words * 9)[:9] if repeated else words + [filler] * (9 - len(words))))
     return torch.stack(out)
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     load_trained(model, state, n_old)
     adapter = TinyAdapter("tiny-oracle", model, tokenizer, image_processor)
     weight = model.model.text_model.embed_tokens.weight.detach()  # (V, D)
-    word_id = lambda w: tokenizer(w, add_special_tokens=False)["input_ids"][-1]  # noqa: E731
+    word_ids = slot_word_ids(tokenizer)
     right = collections.Counter()
     asked = collections.Counter()
     for i in range(args.clips):
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                 mask = torch.ones((pixels.shape[0], side, side), dtype=torch.bool)
                 feats = model.model.connector(model.model.vision_model(pixel_values=pixels, patch_attention_mask=mask).last_hidden_state)
             else:
-                feats = word_features(ex, weight, word_id, weight[adapter.image_token_id], args.features == "repeated")
+                feats = word_features(ex, weight, word_ids, weight[adapter.image_token_id], args.features == "repeated")
             hidden = model.model.text_model(inputs_embeds=input_embeds(ids, feats, weight, adapter.image_token_id)).last_hidden_state
             logits = hidden[0] @ weight.t()  # (T, V)
         for qa, (a, b) in zip(ex.qas, ex.targets):

@@ -29,12 +29,15 @@ from transformers import DynamicCache
 from streamer.atomic import atomic_file
 from streamer.frames import Chunk
 from streamer.models.tiny import (
-    NEW_ROWS_KEY, TinyAdapter, TinySettings, build_tiny, load_language_model, read_trained, save_trained,
+    NEW_ROWS_KEY, TRAINED_PREFIXES, TinyAdapter, TinySettings, build_tiny, load_language_model, read_trained, save_trained,
 )
 from streamer.vocab import Conversation
-from streamer.world.scene import COLOURS, DIGITS, SHAPES, random_script, single_frame
+from streamer.world.scene import random_script, single_frame
 from train.config import BATCH_KINDS, TrainConfig
-from train.data import HELD_OUT_SEED, Example, clip_example, collate, pixel_batch, single_example, spliced_example
+from train.data import (
+    HELD_OUT_SEED, SLOT_WORDS, Example, clip_example, collate, pixel_batch, single_example, slot_labels, slot_word_ids,
+    spliced_example,
+)  # fmt: skip
 from train.lora import add_lora, load_lora_factors, lora_factors
 from train.losses import answer_loss, input_embeds, word_loss
 from train.splice import branch_hidden
@@ -63,7 +66,7 @@ class Trainer:
         self.adapter = TinyAdapter("tiny-train", self.model, tokenizer, image_processor)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.vision_params = [p for n, p in self.model.named_parameters() if n.startswith(("model.vision_model.", "model.connector."))]
+        self.vision_params = [p for n, p in self.model.named_parameters() if n.startswith(TRAINED_PREFIXES)]
         for p in self.vision_params:
             p.requires_grad_(True)
         if cfg.bf16:  # autocast would cast these frozen weights to bf16 at every call: do it once
@@ -98,7 +101,7 @@ class Trainer:
         """Vision tower, connector and new token rows from a checkpoint of this recipe (LoRA factors:
         stage_b)."""
         state, _, _ = read_trained(path)
-        parts = {k: v for k, v in state.items() if k.startswith(("model.vision_model.", "model.connector."))}
+        parts = {k: v for k, v in state.items() if k.startswith(TRAINED_PREFIXES)}
         self.model.load_state_dict(parts, strict=False)
         with torch.no_grad():
             self.embed[self.n_old:] = state[NEW_ROWS_KEY]
@@ -107,8 +110,7 @@ class Trainer:
         cfg = self.cfg
         d = self.embed.shape[1]
         self.heads = nn.ModuleDict() if cfg.aux_words else nn.ModuleDict({
-            "colour": nn.Linear(d, len(COLOURS) + 1), "shape": nn.Linear(d, len(SHAPES) + 1),
-            "digit": nn.Linear(d, len(DIGITS) + 1),
+            k: nn.Linear(d, len(words) + 1) for k, words in SLOT_WORDS.items()
         }).to(self.device)  # fmt: skip
         opt = torch.optim.AdamW(self.vision_params + list(self.heads.parameters()), lr=cfg.a_lr, weight_decay=0.01)
         for step in range(cfg.a_steps):
@@ -132,15 +134,12 @@ class Trainer:
         """Auxiliary vision loss on `n` fresh frames (`aux_words`: word_loss; else colour/shape/digit heads
         on the mean connector output plus a penalty keeping the outputs at the RMS of the LM's token
         embeddings). Returns (loss, rms, acc)."""
-        vocab = {"colour": list(COLOURS), "shape": list(SHAPES), "digit": list(DIGITS)}
-        images, labels = [], {k: [] for k in vocab}
+        images, labels = [], {k: [] for k in SLOT_WORDS}
         for _ in range(n):
             frame, script = single_frame(self.seed(), p_empty=0.05)
             images.append(frame.image)
-            shown = script.visible(frame.time_s)
-            for k in vocab:
-                value = getattr(shown[0].obj, k) if shown else None
-                labels[k].append(vocab[k].index(value) if value is not None else len(vocab[k]))
+            for k, label in slot_labels(script, frame.time_s).items():
+                labels[k].append(label)
         pixels = pixel_batch(self.adapter, images).to(self.device)
         feats = self.image_features(pixels)  # (n, 9, D)
         rms = feats.pow(2).mean().sqrt()
@@ -162,11 +161,8 @@ class Trainer:
         slot 2 the digit ("7"), " nothing" on an empty frame, and the <image> row as it was at the start
         as the filler of the other slots."""
         if not hasattr(self, "word_rows"):
-            tok = self.adapter.tokenizer
-            ids = {k: [tok(w, add_special_tokens=False)["input_ids"][-1] for w in words] for k, words in (
-                ("colour", [" " + c for c in COLOURS]), ("shape", [" " + s for s in SHAPES]), ("digit", list(DIGITS)))}
-            nothing = tok(" nothing", add_special_tokens=False)["input_ids"][-1]
-            self.word_rows = {k: self.embed[v + [nothing]].detach().float().clone() for k, v in ids.items()}  # (n_k+1, D)
+            ids = slot_word_ids(self.adapter.tokenizer)
+            self.word_rows = {k: self.embed[v].detach().float().clone() for k, v in ids.items()}  # (n_k+1, D)
             self.filler_row = self.embed[self.adapter.image_token_id].detach().float().clone()  # (D,)
         targets = [torch.tensor(labels[k], device=self.device) for k in self.word_rows]
         loss, acc = word_loss(feats, list(self.word_rows.values()), targets, self.filler_row, self.emb_rms)
