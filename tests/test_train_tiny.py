@@ -155,3 +155,19 @@ def test_word_loss_is_lowest_when_the_slots_are_the_target_words():
     noisy_filler = right.clone()
     noisy_filler[:, 2] += 1.0
     assert word_loss(noisy_filler, [colours, digits], targets, filler, rms=1.0)[0] > loss + 0.5
+
+
+def test_kind_weights_steer_which_questions_a_clip_draws():
+    import random
+
+    from train.config import TrainConfig
+    from train.data import pick_questions
+
+    script = random_script(5, duration_s=60, n_events=4, event_s=(2, 4))
+    kinds = {q.kind for q in pick_questions(random.Random(0), script, 3, TrainConfig(kind_weights="when=1e9").kind_weight_overrides())}
+    assert kinds == {"when"}  # four objects with distinct digits: three "when" questions outweigh the rest
+    none = TrainConfig(kind_weights="when=0,needle_digit=0").kind_weight_overrides()
+    assert not {"when", "needle_digit"} & {q.kind for q in pick_questions(random.Random(0), script, 50, none)}
+    for bad in ("when", "when=x", "when=-1", "=2"):
+        with pytest.raises(ValueError, match="kind_weights"):
+            TrainConfig(kind_weights=bad)

@@ -47,6 +47,8 @@ class TrainConfig:
     long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with 1 to long_events events of 2-4 s
     long_events: int = 2  # most events in a long clip (at most 5: colours and digits differ)
     long_questions: int = 1  # questions about one long clip, asked one after the other
+    kind_weights: str = ""  # e.g. "when=8,after=2": draw weights of video question templates, each replacing
+    # its weight in train.data.CLIP_KIND_WEIGHTS (templates named nowhere weigh 1)
     splice_branches: int = 12  # spliced batches: event sets spliced into one background video of long_frames[1] frames
     b_lr_vision: float = 3e-4
     b_lr_adapt: float = 1e-3  # LoRA factors and new token rows
@@ -81,6 +83,20 @@ class TrainConfig:
                 raise ValueError(f"{name} must be (min, max) with {low} <= min <= max <= 300, got {(lo, hi)}")
         if not self.max_minutes > 0:
             raise ValueError(f"max_minutes must be > 0, got {self.max_minutes!r}")
+        self.kind_weight_overrides()
+
+    def kind_weight_overrides(self) -> dict[str, float]:
+        """kind_weights as {template: weight}; ValueError unless it is "name=number,..." with numbers >= 0."""
+        out = {}
+        for item in filter(None, self.kind_weights.split(",")):
+            name, _, value = item.partition("=")
+            try:
+                out[name.strip()] = weight = float(value)
+            except ValueError:
+                weight = -1.0
+            if not name.strip() or not weight >= 0:
+                raise ValueError(f"kind_weights must look like 'when=8,after=2' with weights >= 0, got {self.kind_weights!r}")
+        return out
 
 
 # how a setting's annotation is parsed from the command line; settings of other types are not flags

@@ -114,18 +114,19 @@ def clip_example(
     event_s: tuple[int, int] = (1, 2),
     n_questions: int = 1,
     kind: str = "clip",
+    weights: dict[str, float] = CLIP_KIND_WEIGHTS,
 ) -> Example:
     """A clip at 1 fps (1 to `max_events` events of `event_s` seconds, cut from anywhere in a 5-minute
     video) and up to `n_questions` different video questions, asked one after the other. Short dense
     clips teach the templates; long sparse ones (e.g. 60-200 frames, up to five objects, several
-    questions) teach finding the frame a question is about among many others."""
+    questions) teach finding the frame a question is about among many others. `weights`: see pick_questions."""
     rng = random.Random(seed * 7 + 2)
     n = rng.randint(*n_frames)
     start = rng.randint(0, 300 - n)
     # events plus 1 s gaps must fit in n s
     n_events = rng.randint(1, max(1, min(max_events, n // (event_s[1] + 1))))
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=event_s, start_s=start)
-    return encode(adapter, script, list(script.frames(1.0)), pick_questions(rng, script, n_questions), kind)
+    return encode(adapter, script, list(script.frames(1.0)), pick_questions(rng, script, n_questions, weights), kind)
 
 
 def spliced_example(
@@ -146,12 +147,13 @@ def spliced_example(
     return encode(adapter, script, list(script.frames(1.0)), qas, "spliced", chat=False)
 
 
-def pick_questions(rng: random.Random, script: SceneScript, n: int) -> list[QA]:
-    """Up to n different video questions about `script`, drawn by CLIP_KIND_WEIGHTS without replacement."""
+def pick_questions(rng: random.Random, script: SceneScript, n: int, weights: dict[str, float] = CLIP_KIND_WEIGHTS) -> list[QA]:
+    """Up to n different video questions about `script`, drawn without replacement by `weights` per
+    template (1 for templates it does not name)."""
     qas = video_questions(script, 1.0)
-    weights = [CLIP_KIND_WEIGHTS.get(q.kind, 1.0) for q in qas]
+    weights = [weights.get(q.kind, 1.0) for q in qas]
     chosen = []
-    for _ in range(min(n, len(qas))):
+    for _ in range(min(n, sum(w > 0 for w in weights))):  # weight 0: never drawn
         i = rng.choices(range(len(qas)), weights=weights)[0]
         chosen.append(qas[i])
         weights[i] = 0.0

@@ -35,7 +35,7 @@ from streamer.vocab import Conversation
 from streamer.world.scene import random_script, single_frame
 from train.config import BATCH_KINDS, TrainConfig
 from train.data import (
-    HELD_OUT_SEED, SLOT_WORDS, Example, clip_example, collate, pixel_batch, single_example, slot_labels, slot_word_ids,
+    CLIP_KIND_WEIGHTS, HELD_OUT_SEED, SLOT_WORDS, Example, clip_example, collate, pixel_batch, single_example, slot_labels, slot_word_ids,
     spliced_example,
 )  # fmt: skip
 from train.lora import add_lora, load_lora_factors, lora_factors
@@ -56,6 +56,7 @@ class Trainer:
         torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.rng = random.Random(cfg.seed)
+        self.kind_weights = CLIP_KIND_WEIGHTS | cfg.kind_weight_overrides()  # question templates' draw weights
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.settings = settings or TinySettings()
         lm = load_language_model()
@@ -241,9 +242,9 @@ class Trainer:
         cfg = self.cfg
         if kind == "long":
             return [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events, event_s=(2, 4),
-                                 n_questions=cfg.long_questions, kind=kind)]  # fmt: skip
+                                 n_questions=cfg.long_questions, kind=kind, weights=self.kind_weights)]  # fmt: skip
         if kind == "clip":
-            return [clip_example(self.adapter, self.seed(), cfg.clip_frames, n_questions=cfg.clip_questions)
+            return [clip_example(self.adapter, self.seed(), cfg.clip_frames, n_questions=cfg.clip_questions, weights=self.kind_weights)
                     for _ in range(cfg.clip_batch)]  # fmt: skip
         return [single_example(self.adapter, self.seed(), n_questions=cfg.frame_questions) for _ in range(cfg.b_batch)]
 
