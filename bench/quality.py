@@ -15,6 +15,9 @@ Tasks (a task x video length x policy x budget is one configuration; `--tasks` p
 - `frame`: one still frame; colour, shape and digit questions.
 - `needle`: one object on screen 2-4 s somewhere in the video; "What digit was on the <colour> <shape>?".
 - `objects`: five objects (distinct colours and digits); the digit of each, each question on its own.
+- `moving`: the control for the redundancy signal: five objects as in `objects`, but each on screen for
+  13-17% of the video and always drifting (at least `MIN_DRIFT` of the frame per second), so something
+  moves on screen about 80% of the time; the digit of each.
 - `video`: five objects; every question `video_questions` makes (needle digit, colour of a digit,
   before, after, count, when, now), each on its own, reported by kind.
 - `sample`: the demo's sample video (`streamer.world.sample_video`) for held-out seeds; the questions it
@@ -50,11 +53,12 @@ from tqdm import tqdm
 HELD_OUT = 10_000_000  # train.data.HELD_OUT_SEED: training draws world seeds below it
 SEEDS = {  # first world seed of each task (needle and objects: the seeds the earlier scripts used)
     "frame": HELD_OUT, "needle": HELD_OUT + 500_000, "video": HELD_OUT + 600_000, "sample": HELD_OUT + 700_000,
-    "chat": HELD_OUT + 800_000, "objects": HELD_OUT + 900_000,
+    "chat": HELD_OUT + 800_000, "objects": HELD_OUT + 900_000, "moving": HELD_OUT + 1_000_000,
 }  # fmt: skip
 TASKS = tuple(SEEDS)
 FIXED_LENGTH = ("frame", "sample", "chat")  # tasks whose videos have their own length (a still frame, 60 s)
 NEEDLE_KINDS = ("needle_digit",)
+MIN_DRIFT = 0.04  # `moving`: slowest drift of an object, in frame widths per second (a width in 25 s)
 FRAME_KINDS = ("colour", "shape", "digit")
 
 
@@ -93,10 +97,25 @@ def make_video(task: str, index: int, seconds: float, world: str = "clean") -> V
         first = {qa.kind: qa for qa in reversed(video_questions(script))}  # what sample_video prints
         qas = list(first.values())
         return Video(seed, script, qas[:5] if task == "chat" else qas, chat=task == "chat")
-    script = random_script(seed, duration_s=seconds, n_events=1 if task == "needle" else 5, event_s=(2, 4),
-                           realism=realism)
+    if task == "moving":
+        script = random_script(seed, duration_s=seconds, n_events=5, event_s=(round(0.13 * seconds), round(0.17 * seconds)),
+                               realism=realism)  # fmt: skip
+        script = dataclasses.replace(script, events=[drifting(e, MIN_DRIFT * script.frame_size) for e in script.events])
+    else:
+        script = random_script(seed, duration_s=seconds, n_events=1 if task == "needle" else 5, event_s=(2, 4),
+                               realism=realism)  # fmt: skip
     qas = video_questions(script)
     return Video(seed, script, qas if task == "video" else [q for q in qas if q.kind in NEEDLE_KINDS])
+
+
+def drifting(event, min_speed: float):
+    """`event` (a streamer.world.scene.Event) moving at least `min_speed` px/s, in its own direction."""
+    speed = (event.vx**2 + event.vy**2) ** 0.5
+    if speed >= min_speed:
+        return event
+    if speed == 0:
+        return dataclasses.replace(event, vx=min_speed)
+    return dataclasses.replace(event, vx=event.vx * min_speed / speed, vy=event.vy * min_speed / speed)
 
 
 def stream(session, frames) -> float | None:
@@ -297,8 +316,8 @@ def line(result: dict) -> str:
     return text
 
 
-QUICK = {"frame": 20, "needle": 3, "objects": 2, "video": 2, "sample": 2, "chat": 2}  # videos per task in --quick
-FULL = {"frame": 100, "needle": 40, "objects": 10, "video": 10, "sample": 10, "chat": 10}
+QUICK = {"frame": 20, "needle": 3, "objects": 2, "moving": 2, "video": 2, "sample": 2, "chat": 2}  # videos per task in --quick
+FULL = {"frame": 100, "needle": 40, "objects": 10, "moving": 10, "video": 10, "sample": 10, "chat": 10}
 
 
 def parse_budgets(text: str) -> list[float | None]:
@@ -315,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
-    ap.add_argument("--seconds", type=float, default=None, help="video length of needle/objects/video (default 300, quick 60)")
+    ap.add_argument("--seconds", type=float, default=None, help="video length of needle/objects/moving/video (default 300, quick 60)")
     ap.add_argument("--videos", type=int, default=None, help="videos per configuration (default per task: "
                     + ", ".join(f"{k} {v}" for k, v in FULL.items()) + ")")  # fmt: skip
     ap.add_argument("--policies", default="full", help="comma-separated policies (full, sink-recent, saddle, text-prior, combined)")

@@ -55,6 +55,12 @@ def test_videos_are_held_out_deterministic_and_have_answers(task):
         assert len(a.qas) == 5 and {q.kind for q in a.qas} == {"needle_digit"}
     if task == "needle":
         assert len(a.script.events) == 1 and [q.kind for q in a.qas] == ["needle_digit"]
+    if task == "moving":  # the control scene: objects on screen most of the time, every one of them moving
+        assert len(a.qas) == 5 and {q.kind for q in a.qas} == {"needle_digit"}
+        assert sum(e.end_s - e.start_s for e in a.script.events) >= 0.6 * a.script.duration_s
+        for e in a.script.events:
+            first, last = e.place(e.start_s, 192), e.place(e.start_s + 3, 192)
+            assert (e.vx**2 + e.vy**2) ** 0.5 >= quality.MIN_DRIFT * 192 - 1e-9 and (first.cx, first.cy) != (last.cx, last.cy)
     if task == "frame":  # only the still frame is fed, not the timeline before it
         assert [f.time_s for f in a.frames()] == [a.still.time_s] and a.qas[0].kind == "colour"
     else:
