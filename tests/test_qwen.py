@@ -168,7 +168,7 @@ def test_budget_above_the_stream_gives_the_logits_of_dynamic_cache_with_get_rope
 def test_a_stream_four_times_longer_than_the_positions_runs_with_bounded_positions(qwen):
     max_pos = qwen.model.config.get_text_config().max_position_embeddings
     session = StreamSession(qwen, WindowConfig(policy="combined", budget=96))
-    i, seen_positions = 0, 0
+    i = 0
     while session.cache.stats()["seen_tokens"] < 4 * max_pos:
         session.ingest(_chunk(i, n=8, seed=1, step=8))  # 4 temporal patches: fewer, larger passes
         assert session.cache.next_position() < max_pos // 2

@@ -311,6 +311,7 @@ def test_registry_refuses_when_full_and_recycles_unused_sessions(adapter):
     assert third.session.lock is registry.model_lock and first.session is not third.session
     registry.get("fourth")  # `third` holds no video: a newcomer takes its slot at once, in use or not
     assert registry.get("third", create=False) is None and len(registry) == 2
+    assert registry.get("second", create=False) is second  # the session with a video was never recycled
     registry.drop("second")
     registry.drop("fourth")
     assert len(registry) == 0
