@@ -48,6 +48,7 @@ from pathlib import Path
 
 import common
 from common import wilson
+from streamer.options import redundancy_arg
 from tqdm import tqdm
 
 HELD_OUT = 10_000_000  # train.data.HELD_OUT_SEED: training draws world seeds below it
@@ -195,15 +196,16 @@ def full_tokens(adapter, task: str, seconds: float) -> int:
 
 
 def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int,
-               world: str = "clean", redundancy: float | None = None, skip: bool = False, first: int = 0) -> dict:
+               world: str = "clean", redundancy: float | str | None = "policy", skip: bool = False, first: int = 0) -> dict:
     """One configuration: held-out videos `first` .. `first + videos - 1` of `task`, each streamed into a
-    fresh session; `redundancy`: WindowConfig.redundancy of the bounded policies; `skip`: skip unchanged frames."""
+    fresh session; `redundancy`: WindowConfig.redundancy of the bounded policies (None: off, "policy": the
+    policy's default); `skip`: skip unchanged frames."""
     from streamer.change import SkipConfig
     from streamer.session import StreamSession
 
     tokens = None if budget is None else int(budget) if budget > 1 else max(64, int(full_tokens(adapter, task, seconds) * budget))
     window = common.window(policy, tokens)
-    if redundancy is not None and policy != "full":
+    if policy != "full":
         window = dataclasses.replace(window, redundancy=redundancy)
     session = StreamSession(adapter, window, skip=SkipConfig() if skip else None)
     rows, stopped, start, fed = [], [], time.perf_counter(), 0
@@ -340,8 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--policies", default="full", help="comma-separated policies (full, sink-recent, saddle, text-prior, combined)")
     ap.add_argument("--budgets", type=parse_budgets, default=[0.1], help="for bounded policies: fractions or token counts")
     ap.add_argument("--world", default="clean", choices=["clean", "noisy"], help="noisy: Realism.noisy() camera")
-    ap.add_argument("--redundancy", type=lambda x: None if x.lower() == "none" else float(x), nargs="*", default=[None], help="run each bounded policy with each of "
-                    "these WindowConfig.redundancy thresholds (e.g. --redundancy none 0.9)")  # fmt: skip
+    ap.add_argument("--redundancy", type=redundancy_arg, nargs="*", default=["policy"], help="run each bounded policy with each of "
+                    "these WindowConfig.redundancy settings: a threshold, off, or policy (its default; combined: 0.9) "
+                    "(e.g. --redundancy off 0.9)")  # fmt: skip
     ap.add_argument("--skip", choices=["off", "on", "both"], default="off", help="skip unchanged frames before the model")
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")

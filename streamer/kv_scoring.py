@@ -115,11 +115,11 @@ def frame_redundancy(values: torch.Tensor, times: torch.Tensor, is_image: torch.
     timestamp text) get the least similarity of its image tokens, so they repeat only if the whole frame does.
     values: (B, H, C, D) of one append; times: (C,) video second of each token (NaN for text); is_image:
     (C,) bool; previous: (B, H, P, D) image-token values of the last frame of the previous append, or None.
-    Returns (similarity (B, H, C): 0 for text, for a first frame and for a frame whose predecessor has
-    another number of image tokens; the last frame's (B, H, P, D) values, or `previous` if there is none).
+    Returns (similarity (B, H, C): 0 for text, for image tokens without a time (NaN), for a first frame and
+    for a frame whose predecessor has another number of image tokens; the last frame's (B, H, P, D) values, or `previous` if there is none).
     """
     similarity = values.new_zeros(values.shape[:3], dtype=torch.float32)  # (B, H, C)
-    for t in times[is_image].unique(sorted=True).tolist():
+    for t in times[is_image & ~times.isnan()].unique(sorted=True).tolist():  # image tokens without a time: no frame
         in_frame = times == t
         idx = (is_image & in_frame).nonzero().squeeze(-1)  # (P,) this frame's image tokens
         current = values[:, :, idx].float()  # (B, H, P, D)

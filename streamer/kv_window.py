@@ -176,6 +176,7 @@ class KVWindowCache(Cache):
         return {
             "policy": self.cfg.policy,
             "merge": self.cfg.merge,
+            "redundancy": self.cfg.redundancy,
             "budget": self.cfg.budget,
             "layer_budgets": [l.budget for l in self.layers],
             "tokens_per_layer": tokens,

@@ -68,6 +68,14 @@ def float_in(low: float, high: float, low_open: bool = False) -> Callable[[str],
     return parse
 
 
+def redundancy_arg(text: str) -> float | str | None:
+    """--redundancy: "off" or "none" (None), "policy" (the policy's default), or a cosine threshold in (-1, 1]."""
+    word = text.strip().lower()
+    if word in ("off", "none", "policy"):
+        return None if word != "policy" else word
+    return float_in(-1, 1, low_open=True)(text)
+
+
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
 MAX_NEW_TOKENS = int_in(1, 4096)  # longest answer in tokens
 
@@ -91,9 +99,10 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-slack", type=int_in(0, MAX_BUDGET), default=0,
                    help="a chunk over budget cuts this many tokens deeper, so the next chunks need no compression "
                         "(fewer compressions, fewer tokens held)")
-    p.add_argument("--redundancy", type=float_in(-1, 1, low_open=True), default=None, metavar="COS",
+    p.add_argument("--redundancy", type=redundancy_arg, default="policy", metavar="COS|off|policy",
                    help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
-                        "their values, same place) at which a token counts as a repeat, e.g. 0.9 (default: off)")
+                        "their values, same place) at which a token counts as a repeat, or off (default: the "
+                        "policy's, 0.9 for combined, off for the others)")
     p.add_argument("--skip-static", type=float_in(0, 1), nargs="?", const=SkipConfig.min_area, default=None,
                    metavar="AREA", help="do not feed frames that barely differ from the last one fed: a frame is "
                    f"fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "

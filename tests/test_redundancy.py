@@ -139,11 +139,37 @@ def test_frame_redundancy_matches_places_and_the_timestamp_follows_its_frame():
     # the next append's first frame is compared with the last frame of this one
     sim2, _ = frame_redundancy(values[:, :, : P + 1], times[: P + 1] + 2, is_image[: P + 1], last)
     assert torch.allclose(sim2[:, :, 1:], torch.ones(1, H, P))
+    # image tokens with no video time (an image in the conversation, not a frame) are never repeats
+    untimed, kept = frame_redundancy(values, torch.full_like(times, float("nan")), is_image, last)
+    assert (untimed == 0).all() and kept is last
 
 
 def test_redundancy_setting_is_checked():
     with pytest.raises(ConfigError, match="redundancy"):
         WindowConfig(redundancy=1.5)
+    with pytest.raises(ConfigError, match="redundancy"):
+        WindowConfig(redundancy="on")
+
+
+def test_combined_uses_the_signal_by_default_and_every_policy_can_turn_it_on_or_off():
+    import argparse
+    import dataclasses
+
+    from streamer.options import add_cache_options, window_config
+
+    assert WindowConfig(policy="combined").redundancy == 0.9  # measured better (BENCHMARKS.md section 11)
+    for policy in ("sink-recent", "saddle", "text-prior", "full"):
+        assert WindowConfig(policy=policy, budget=None if policy == "full" else 64).redundancy is None
+    assert WindowConfig(policy="combined", redundancy=None).redundancy is None
+    assert WindowConfig(policy="saddle", redundancy=0.8).redundancy == 0.8
+    off = WindowConfig(policy="combined", redundancy=None)
+    assert dataclasses.replace(off, merge="none").redundancy is None  # a resolved "off" stays off
+    p = argparse.ArgumentParser()
+    add_cache_options(p)
+    assert window_config(p.parse_args([])).redundancy == 0.9
+    assert window_config(p.parse_args(["--redundancy", "off"])).redundancy is None
+    assert window_config(p.parse_args(["--policy", "saddle"])).redundancy is None
+    assert window_config(p.parse_args(["--policy", "saddle", "--redundancy", "0.95"])).redundancy == 0.95
 
 
 # ---- through a real (tiny random) model --------------------------------------------------------------
@@ -254,6 +280,7 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
                  "--redundancy", "0.9", "--budget", "256"]) == 0
     row = __import__("json").loads(capsys.readouterr().out.splitlines()[0])
     assert row["frames_ingested"] < 30 and row["frames_ingested"] + row["frames_skipped"] == 30 and row["video_time_s"] == pytest.approx(29.0, abs=0.6)
+    assert row["redundancy"] == 0.9 and row["policy"] == "combined"
     for bad in (["--skip-static", "1.5"], ["--redundancy", "2"], ["--redundancy", "-1"]):
         with pytest.raises(SystemExit) as err:
             main([video, "--model", "tiny-random", *bad])
