@@ -15,8 +15,8 @@ Policies (`WindowConfig.policy`), all one mechanism with different scorers:
 
 The redundancy signal is part of `combined` because it measured better there (issue 16, docs/redundancy.md;
 trained `tiny` at 10% budgets, 10 held-out videos each): five objects in 5 minutes 23/50 with it against
-11/50 without, a moving-scene control 25/50 against 13/50 (paired, McNemar p 0.02 and 0.01); one needle in
-5 minutes 33/40 against 32/40 with the earlier stage-D `tiny`. `redundancy=None` turns it off.
+11/50 without, a moving-scene control 25/50 against 13/50 (paired, McNemar p 0.02 and 0.01), one needle in
+5 minutes at 5% 40/40 against 22/40 (40 videos). `redundancy=None` turns it off.
 
 Deliberately not here: anything that holds or cuts tensors (`kv_layer.py`, `kv_window.py`) or scores
 tokens (`kv_scoring.py`). This module only names the choices and checks that they fit together.
