@@ -71,9 +71,9 @@ def float_in(low: float, high: float, low_open: bool = False) -> Callable[[str],
 def redundancy_arg(text: str) -> float | str | None:
     """--redundancy: "off" or "none" (None), "policy" (the policy's default), or a cosine threshold in (-1, 1]."""
     word = text.strip().lower()
-    if word in ("off", "none", "policy"):
-        return None if word != "policy" else word
-    return float_in(-1, 1, low_open=True)(text)
+    if word == "policy":
+        return word
+    return None if word in ("off", "none") else float_in(-1, 1, low_open=True)(text)
 
 
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video

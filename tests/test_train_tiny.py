@@ -168,6 +168,6 @@ def test_kind_weights_steer_which_questions_a_clip_draws():
     assert kinds == {"when"}  # four objects with distinct digits: three "when" questions outweigh the rest
     none = TrainConfig(kind_weights="when=0,needle_digit=0").kind_weight_overrides()
     assert not {"when", "needle_digit"} & {q.kind for q in pick_questions(random.Random(0), script, 50, none)}
-    for bad in ("when", "when=x", "when=-1", "=2"):
+    for bad in ("when", "when=x", "when=-1", "=2", "when=inf"):
         with pytest.raises(ValueError, match="kind_weights"):
             TrainConfig(kind_weights=bad)

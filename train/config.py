@@ -9,6 +9,7 @@ in `FLAG_TYPES` is a command-line flag of train_tiny.py: `a_steps` is `--a-steps
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import MISSING, dataclass, field, fields
 
 import torch
@@ -89,13 +90,13 @@ class TrainConfig:
         """kind_weights as {template: weight}; ValueError unless it is "name=number,..." with numbers >= 0."""
         out = {}
         for item in filter(None, self.kind_weights.split(",")):
-            name, _, value = item.partition("=")
+            name, _, value = (part.strip() for part in item.partition("="))
             try:
-                out[name.strip()] = weight = float(value)
+                out[name] = float(value)
             except ValueError:
-                weight = -1.0
-            if not name.strip() or not weight >= 0:
-                raise ValueError(f"kind_weights must look like 'when=8,after=2' with weights >= 0, got {self.kind_weights!r}")
+                out[name] = math.nan  # fails the check below
+            if not name or not 0 <= out[name] < math.inf:
+                raise ValueError(f"kind_weights must look like 'when=8,after=2' with finite weights >= 0, got {self.kind_weights!r}")
         return out
 
 
