@@ -8,14 +8,17 @@ SmolLM2-135M-Instruct with each policy and merge mode at each budget, then ask t
 the log-probabilities of the first answer token. Reported per configuration, mean over prompts:
 KL(base || new) (how much the change moved the answer), beside KL(full || base), the distance of the
 bounded cache from the full cache (the scale that "within noise" is measured against), and whether
-both pick the same first token.
+both pick the same first token. `--base tree` runs this tree on both sides, so that `--new-options`
+(WindowConfig settings of the new side only, e.g. `max_gap=None`) is what differs.
 
-    .venv/bin/python bench/kv_equivalence.py [--base COMMIT] [--prompts 2] [--lines 150] [--budgets 1024 2048]
+    .venv/bin/python bench/kv_equivalence.py [--base COMMIT|tree] [--new-options KEY=VALUE ...] [--prompts 2]
+                                             [--lines 150] [--budgets 1024 2048]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -55,9 +58,8 @@ def side(args: dict) -> None:
                     cache = DynamicCache()
                 else:
                     policy, _, merge = spec[0].partition("/")
-                    extra = {"merge_window": None} if args.get("exact_merge") else {}
                     cache = KVWindowCache(model.config, WindowConfig(policy=policy, budget=spec[1], merge=merge or None,
-                                                                     **extra))
+                                                                     **args["options"]))
                 for piece in ctx.split(256, dim=1):
                     model(input_ids=piece, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 logits = model(input_ids=q, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
@@ -68,7 +70,9 @@ def side(args: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--base", default=BASE)
+    ap.add_argument("--base", default=BASE, help="commit whose streamer/ is the base, or 'tree' (this tree)")
+    ap.add_argument("--new-options", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="WindowConfig settings of the new side only (values are Python literals: 512, None)")
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--lines", type=int, default=150)
     ap.add_argument("--budgets", type=int, nargs="*", default=[1024, 2048])
@@ -96,11 +100,13 @@ def main() -> None:
     with tarfile.open(tmp / "base.tar") as tar:
         tar.extractall(tmp / "tree", filter="data")
     procs = {}
-    base_root = common.ROOT if args.exact_merge_base else tmp / "tree"
+    base_root = common.ROOT if args.exact_merge_base or args.base == "tree" else tmp / "tree"
+    options = {"base": {"merge_window": None} if args.exact_merge_base else {},
+               "new": {k: ast.literal_eval(v) for k, _, v in (o.partition("=") for o in args.new_options)}}
     for name, root in (("base", base_root), ("new", common.ROOT)):
         job = {"name": name, "model_dir": model_dir, "prompts": args.prompts, "lines": args.lines,
                "budgets": args.budgets, "full": name == "base", "out": str(tmp / f"{name}.pt"),
-               "exact_merge": name == "base" and args.exact_merge_base, "configs": args.configs}
+               "options": options[name], "configs": args.configs}
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(common.ROOT / "bench")])}
         procs[name] = subprocess.Popen([sys.executable, "-c", "import sys; sys.path[:0] = sys.argv[2:4]; "
                                         "import kv_equivalence as k, json; k.side(json.loads(sys.argv[1]))",
@@ -129,7 +135,7 @@ def main() -> None:
             print(f"{label:24s} KL(base||new) {r['kl_base_new']:.5f}  KL(full||base) {r['kl_full_base']:.4f}  "
                   f"KL(full||new) {r['kl_full_new']:.4f}  same first token {r['same_top1']:.2f}")
     base = "this tree, merge_window=None" if args.exact_merge_base else args.base
-    common.write_json(args.name, {"settings": {"base": base, "prompts": args.prompts, "lines": args.lines,
+    common.write_json(args.name, {"settings": {"base": base, "new_options": args.new_options, "prompts": args.prompts, "lines": args.lines,
                                                       "budgets": args.budgets, "chunk": 256}, "results": rows}, started)
 
 

@@ -68,6 +68,10 @@ class WindowConfig:
     #                                  None = min(32, budget // 16), within what the budget allows
     chunk_slack: int = 0  # a longer append (a chunk) over budget cuts to budget - this, so the next
     #                       chunks append without a compression: fewer compressions, fewer tokens held
+    max_gap: int | None = 0  # 1-D RoPE: positions that evicted tokens may leave empty between kept keys before
+    #   a cut closes the gaps (re-rotates every kept key to 0..T-1). Fewer re-rotations; meanwhile kept keys
+    #   stand as far apart as in the stream. 0 = close them at every cut (Inf-MLLM); None = up to the budget.
+    #   Needs the kv_window attention (it turns the queries like the new keys). M-RoPE closes at every cut.
     redundancy: float | str | None = "policy"  # frame tokens whose value has at least this cosine similarity
     #   with the same place in the frame before are evicted first (InfiniPot-V-like); a frame whose image
     #   tokens all repeat goes with its timestamp; None = off; "policy" = the policy's default (see POLICIES)
@@ -117,6 +121,10 @@ class WindowConfig:
                 if not 0 <= getattr(self, name) <= room:
                     raise ConfigError(f"{name} ({getattr(self, name)}) must lie between 0 and {room} "
                                       f"(the smallest layer budget - n_sink - recent)")
+        if self.max_gap is None:
+            self.max_gap = self.budget or 0
+        if not isinstance(self.max_gap, int) or self.max_gap < 0:
+            raise ConfigError(f"max_gap must be a number of positions >= 0 or None, got {self.max_gap!r}")
         if self.redundancy == "policy":
             self.redundancy = self.rules.redundancy
         if self.redundancy is not None and not (isinstance(self.redundancy, (int, float)) and -1.0 < self.redundancy <= 1.0):

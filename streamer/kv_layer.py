@@ -6,6 +6,9 @@ time, stream position) and returns the whole layer, so a forward pass attends to
 scores the cached tokens with this pass's queries and compresses back to `budget` right away.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
+With `max_gap` > 0 (1-D RoPE) kept keys stay where they are until the positions left empty by evicted
+tokens add up to more than `max_gap`; until then the layer's positions run ahead of the model's by its
+`shift`, which moves the new keys here and the queries in the `kv_window` attention.
 
 Eviction is per KV head (`evict_per="head"`, default): every head keeps the same number of tokens, but
 each keeps the tokens its own queries attend to. Heads specialise (some track recent text, some the
@@ -48,11 +51,13 @@ class _Tags:
 class KVWindowLayer(DynamicLayer):
     """One layer's bounded cache: keys/values (B, H, T, D) plus per-token, per-head bookkeeping."""
 
-    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False):
+    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False,
+                 max_gap: int | None = None):
         super().__init__()
         self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
         self.mrope = mrope  # 3-D positions: blocks move as wholes (rope.mrope_gap_deltas), `end` is tracked
-        self.end = 0  # M-RoPE: the position after this layer's last block (the most over heads)
+        self.max_gap = cfg.max_gap if max_gap is None else max_gap  # 1-D: empty positions a cut may leave
+        self.end = 0  # the position after this layer's last token (M-RoPE: last block; the most over heads)
         self.n_seen = self.n_evicted = self.n_merged = 0
         self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
         self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
@@ -69,6 +74,7 @@ class KVWindowLayer(DynamicLayer):
         self.modality = torch.zeros((b, h, 0), dtype=torch.int8, device=dev)  # (B, H, T)
         self.times = torch.zeros((b, h, 0), device=dev)  # (B, H, T) video seconds, NaN = none
         self.position = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) stream position
+        self.rotary = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) 1-D: position its key is at
         self.anchor = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block start
         self.advance = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block size
         self.similar = torch.zeros((b, h, 0), device=dev)  # (B, H, T) cosine with the same place one frame back
@@ -83,7 +89,7 @@ class KVWindowLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         self.compress()  # only does work if nothing cut the last pass (or the adaptive split lowered the budget)
         b, h, c = key_states.shape[:3]
-        self.shift = 0 if self.mrope else self.get_seq_length() - model_position  # M-RoPE: gaps are allowed
+        self.shift = 0 if self.mrope else self.end - model_position  # M-RoPE: gaps are allowed
         self.last_append = c
         if self.shift:
             key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
@@ -108,6 +114,9 @@ class KVWindowLayer(DynamicLayer):
         if self.mrope:
             self.anchor, self.advance = grow(self.anchor, tags.anchor), grow(self.advance, tags.advance)
             self.end = max(self.end, int(tags.anchor[-1] + tags.advance[-1]))
+        else:
+            self.rotary = grow(self.rotary, torch.arange(self.end, self.end + c))
+            self.end += c
         self.n_seen += c
         return self.keys, self.values
 
@@ -180,9 +189,13 @@ class KVWindowLayer(DynamicLayer):
             delta, self.anchor = mrope_gap_deltas(take(self.anchor, at_keep), take(self.advance, at_keep))
             self.advance = take(self.advance, at_keep)
             self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
+            keys = rotate(keys, delta, self.inv_freq)
         else:
-            delta = gap_deltas(keep)  # (B, H, K) <= 0: close the gaps
-        self.keys, self.values, self.weight = rotate(keys, delta, self.inv_freq), values, weight
+            self.rotary = take(self.rotary, at_keep)  # (B, H, K) where the kept keys are rotated now
+            if self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
+                keys = rotate(keys, gap_deltas(self.rotary), self.inv_freq)
+                self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
+        self.keys, self.values, self.weight = keys, values, weight
         self.score = take(self.score, at_keep) * (cfg.score_decay if rules.decays else 1.0)
         self.modality, self.times, self.position = (take(x, at_keep) for x in (self.modality, self.times, self.position))
         if cfg.redundancy is not None:

@@ -13,14 +13,18 @@ chunk's last `obs_window` queries and the layer compresses back to `budget` righ
 `forward` returns no layer holds more than `budget` tokens. Kept keys are re-rotated to contiguous
 positions, so the cache looks like an ordinary cache of `get_seq_length()` tokens: the model's default
 position ids (`get_seq_length() + arange`) are right, `next_position()` says the same, and a stream can
-outlive `max_position_embeddings`. M-RoPE models (Qwen2-VL family) have 3-D positions that do not follow
-the token count: `tag()` places each pass at `next_position()` and returns the `position_ids` to give
-the model, and compaction moves whole position blocks (`rope.mrope_gap_deltas`). Without the attention function (another `attn_implementation`),
-nothing scores the cache (scores stay at zero) and a layer is cut when the next layer appends, once its
-own attention is done; the last layer when the next pass begins, or when the caller calls `compress()`
-(as `StreamSession` does after every pass). Layer 0 is therefore within budget when the model reads its
-length for the next pass's positions and mask. A one-layer model has no next layer: without the
-attention function it needs `compress()` after every forward pass.
+outlive `max_position_embeddings`. With `max_gap` > 0 a layer re-rotates only once the positions left
+empty by evicted tokens exceed it (capped so that a chunk of half the budget still ends inside the
+model's positions); until then its keys sit further on than the model places the pass, and the
+`kv_window` attention moves the pass's queries by the layer's `shift` like the layer moved its keys.
+M-RoPE models (Qwen2-VL family) have 3-D positions that do not follow the token count: `tag()` places
+each pass at `next_position()` and returns the `position_ids` to give the model, and compaction moves
+whole position blocks (`rope.mrope_gap_deltas`). Without the attention function (another
+`attn_implementation`), nothing scores the cache (scores stay at zero) and a layer is cut when the next
+layer appends, once its own attention is done; the last layer when the next pass begins, or when the
+caller calls `compress()` (as `StreamSession` does after every pass). Layer 0 is therefore within budget
+when the model reads its length for the next pass's positions and mask. A one-layer model has no next
+layer: without the attention function it needs `compress()` after every forward pass.
 
 AirCache options (any evicting policy): `obs_select="elite"` scores with the conversation-text queries
 that attend to frames most strongly and consistently across heads instead of the last `obs_window`
@@ -72,7 +76,10 @@ class KVWindowCache(Cache):
             )
         inv_freq = rope_inv_freq(config)
         self.mrope = is_mrope(config)
-        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope) for i in range(self.n_layers)])
+        gap = self.cfg.max_gap  # kept keys stay inside the model's positions, with room for a chunk of budget / 2
+        if gap and self.max_positions and self.cfg.budget:
+            gap = max(0, min(gap, self.max_positions - self.cfg.budget - self.cfg.budget // 2))
+        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope, gap) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
         self._model_position = 0
 
@@ -134,8 +141,9 @@ class KVWindowCache(Cache):
             layer.compress()
 
     def next_position(self) -> int:
-        """Position id the next token must get: kept keys always sit at 0..len-1 (1-D RoPE); with M-RoPE,
-        the end of the furthest layer's last position block (nearer layers keep a gap before it)."""
+        """Position id the next token must get: the cache's length (1-D RoPE; a layer whose keys sit further
+        on moves the pass by its `shift`); with M-RoPE, the end of the furthest layer's last position block
+        (nearer layers keep a gap before it)."""
         if self.mrope:
             return max(layer.end for layer in self.layers)
         return self.get_seq_length()

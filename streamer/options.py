@@ -99,6 +99,9 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-slack", type=int_in(0, MAX_BUDGET), default=0,
                    help="a chunk over budget cuts this many tokens deeper, so the next chunks need no compression "
                         "(fewer compressions, fewer tokens held)")
+    p.add_argument("--max-gap", type=int_in(0, 4 * MAX_BUDGET), default=0, metavar="POSITIONS",
+                   help="re-rotate kept keys only once evicted tokens have left more than this many positions "
+                        "empty between them (fewer re-rotations; 1-D RoPE models; default 0: at every cut)")
     p.add_argument("--redundancy", type=redundancy_arg, default="policy", metavar="COS|off|policy",
                    help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
                         "their values, same place) at which a token counts as a repeat, or off (default: the "
@@ -120,7 +123,7 @@ def window_config(args: argparse.Namespace, max_positions: int | None = None) ->
     options = dict(merge=args.merge, obs_select=args.obs_select, layer_budget=args.layer_budget)
     if args.policy == "full":  # nothing is evicted: the redundancy signal has nothing to order
         return WindowConfig(policy="full", budget=None, **options)
-    options.update(chunk_slack=args.chunk_slack, redundancy=args.redundancy)
+    options.update(chunk_slack=args.chunk_slack, max_gap=args.max_gap, redundancy=args.redundancy)
     budget = args.budget
     if budget is None:
         budget = min(DEFAULT_BUDGET, (max_positions or 2 * DEFAULT_BUDGET) // 2)

@@ -279,6 +279,64 @@ def test_chunk_slack_compresses_every_other_chunk():
     assert all(t <= 64 for t in cache.stats()["tokens_per_layer"])
 
 
+@pytest.mark.parametrize("max_gap", [16, None])
+def test_gaps_left_open_give_the_same_logits_when_kept_tokens_are_contiguous(model, max_gap):
+    """sink-recent without sinks keeps the latest tokens, so every kept key stands as far from every query
+    with gaps left open (new keys moved by the layer's shift, queries by the attention) as with gaps closed
+    at every cut: RoPE attention sees only distances. Chunks, then decoding past the decode slack."""
+    ids = torch.randint(0, 128, (1, 300), generator=torch.Generator().manual_seed(12))
+    got, gaps = {}, []
+    with torch.no_grad():
+        for gap in (0, max_gap):
+            cache = KVWindowCache(model.config, window("sink-recent", budget=64, n_sink=0, recent=16, max_gap=gap))
+            logits = [model(ids[:, i : i + 20], past_key_values=cache).logits for i in range(0, 240, 20)]
+            for i in range(240, 300):
+                logits.append(model(ids[:, i : i + 1], past_key_values=cache).logits)
+                gaps.append(cache.layers[0].end - cache.layers[0].get_seq_length())
+            got[gap] = torch.cat(logits, 1)
+    assert cache.stats()["evicted"] > 0 and max(gaps) > 0  # gaps were left open for a while
+    torch.testing.assert_close(got[max_gap], got[0], atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("policy", EVICTING)
+@pytest.mark.parametrize("air", [{}, AIR["elite+adaptive"]], ids=["plain", "elite+adaptive"])
+def test_gaps_close_once_they_exceed_max_gap(policy, air):
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=4, recent=16, max_gap=40, **air))
+    stream = FakeStream(cache)
+    ends = []
+    for i in range(40):
+        stream.append(12, Modality.IMAGE, torch.full((12,), float(i)))
+        for layer in cache.layers:
+            t = layer.get_seq_length()
+            assert 0 <= layer.end - t <= 40 + 12  # a cut leaves at most max_gap; an append adds its chunk
+            rotary = layer.rotary[0]  # (H, T) each head's kept keys in stream order, at rising positions
+            assert (rotary[:, 1:] > rotary[:, :-1]).all() and (rotary[:, -1] == layer.end - 1).all()
+        ends.append(cache.layers[0].end)
+    assert any(b < a for a, b in zip(ends, ends[1:]))  # closed at least once
+    assert max(ends) > 64 + 12  # and open beyond the budget before that
+
+
+def test_max_gap_stays_inside_the_model_positions():
+    """Kept keys stay inside the model's 256 positions with room for a chunk of half the budget."""
+    assert KVWindowCache(tiny_config(), window(budget=64, max_gap=None)).layers[0].max_gap == 64
+    assert KVWindowCache(tiny_config(), window(budget=128, max_gap=None)).layers[0].max_gap == 64
+    assert KVWindowCache(tiny_config(), window(budget=160, max_gap=None)).layers[0].max_gap == 16
+    assert KVWindowCache(tiny_config(), window(budget=200, max_gap=None)).layers[0].max_gap == 0
+
+
+def test_max_gap_flag():
+    import argparse
+
+    from streamer.options import add_cache_options, window_config
+
+    p = argparse.ArgumentParser()
+    add_cache_options(p)
+    assert window_config(p.parse_args([])).max_gap == 0
+    assert window_config(p.parse_args(["--max-gap", "2048"])).max_gap == 2048
+    with pytest.raises(SystemExit):
+        p.parse_args(["--max-gap", "-5"])
+
+
 @pytest.mark.parametrize("mode", [m for m in MERGE_MODES if m != "none"])
 def test_merge_keeps_count_and_moves_toward_evicted(mode):
     gen = torch.Generator().manual_seed(7)
@@ -409,6 +467,7 @@ def test_stats_report_modalities_times_and_bytes():
     ({"budget": 64, "decode_slack": 60}, "decode_slack"),
     ({"budget": 64, "chunk_slack": 60}, "chunk_slack"),
     ({"budget": 64, "chunk_slack": -1}, "chunk_slack"),
+    ({"budget": 64, "max_gap": -1}, "max_gap"),
 ])
 def test_config_errors_are_clear(kw, msg):
     with pytest.raises(ConfigError, match=msg):
