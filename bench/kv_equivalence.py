@@ -94,13 +94,14 @@ def main() -> None:
     common.load_lm()  # makes sure the float32 checkpoint is cached
     model_dir = str(cache_root() / "bench-smollm2-135m-instruct")
     tmp = Path(tempfile.mkdtemp(prefix="kv_base_"))
-    archive = subprocess.run(["git", "archive", args.base, "streamer"], cwd=common.ROOT, check=True,
-                             capture_output=True).stdout
-    (tmp / "base.tar").write_bytes(archive)
-    with tarfile.open(tmp / "base.tar") as tar:
-        tar.extractall(tmp / "tree", filter="data")
-    procs = {}
     base_root = common.ROOT if args.exact_merge_base or args.base == "tree" else tmp / "tree"
+    if base_root != common.ROOT:
+        archive = subprocess.run(["git", "archive", args.base, "streamer"], cwd=common.ROOT, check=True,
+                                 capture_output=True).stdout
+        (tmp / "base.tar").write_bytes(archive)
+        with tarfile.open(tmp / "base.tar") as tar:
+            tar.extractall(base_root, filter="data")
+    procs = {}
     options = {"base": {"merge_window": None} if args.exact_merge_base else {},
                "new": {k: ast.literal_eval(v) for k, _, v in (o.partition("=") for o in args.new_options)}}
     for name, root in (("base", base_root), ("new", common.ROOT)):

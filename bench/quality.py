@@ -196,17 +196,18 @@ def full_tokens(adapter, task: str, seconds: float) -> int:
 
 
 def run_config(adapter, task: str, seconds: float, policy: str, budget: float | None, videos: int,
-               world: str = "clean", redundancy: float | str | None = "policy", skip: bool = False, first: int = 0) -> dict:
+               world: str = "clean", redundancy: float | str | None = "policy", skip: bool = False, first: int = 0,
+               max_gap: int | None = 0) -> dict:
     """One configuration: held-out videos `first` .. `first + videos - 1` of `task`, each streamed into a
     fresh session; `redundancy`: WindowConfig.redundancy of the bounded policies (None: off, "policy": the
-    policy's default); `skip`: skip unchanged frames."""
+    policy's default); `skip`: skip unchanged frames; `max_gap`: WindowConfig.max_gap of the bounded policies."""
     from streamer.change import SkipConfig
     from streamer.session import StreamSession
 
     tokens = None if budget is None else int(budget) if budget > 1 else max(64, int(full_tokens(adapter, task, seconds) * budget))
     window = common.window(policy, tokens)
     if policy != "full":
-        window = dataclasses.replace(window, redundancy=redundancy)
+        window = dataclasses.replace(window, redundancy=redundancy, max_gap=max_gap)
     session = StreamSession(adapter, window, skip=SkipConfig() if skip else None)
     rows, stopped, start, fed = [], [], time.perf_counter(), 0
     length = "" if task in FIXED_LENGTH else f" {seconds:g}s"
@@ -221,11 +222,12 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
     return {"task": task, "seconds": None if task in FIXED_LENGTH else seconds, "policy": policy,
             "budget_tokens": tokens, "budget": budget, "videos": videos, "first": first, "stopped": stopped, "world": world,
             "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
+            **({"max_gap": window.max_gap} if window.max_gap else {}),
             "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),
             "summary": summarise(rows), "answers": rows}  # fmt: skip
 
 
-CONFIG_KEYS = ("task", "seconds", "policy", "budget_tokens", "world", "redundancy", "skip")
+CONFIG_KEYS = ("task", "seconds", "policy", "budget_tokens", "world", "redundancy", "skip", "max_gap")
 
 
 def merge(parts: list[dict]) -> dict:
@@ -297,7 +299,7 @@ def line(result: dict) -> str:
     s = result["summary"]["all"]
     budget = "full" if result["budget_tokens"] is None else f"{result['budget_tokens']} tok"
     extras = {result["world"]: result["world"] != "clean", f"redundancy {result['redundancy']}": result["redundancy"] is not None,
-              "skip": result["skip"]}  # fmt: skip
+              "skip": result["skip"], f"max_gap {result.get('max_gap')}": bool(result.get("max_gap"))}  # fmt: skip
     budget += "".join(f" {x}" for x, on in extras.items() if on)
     secs = "" if result["seconds"] is None else f"{result['seconds']:g}s"
     text = (f"{result['task']:8s} {secs:>6s} {result['policy']:12s} {budget:>9s}  "
@@ -345,6 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--redundancy", type=redundancy_arg, nargs="*", default=["policy"], help="run each bounded policy with each of "
                     "these WindowConfig.redundancy settings: a threshold, off, or policy (its default; combined: 0.9) "
                     "(e.g. --redundancy off 0.9)")  # fmt: skip
+    ap.add_argument("--max-gap", type=lambda t: None if t == "budget" else int(t), default=0,
+                    help="WindowConfig.max_gap of the bounded policies: positions, or 'budget'")
     ap.add_argument("--skip", choices=["off", "on", "both"], default="off", help="skip unchanged frames before the model")
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
@@ -389,7 +393,8 @@ def main(argv: list[str] | None = None) -> None:
     for task in tasks:
         n = args.videos or (QUICK if args.quick else FULL)[task]
         for policy, budget, redundancy, skip in configs:
-            results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip, args.first))
+            results.append(run_config(adapter, task, seconds, policy, budget, n, args.world, redundancy, skip, args.first,
+                                      args.max_gap))
             print(line(results[-1]), flush=True)
             common.write_json("quality_quick" if args.quick else "quality", data, started, args.out)  # so far
 

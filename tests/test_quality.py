@@ -139,11 +139,13 @@ def test_budgets_parse_fractions_and_token_counts():
             quality.parse_budgets(bad)
 
 
-def test_noisy_world_redundancy_and_skip_options_reach_the_session(adapter):
+def test_noisy_world_redundancy_skip_and_gap_options_reach_the_session(adapter):
     plain = quality.run_config(adapter, "needle", 30.0, "combined", 0.5, videos=1, redundancy=None)
-    other = quality.run_config(adapter, "needle", 30.0, "combined", 0.5, videos=1, world="noisy", redundancy=0.8, skip=True)
-    assert plain["frames_fed"] == 30 and plain["redundancy"] is None and not plain["skip"]
+    other = quality.run_config(adapter, "needle", 30.0, "combined", 0.5, videos=1, world="noisy", redundancy=0.8, skip=True,
+                               max_gap=None)
+    assert plain["frames_fed"] == 30 and plain["redundancy"] is None and not plain["skip"] and "max_gap" not in plain
     assert other["world"] == "noisy" and other["redundancy"] == 0.8 and other["skip"]
+    assert other["max_gap"] == other["budget_tokens"] and "max_gap" in quality.line(other)
     assert other["frames_fed"] < 30  # the skip held some frames back
     noisy = quality.make_video("needle", 0, 30.0, "noisy")
     clean = quality.make_video("needle", 0, 30.0)
