@@ -135,7 +135,7 @@ def main() -> None:
             r = rows[label]
             print(f"{label:24s} KL(base||new) {r['kl_base_new']:.5f}  KL(full||base) {r['kl_full_base']:.4f}  "
                   f"KL(full||new) {r['kl_full_new']:.4f}  same first token {r['same_top1']:.2f}")
-    base = "this tree, merge_window=None" if args.exact_merge_base else args.base
+    base = "this tree, merge_window=None" if args.exact_merge_base else "this tree" if args.base == "tree" else args.base
     common.write_json(args.name, {"settings": {"base": base, "new_options": args.new_options, "prompts": args.prompts, "lines": args.lines,
                                                       "budgets": args.budgets, "chunk": 256}, "results": rows}, started)
 

@@ -232,6 +232,12 @@ def section_profile() -> str:
            "other rows): attention work, not compression, and no longer a separate scoring pass. `no-cut`: a plain DynamicCache of the same length cropped "
            "back after every chunk (a cut that costs nothing); `chunk time vs no-cut` is the whole overhead "
            "end to end, noisy on a shared machine.\n\n" + table(data, True))
+    gap = common.read_json("kv_profile_gap")
+    if gap:
+        out += ("\n### Position gaps left open (`max_gap`, labels `+gap`: up to the budget)\n\n" + header(gap) + "\n"
+                "Each configuration with the default (`max_gap` 0: every cut re-rotates the kept keys to 0..K-1) and "
+                "with `+gap` (kept keys keep their positions until the empty positions exceed the budget; new keys and "
+                "queries move by the layer's shift), round-robin in one run.\n\n" + table(gap, True))
     round1 = common.read_json("kv_profile_round1")
     if round1:
         out += (f"\n### Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, merge "
@@ -243,7 +249,7 @@ def section_profile() -> str:
 
 def section_equivalence() -> str:
     out = "## 9. Answers before and after (`kv_equivalence.py`)\n"
-    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence"):
+    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence", "kv_equivalence_gap"):
         data = common.read_json(name)
         if not data:
             continue
@@ -253,7 +259,8 @@ def section_equivalence() -> str:
         for label, r in data["results"].items():
             lines.append(f"| {label} | **{r['kl_base_new']:.4f}** | {r['kl_full_base']:.4f} | {r['kl_full_new']:.4f} | "
                          f"{r['same_top1']:.2f} |")
-        out += (f"\n### Base: {s['base']}\n\n{header(data)}\n"
+        new = f"; new side: {', '.join(s['new_options'])}" if s.get("new_options") else ""
+        out += (f"\n### Base: {s['base']}{new}\n\n{header(data)}\n"
                 f"Base and this tree stream the same {s['prompts']} retrieval prompts ({s['lines']}-line logs, chunks of "
                 f"{s['chunk']} tokens) through SmolLM2-135M; first-answer-token KL in nats, mean over prompts. "
                 "KL(full ‖ base) is how far the bounded cache already was from the full cache: the scale for "
