@@ -53,8 +53,7 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
         ours = key.data_ptr() == layer.keys.data_ptr()
     if ours:
         if layer.shift:
-            b, h, q_len = query.shape[:3]
-            query = rotate(query, torch.full((b, h, q_len), layer.shift), layer.inv_freq)
+            query = rotate(query, layer.shift, layer.inv_freq)
         if attention_mask is not None and attention_mask.shape[-1] != key.shape[-2]:
             attention_mask = _causal_mask(query.shape[2], key.shape[-2], key.device)
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5

@@ -92,7 +92,7 @@ class KVWindowLayer(DynamicLayer):
         self.shift = 0 if self.mrope else self.end - model_position  # M-RoPE: gaps are allowed
         self.last_append = c
         if self.shift:
-            key_states = rotate(key_states, torch.full((b, h, c), self.shift), self.inv_freq)
+            key_states = rotate(key_states, self.shift, self.inv_freq)
         dev = key_states.device
         if tags is None or tags.modality.shape[0] != c:
             tags = _Tags(torch.full((c,), Modality.TEXT, dtype=torch.int8), torch.full((c,), math.nan))

@@ -70,27 +70,32 @@ def rope_inv_freq(config) -> torch.Tensor:
     return 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float) / rot_dim))
 
 
-def rotate(keys: torch.Tensor, delta: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
+def rotate(keys: torch.Tensor, delta: torch.Tensor | int, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotate RoPE'd keys by `delta` positions.
 
-    keys: (B, H, T, D) rotated at some positions p; delta: (B, H, T) integer offsets (any sign), the same
-    on every M-RoPE axis;
+    keys: (B, H, T, D) rotated at some positions p; delta: (B, H, T) integer offsets (any sign), or one
+    int for every token (a layer's shift), the same on every M-RoPE axis;
     returns keys as if they had been rotated at p + delta, in the keys' dtype (math in float32).
     Only the first 2 * len(inv_freq) dims rotate (partial rotary); the rest pass through.
     Deltas are whole positions and few distinct ones occur after an eviction (the gaps closed so far),
     so cos/sin come from a small table of the deltas' range, looked up with one `index_select` per
-    token, and the two rotated halves are written into one output without temporaries.
+    token (a single delta for every token, as a layer's shift, broadcasts its one row), and the two
+    rotated halves are written into one output without temporaries.
     """
     half = inv_freq.shape[0]
-    d = delta.to(device=keys.device, dtype=torch.int64).expand(keys.shape[:-1]).reshape(-1)  # (N,) N = B*H*T
-    lo, hi = int(d.min()), int(d.max())
+    if isinstance(delta, int):
+        d, lo, hi = None, delta, delta
+    else:
+        d = delta.to(device=keys.device, dtype=torch.int64).expand(keys.shape[:-1]).reshape(-1)  # (N,) N = B*H*T
+        lo, hi = int(d.min()), int(d.max())
     if lo == hi == 0:
         return keys
-    small = hi - lo < d.numel()  # the usual case: a table of the deltas' range, then a lookup per token
+    small = lo == hi or hi - lo < d.numel()  # the usual case: a table of the deltas' range, then a lookup per token
     steps = torch.arange(lo, hi + 1, device=keys.device) if small else d
     angles = steps.to(torch.float32).unsqueeze(-1) * inv_freq.to(device=keys.device, dtype=torch.float32)  # (n, R/2)
     table = torch.cat((angles.cos(), angles.sin()), dim=-1)  # (n, R): cos | sin
-    table = table.index_select(0, d - lo) if small else table  # (N, R) per token
+    if small and lo != hi:
+        table = table.index_select(0, d - lo)  # (N, R) per token; one delta for all (a layer's shift): (1, R) broadcasts
     cos, sin = table[:, :half], table[:, half:]
     k = keys.reshape(-1, keys.shape[-1]).float()  # (N, D)
     k1, k2 = k[:, :half], k[:, half:2 * half]

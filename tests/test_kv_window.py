@@ -182,6 +182,14 @@ def test_rerotation_equals_rotation_at_shifted_position(rope, n):
     torch.testing.assert_close(half.float(), at(p + d), atol=0.05, rtol=0.02)
 
 
+def test_one_delta_for_every_token_equals_the_same_delta_per_token():
+    k = torch.randn(1, 2, 50, 16, generator=torch.Generator().manual_seed(8))
+    inv_freq = rope_inv_freq(tiny_config())
+    for shift in (-37, 5, 900):
+        torch.testing.assert_close(rotate(k, shift, inv_freq), rotate(k, torch.full((1, 2, 50), shift), inv_freq))
+    assert rotate(k, 0, inv_freq) is k
+
+
 def test_partial_rotary_turns_the_first_dims_and_passes_the_rest_through():
     k = torch.randn(1, 2, 300, 16, generator=torch.Generator().manual_seed(6))
     d = torch.randint(-100, 0, (1, 2, 300), generator=torch.Generator().manual_seed(7))
