@@ -94,7 +94,12 @@ def main() -> None:
     common.load_lm()  # makes sure the float32 checkpoint is cached
     model_dir = str(cache_root() / "bench-smollm2-135m-instruct")
     tmp = Path(tempfile.mkdtemp(prefix="kv_base_"))
-    base_root = common.ROOT if args.exact_merge_base or args.base == "tree" else tmp / "tree"
+    if args.exact_merge_base:
+        base_root, base = common.ROOT, "this tree, merge_window=None"
+    elif args.base == "tree":
+        base_root, base = common.ROOT, "this tree"
+    else:
+        base_root, base = tmp / "tree", args.base
     if base_root != common.ROOT:
         archive = subprocess.run(["git", "archive", args.base, "streamer"], cwd=common.ROOT, check=True,
                                  capture_output=True).stdout
@@ -135,7 +140,6 @@ def main() -> None:
             r = rows[label]
             print(f"{label:24s} KL(base||new) {r['kl_base_new']:.5f}  KL(full||base) {r['kl_full_base']:.4f}  "
                   f"KL(full||new) {r['kl_full_new']:.4f}  same first token {r['same_top1']:.2f}")
-    base = "this tree, merge_window=None" if args.exact_merge_base else "this tree" if args.base == "tree" else args.base
     common.write_json(args.name, {"settings": {"base": base, "new_options": args.new_options, "prompts": args.prompts, "lines": args.lines,
                                                       "budgets": args.budgets, "chunk": 256}, "results": rows}, started)
 
