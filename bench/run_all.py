@@ -238,6 +238,12 @@ def section_profile() -> str:
                 "Each configuration with the default (`max_gap` 0: every cut re-rotates the kept keys to 0..K-1) and "
                 "with `+gap` (kept keys keep their positions until the empty positions exceed the budget; new keys and "
                 "queries move by the layer's shift), round-robin in one run.\n\n" + table(gap, True))
+    slack = common.read_json("kv_profile_gap_slack")
+    if slack:
+        out += ("\n### Gaps left open and a cut every other chunk (labels `+gap+slack256`)\n\n" + header(slack) + "\n"
+                "`chunk_slack` 256: a cut goes 256 tokens below the budget, so the next 256-token chunk appends without "
+                "one (a layer holds budget - 256 to budget tokens); with `max_gap` up to the budget. `combined/pivot` "
+                "at the defaults runs beside them for reference.\n\n" + table(slack, True))
     round1 = common.read_json("kv_profile_round1")
     if round1:
         out += (f"\n### Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, merge "
@@ -249,7 +255,8 @@ def section_profile() -> str:
 
 def section_equivalence() -> str:
     out = "## 9. Answers before and after (`kv_equivalence.py`)\n"
-    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence", "kv_equivalence_gap"):
+    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence", "kv_equivalence_gap",
+                 "kv_equivalence_gap_slack"):
         data = common.read_json(name)
         if not data:
             continue
