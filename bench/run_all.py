@@ -205,7 +205,6 @@ def section_profile() -> str:
     data = common.read_json("kv_profile")
     if not data:
         return "## 8. Compression cost by phase\n\nNot run yet.\n"
-    before = common.read_json("kv_profile_before")
     phases = ["scoring", "priority", "select+gather+bookkeeping", "merge", "rotate"]
 
     def table(d: dict, end_to_end: bool) -> str:
@@ -232,24 +231,23 @@ def section_profile() -> str:
            "other rows): attention work, not compression, and no longer a separate scoring pass. `no-cut`: a plain DynamicCache of the same length cropped "
            "back after every chunk (a cut that costs nothing); `chunk time vs no-cut` is the whole overhead "
            "end to end, noisy on a shared machine.\n\n" + table(data, True))
-    gap = common.read_json("kv_profile_gap")
-    if gap:
-        out += ("\n### Position gaps left open (`max_gap`, labels `+gap`: up to the budget)\n\n" + header(gap) + "\n"
-                "Each configuration with the default (`max_gap` 0: every cut re-rotates the kept keys to 0..K-1) and "
-                "with `+gap` (kept keys keep their positions until the empty positions exceed the budget; new keys and "
-                "queries move by the layer's shift), round-robin in one run.\n\n" + table(gap, True))
-    slack = common.read_json("kv_profile_gap_slack")
-    if slack:
-        out += ("\n### Gaps left open and a cut every other chunk (labels `+gap+slack256`)\n\n" + header(slack) + "\n"
-                "`chunk_slack` 256: a cut goes 256 tokens below the budget, so the next 256-token chunk appends without "
-                "one (a layer holds budget - 256 to budget tokens); with `max_gap` up to the budget. `combined/pivot` "
-                "at the defaults runs beside them for reference.\n\n" + table(slack, True))
-    round1 = common.read_json("kv_profile_round1")
-    if round1:
-        out += (f"\n### Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, merge "
-                f"window 512 in blocks)\n\n{header(round1)}\n" + table(round1, True))
-    if before:
-        out += (f"\n### Before (the implementation of `d3cb9f2`)\n\n{header(before)}\n" + table(before, False))
+    subsections = (  # (results stem, title, what differs, with the end-to-end columns)
+        ("kv_profile_gap", "Position gaps left open (`max_gap`, labels `+gap`: up to the budget)",
+         "Each configuration with the default (`max_gap` 0: every cut re-rotates the kept keys to 0..K-1) and "
+         "with `+gap` (kept keys keep their positions until the empty positions exceed the budget; new keys and "
+         "queries move by the layer's shift), round-robin in one run.\n\n", True),
+        ("kv_profile_gap_slack", "Gaps left open and a cut every other chunk (labels `+gap+slack256`)",
+         "`chunk_slack` 256: a cut goes 256 tokens below the budget, so the next 256-token chunk appends without "
+         "one (a layer holds budget - 256 to budget tokens); with `max_gap` up to the budget. `combined/pivot` "
+         "at the defaults runs beside them for reference.\n\n", True),
+        ("kv_profile_round1", "Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, "
+         "merge window 512 in blocks)", "", True),
+        ("kv_profile_before", "Before (the implementation of `d3cb9f2`)", "", False),
+    )
+    for stem, title, text, end_to_end in subsections:
+        sub = common.read_json(stem)
+        if sub:
+            out += f"\n### {title}\n\n{header(sub)}\n{text}" + table(sub, end_to_end)
     return out
 
 
