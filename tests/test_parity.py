@@ -228,7 +228,9 @@ def test_tiny_keeps_the_layout_it_was_trained_on(smolvlm):
     tiny = TinyAdapter("tiny", smolvlm.model, smolvlm.tokenizer, smolvlm.image_processor)
     size = smolvlm.frame_size
     prompt = tiny.chunk_prompt(Chunk(tuple(_frames(1, (size, size), start=61)), 0), Conversation())
-    assert tiny.tokenizer.decode(prompt.input_ids[0]).startswith("<|im_start|>User:\nFrame from 00:01:01:<fake")
+    text = tiny.tokenizer.decode(prompt.input_ids[0])
+    # the time after the frame's tokens, closed by a full stop (docs/training.md, stage W2)
+    assert text.startswith("<|im_start|>User:\nFrame<fake") and text.endswith("<fake_token_around_image> at 00:01:01.")
 
 
 # ------------------------------------------------------------------ Qwen3-VL
