@@ -14,8 +14,9 @@ Frame times are "MM:SS" with unbounded minutes ("75:30" at 1:15:30), as the proc
 What streaming changes, and why (tests/test_parity.py asserts exactly this): the official video opens
 with "You are provided the following series of {N in words} frames from a {H:MM:SS} [H:MM:SS] video.\n";
 a stream knows neither its frame count nor its duration when it starts, so that line is left out and
-nothing else changes. The built-in `tiny` was trained on this project's earlier layout ("User:" without
-the space before frames, "HH:MM:SS" times) and keeps it (`official_prompt = False`, models/tiny.py).
+nothing else changes. The built-in `tiny` was trained on this project's own layout ("User:" without
+the space before frames, and each frame as "Frame" + image block + " at HH:MM:SS."): `official_prompt =
+False` and its own `_frame_text` in models/tiny.py.
 
 Each frame is one global image (no splitting into tiles), resized to the vision tower's square input
 size, so every frame costs the same number of tokens. The prompt text is written here and tokenized
@@ -53,7 +54,7 @@ class SmolVLMAdapter(ModelAdapter):
     """SmolVLM / SmolVLM2 / Idefics3-architecture models."""
 
     family = "smolvlm"
-    official_prompt: ClassVar[bool] = True  # False: the layout `tiny` was trained on (see the module docstring)
+    official_prompt: ClassVar[bool] = True  # False: no space between "User:" and the frames (`tiny`, see the module docstring)
 
     def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool = False) -> None:
         super().__init__(name, model, tokenizer, is_random=is_random)
@@ -96,7 +97,7 @@ class SmolVLMAdapter(ModelAdapter):
         return "User:"
 
     def _frame_text(self, frame: Frame) -> str:
-        return f"\nFrame from {format_timestamp(frame.time_s, hours=not self.official_prompt)}:" + self._image_block
+        return f"\nFrame from {format_timestamp(frame.time_s, hours=False)}:" + self._image_block
 
     def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
         segments = super()._frame_segments(frames, opens_turn)

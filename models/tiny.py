@@ -35,6 +35,7 @@ from streamer.models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, l
 from streamer.models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 from streamer.atomic import atomic_dir, atomic_file
 from streamer.errors import ModelLoadError
+from streamer.sources import Frame
 from streamer.vocab import format_timestamp
 
 logger = logging.getLogger(__name__)
@@ -237,11 +238,12 @@ def assemble(weights: Path = WEIGHTS_FILE) -> Path:
 
 
 class TinyAdapter(SmolVLMAdapter):
-    """The SmolVLM adapter with the prompt layout `tiny` was trained on ("HH:MM:SS" frame times)."""
+    """The SmolVLM adapter with the prompt layout `tiny` was trained on: no space before the frames, and
+    each frame as `\nFrame` + image block + ` at HH:MM:SS.` (docs/training.md, stage W2)."""
 
     official_prompt = False
 
-    def _frame_text(self, frame) -> str:
+    def _frame_text(self, frame: Frame) -> str:
         # the time after the frame's tokens, closed by a full stop: a "when" answer copies what follows the
         # frame it is about, and the stop ends the copy before a digit of the next frame's time
         return "\nFrame" + self._image_block + f" at {format_timestamp(frame.time_s)}."
