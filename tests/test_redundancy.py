@@ -91,7 +91,7 @@ def test_without_the_signal_the_policy_decides(policy):
 
 @pytest.mark.parametrize("policy", EVICTING)
 def test_a_token_that_differs_from_its_neighbours_survives(policy):
-    budget = 4 + 2 * (P + 1) + 2 - (P - 1)  # room for everything but the second frame's P - 1 repeats
+    budget = 4 + 2 * (P + 1) + 2 - P  # room for everything but the second frame's P - 1 repeats and its timestamp
     cache = KVWindowCache(tiny_config(num_hidden_layers=1), WindowConfig(policy=policy, budget=budget,
                                                                          n_sink=4, recent=1, redundancy=0.95, merge="none"))  # fmt: skip
     stream = FrameStream(cache)
@@ -107,6 +107,8 @@ def test_a_token_that_differs_from_its_neighbours_survives(policy):
     assert (second.sum(-1) == 1).all()  # only one image token of the second frame is left, in every head
     assert torch.allclose(lay.values[0][second].view(H, D), changed[0, :, 5])  # and it is the changed one
     assert ((lay.times[0] == 0.0) & (lay.modality[0] == Modality.IMAGE)).sum(-1).eq(P).all()  # first frame whole
+    # one changed place of eight does not make the frame's timestamp new: it went with the repeats
+    assert not ((lay.times[0] == 1.0) & (lay.modality[0] == Modality.OTHER)).any()
 
 
 @pytest.mark.parametrize("policy", EVICTING)
@@ -134,7 +136,7 @@ def test_frame_redundancy_matches_places_and_the_timestamp_follows_its_frame():
     is_image = torch.tensor(([False] + [True] * P) * 2)
     sim, last = frame_redundancy(values, times, is_image, None)
     assert torch.allclose(sim[:, :, P + 2:], torch.ones(1, H, P)) and (sim[:, :, : P + 1] == 0).all()
-    assert torch.allclose(sim[:, :, P + 1], torch.ones(1, H))  # the repeated frame's timestamp: its least image similarity
+    assert torch.allclose(sim[:, :, P + 1], torch.ones(1, H))  # the repeated frame's timestamp: its image similarity
     assert torch.equal(last, values[:, :, P + 2:])
     # the next append's first frame is compared with the last frame of this one
     sim2, _ = frame_redundancy(values[:, :, : P + 1], times[: P + 1] + 2, is_image[: P + 1], last)
@@ -142,6 +144,25 @@ def test_frame_redundancy_matches_places_and_the_timestamp_follows_its_frame():
     # image tokens with no video time (an image in the conversation, not a frame) are never repeats
     untimed, kept = frame_redundancy(values, torch.full_like(times, float("nan")), is_image, last)
     assert (untimed == 0).all() and kept is last
+
+
+@pytest.mark.parametrize("changed", [0, 1, P // 4, P // 2, P])
+def test_a_frame_text_is_new_once_a_quarter_of_its_image_changed(changed):
+    """The timestamp takes the lower quartile of its image tokens' similarities: camera noise or a distractor
+    on one place does not keep every frame's text, a quarter of the frame changing does."""
+    first = torch.randn(1, H, P + 1, D)
+    second = first.clone()
+    second[:, :, 1:changed + 1] = torch.randn(1, H, changed, D)  # `changed` places differ
+    times = torch.tensor([0.0] * (P + 1) + [1.0] * (P + 1))
+    is_image = torch.tensor(([False] + [True] * P) * 2)
+    sim, _ = frame_redundancy(torch.cat([first, second], dim=2), times, is_image, None)
+    stamp = sim[:, :, P + 1]  # (1, H)
+    image = sim[:, :, P + 2:]  # (1, H, P)
+    assert (image[..., :changed] < 0.9).all() and torch.allclose(image[..., changed:], torch.ones(1, H, P - changed))
+    if changed < P // 4:
+        assert torch.allclose(stamp, torch.ones(1, H))  # a repeat
+    else:
+        assert (stamp < 0.9).all()  # new
 
 
 def test_redundancy_setting_is_checked():
