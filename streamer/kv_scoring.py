@@ -115,7 +115,7 @@ def frame_redundancy(values: torch.Tensor, times: torch.Tensor, is_image: torch.
     timestamp text) get the lower quartile of its image tokens' similarities (the 3rd least of 9), so they
     repeat unless at least a quarter of the frame changed. (The least of them, the rule before, let one
     token touched by camera noise or a distractor keep every frame's text: at 2% of the cache in the noisy
-    world that text crowded out the needle, 18/40 against 36/40; docs/redundancy.md.)
+    world that text crowded out the needle: 18/40 answers, 37/40 with the quartile; docs/redundancy.md.)
     values: (B, H, C, D) of one append; times: (C,) video second of each token (NaN for text); is_image:
     (C,) bool; previous: (B, H, P, D) image-token values of the last frame of the previous append, or None.
     Returns (similarity (B, H, C): 0 for text, for image tokens without a time (NaN), for a first frame and

@@ -150,9 +150,10 @@ def test_frame_redundancy_matches_places_and_the_timestamp_follows_its_frame():
 def test_a_frame_text_is_new_once_a_quarter_of_its_image_changed(changed):
     """The timestamp takes the lower quartile of its image tokens' similarities: camera noise or a distractor
     on one place does not keep every frame's text, a quarter of the frame changing does."""
-    first = torch.randn(1, H, P + 1, D)
+    gen = torch.Generator().manual_seed(changed)
+    first = torch.randn(1, H, P + 1, D, generator=gen)
     second = first.clone()
-    second[:, :, 1:changed + 1] = torch.randn(1, H, changed, D)  # `changed` places differ
+    second[:, :, 1:changed + 1] = torch.randn(1, H, changed, D, generator=gen)  # `changed` places differ
     times = torch.tensor([0.0] * (P + 1) + [1.0] * (P + 1))
     is_image = torch.tensor(([False] + [True] * P) * 2)
     sim, _ = frame_redundancy(torch.cat([first, second], dim=2), times, is_image, None)
