@@ -169,15 +169,16 @@ def summary(seconds: list[float]) -> dict:
 
 
 def window(policy: str, budget: int | None, merge: str | None = None, obs_select: str = "last",
-           layer_budget: str = "uniform", chunk_slack: int = 0, max_gap: int | None = 0) -> WindowConfig:
+           layer_budget: str = "uniform", chunk_slack: int = 0, max_gap: int | None = 0,
+           compiled: bool = True) -> WindowConfig:
     if policy == "full":
         return WindowConfig(policy="full", budget=None)
     return WindowConfig(policy=policy, budget=budget, merge=merge, obs_select=obs_select, layer_budget=layer_budget,
-                        chunk_slack=chunk_slack, max_gap=max_gap)
+                        chunk_slack=chunk_slack, max_gap=max_gap, compiled=compiled)
 
 
 def variant_label(policy: str, merge: str | None = None, obs_select: str = "last", layer_budget: str = "uniform",
-                  chunk_slack: int = 0, max_gap: int | None = 0) -> str:
+                  chunk_slack: int = 0, max_gap: int | None = 0, compiled: bool = True) -> str:
     label = policy if merge is None else f"{policy}/{merge}"
     if obs_select != "last":
         label += f"+{obs_select}"
@@ -187,11 +188,14 @@ def variant_label(policy: str, merge: str | None = None, obs_select: str = "last
         label += f"+slack{chunk_slack}"
     if max_gap != 0:
         label += "+gap" if max_gap is None else f"+gap{max_gap}"
+    if not compiled:
+        label += "+tensorops"
     return label
 
 
 def parse_label(label: str) -> dict:
-    """The settings `variant_label` names: "combined/pivot+elite+slack256+gap" -> keyword arguments of `window`."""
+    """The settings `variant_label` names: "combined/pivot+elite+slack256+gap" -> keyword arguments of `window`
+    ("+tensorops": the cut without the compiled CPU loop)."""
     head, *options = label.split("+")
     policy, _, merge = head.partition("/")
     out = dict(policy=policy, merge=merge or None)
@@ -204,6 +208,8 @@ def parse_label(label: str) -> dict:
             out["layer_budget"] = opt
         elif opt.startswith("gap"):  # "gap": up to the budget, "gap512": 512 positions
             out["max_gap"] = int(opt[len("gap"):]) if opt != "gap" else None
+        elif opt == "tensorops":
+            out["compiled"] = False
         else:
             raise ValueError(f"unknown option {opt!r} in configuration {label!r}")
     return out

@@ -205,7 +205,7 @@ def section_profile() -> str:
     data = common.read_json("kv_profile")
     if not data:
         return "## 8. Compression cost by phase\n\nNot run yet.\n"
-    phases = ["scoring", "priority", "select+gather+bookkeeping", "merge", "rotate"]
+    phases = ["scoring", "priority", "select+gather+bookkeeping", "merge", "rotate", "compiled k/v cut"]
 
     def table(d: dict, end_to_end: bool) -> str:
         head = "| budget | config | chunk ms | compression share | " + " | ".join(phases)
@@ -216,7 +216,7 @@ def section_profile() -> str:
                 if label == "no-cut":
                     continue
                 cells = [budget, label, f"{r['chunk_ms']:.0f}", f"**{100 * r['observe+compress_share']:.1f}%**"]
-                cells += [f"{100 * r[p + '_share']:.1f}%" for p in phases]
+                cells += [f"{100 * r.get(p + '_share', 0):.1f}%" for p in phases]
                 if end_to_end:
                     cells += [f"{100 * r.get('attention_share', 0):.1f}%", f"{100 * r['overhead_vs_no_cut']:+.1f}%"]
                 lines.append("| " + " | ".join(cells) + " |")
@@ -226,7 +226,10 @@ def section_profile() -> str:
            "SmolLM2-135M-Instruct with synthetic image embeddings (as in section 3), chunks of 256 tokens, every "
            "cache pre-filled to its budget; configurations round-robin, means over the timed chunks. Compression "
            "share = time inside `observe` + `compress` / chunk time; the phases are timers around the functions "
-           "`kv_layer` calls. `attention`: the whole attention call of the scored layers, which now computes "
+           "`kv_layer` calls. `compiled k/v cut`: the one compiled loop (`kv_kernels.cut_kv`, numba) that gathers the "
+           "kept keys and values, merges the evicted ones and re-rotates the keys on the CPU, where `merge` and "
+           "`rotate` were separate tensor functions before; labels `+tensorops` run those instead (`compiled=False`) "
+           "in the same run. `attention`: the whole attention call of the scored layers, which now computes "
            "the observation window's rows itself (their softmax is their output and the scores; SDPA does the "
            "other rows): attention work, not compression, and no longer a separate scoring pass. `no-cut`: a plain DynamicCache of the same length cropped "
            "back after every chunk (a cut that costs nothing); `chunk time vs no-cut` is the whole overhead "
@@ -240,6 +243,9 @@ def section_profile() -> str:
          "`chunk_slack` 256: a cut goes 256 tokens below the budget, so the next 256-token chunk appends without "
          "one (a layer holds budget - 256 to budget tokens); with `max_gap` up to the budget. `combined/pivot` "
          "at the defaults runs beside them for reference.\n\n", True),
+        ("kv_profile_compiled", "The compiled cut beside position gaps left open (labels `+gap`; an earlier run the same morning)",
+         "With the compiled loop the turn rides on the copy, so leaving gaps open saves little.\n\n", True),
+        ("kv_profile_round2", "Round 2 of issue 18 (tensor operations only; 2026-11-29, on a slower machine)", "", True),
         ("kv_profile_round1", "Round 1 of issue 18 (the implementation of `1891958`: fused scoring, top-E selection, "
          "merge window 512 in blocks)", "", True),
         ("kv_profile_before", "Before (the implementation of `d3cb9f2`)", "", False),
@@ -253,7 +259,7 @@ def section_profile() -> str:
 
 def section_equivalence() -> str:
     out = "## 9. Answers before and after (`kv_equivalence.py`)\n"
-    for name in ("kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence", "kv_equivalence_gap",
+    for name in ("kv_equivalence_compiled", "kv_equivalence_cut", "kv_equivalence_window", "kv_equivalence", "kv_equivalence_gap",
                  "kv_equivalence_gap_slack"):
         data = common.read_json(name)
         if not data:

@@ -6,6 +6,8 @@ time, stream position) and returns the whole layer, so a forward pass attends to
 scores the cached tokens with this pass's queries and compresses back to `budget` right away.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
+For float32 keys on the CPU those three steps on keys and values are one compiled loop (`kv_kernels.py`);
+otherwise (and with `compiled=False`) they are the tensor functions of `kv_merge.py` and `rope.py`.
 With `max_gap` > 0 (1-D RoPE) kept keys stay where they are until the positions left empty by evicted
 tokens add up to more than `max_gap`; until then the layer's positions run ahead of the model's by its
 `shift`, which moves the new keys here and the queries in the `kv_window` attention.
@@ -32,6 +34,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from streamer.kv_config import WindowConfig
+from streamer.kv_kernels import TurnTable, cut_kv
 from streamer.kv_merge import flat_rows, merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
@@ -52,7 +55,7 @@ class KVWindowLayer(DynamicLayer):
     """One layer's bounded cache: keys/values (B, H, T, D) plus per-token, per-head bookkeeping."""
 
     def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False,
-                 max_gap: int | None = None):
+                 max_gap: int | None = None, turns: TurnTable | None = None):
         super().__init__()
         self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
         self.mrope = mrope  # 3-D positions: blocks move as wholes (rope.mrope_gap_deltas), `end` is tracked
@@ -63,6 +66,7 @@ class KVWindowLayer(DynamicLayer):
         self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
         self.shift = 0  # this layer's positions minus the model's for the current pass (adaptive budgets)
         self.last_append = 0  # tokens in the latest append: 1 while decoding
+        self.turns = turns or TurnTable(inv_freq)  # cos | sin of deltas 0, -1, ... for the compiled cut
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
@@ -169,7 +173,7 @@ class KVWindowLayer(DynamicLayer):
         evict = prio.topk(e, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
         kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
         keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
-        at_keep, at_evict = flat_rows(keep, t), flat_rows(evict, t)  # rows of all heads' tokens at once
+        at_keep = flat_rows(keep, t)  # rows of all heads' kept tokens at once
 
         def take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """x (B, H, T[, D]) at `rows` (the flat kept or evicted tokens of every head): one index_select."""
@@ -177,24 +181,33 @@ class KVWindowLayer(DynamicLayer):
                 return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(b, h, -1, x.shape[-1])
             return x.reshape(-1).index_select(0, rows).view(b, h, -1)
 
-        keys, values, weight = take(self.keys, at_keep), take(self.values, at_keep), take(self.weight, at_keep)
-        if cfg.merge != "none":
-            keys, values, weight = merge_into_kept(
-                keys, values, weight, take(self.keys, at_evict), take(self.values, at_evict),
-                take(self.weight, at_evict), n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
-                ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
-                in_place=True,  # keys and values are this cut's own copies
-            )
-        if self.mrope:  # (B, H, K) <= 0: close the gaps left by whole evicted blocks
+        delta = None  # (B, H, K) <= 0: where each kept key moves
+        if self.mrope:  # close the gaps left by whole evicted blocks
             delta, self.anchor = mrope_gap_deltas(take(self.anchor, at_keep), take(self.advance, at_keep))
             self.advance = take(self.advance, at_keep)
             self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
-            keys = rotate(keys, delta, self.inv_freq)
         else:
             self.rotary = take(self.rotary, at_keep)  # (B, H, K) where the kept keys are rotated now
             if self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
-                keys = rotate(keys, gap_deltas(self.rotary), self.inv_freq)
+                delta = gap_deltas(self.rotary)
                 self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
+        if cfg.compiled and (cfg.merge == "none" or cfg.merge_window is not None) and all(
+                x.device.type == "cpu" and x.dtype == torch.float32 for x in (self.keys, self.values)):
+            table = None if delta is None else self.turns.down_to(int(delta.min()))
+            keys, values, weight = cut_kv(self.keys, self.values, self.weight, keep, evict, delta, table,
+                                          cfg.n_sink, cfg.merge, cfg.merge_window)
+        else:
+            keys, values, weight = take(self.keys, at_keep), take(self.values, at_keep), take(self.weight, at_keep)
+            if cfg.merge != "none":
+                at_evict = flat_rows(evict, t)
+                keys, values, weight = merge_into_kept(
+                    keys, values, weight, take(self.keys, at_evict), take(self.values, at_evict),
+                    take(self.weight, at_evict), n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
+                    ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
+                    in_place=True,  # keys and values are this cut's own copies
+                )
+            if delta is not None:
+                keys = rotate(keys, delta, self.inv_freq)
         self.keys, self.values, self.weight = keys, values, weight
         self.score = take(self.score, at_keep) * (cfg.score_decay if rules.decays else 1.0)
         self.modality, self.times, self.position = (take(x, at_keep) for x in (self.modality, self.times, self.position))

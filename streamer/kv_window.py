@@ -46,6 +46,7 @@ from transformers.cache_utils import Cache
 from streamer.errors import ConfigError
 from streamer.kv_attention import ATTN_IMPLEMENTATION, _observer, use_window_attention, window_attention
 from streamer.kv_config import POLICIES, WindowConfig
+from streamer.kv_kernels import TurnTable
 from streamer.kv_layer import KVWindowLayer, _Tags
 from streamer.kv_scoring import split_budget
 from streamer.rope import is_mrope, rope_inv_freq
@@ -79,7 +80,8 @@ class KVWindowCache(Cache):
         gap = self.cfg.max_gap  # kept keys stay inside the model's positions, with room for a chunk of budget / 2
         if gap and self.max_positions and self.cfg.budget:
             gap = max(0, min(gap, self.max_positions - self.cfg.budget - self.cfg.budget // 2))
-        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope, gap) for i in range(self.n_layers)])
+        turns = TurnTable(inv_freq)  # shared by the layers (they rotate by the same frequencies)
+        super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope, gap, turns) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
         self._model_position = 0
 

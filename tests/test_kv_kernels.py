@@ -1,0 +1,71 @@
+"""The compiled CPU cut (`kv_kernels.cut_kv`) against the tensor-operation path it replaces."""
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from streamer.kv_kernels import TurnTable
+from streamer.kv_merge import MERGE_MODES
+from streamer.kv_window import KVWindowCache, use_window_attention
+from streamer.vocab import Modality
+from tests.test_kv_window import VARIANTS, tiny_config, window
+
+EVICTING_VARIANTS = [v for v in VARIANTS if v[0] != "full"]
+
+
+def _stream(cache: KVWindowCache, gen: torch.Generator, chunks: int, n: int, heads: int, dim: int) -> None:
+    """Append `chunks` chunks of n random frame tokens (9 image tokens + 1 timestamp per frame), some frames
+    near repeats of the one before, to every layer, cutting after each."""
+    prev = None
+    for j in range(chunks):
+        kinds = torch.tensor([Modality.IMAGE] * 9 + [Modality.TEXT]).repeat(n // 10)
+        cache.tag(kinds, (torch.arange(n) // 10 + j * (n // 10)).float())
+        for layer in range(len(cache.layers)):
+            k, v = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
+            if prev is not None and j % 2:
+                v = prev[layer] + 0.01 * v  # a near repeat: the redundancy signal has something to find
+            cache.update(k, v, layer)
+        prev = [layer.values[:, :, -n:] for layer in cache.layers]
+        cache.compress()
+
+
+@pytest.mark.parametrize("policy,merge", EVICTING_VARIANTS)
+@pytest.mark.parametrize("max_gap", [0, None])
+@pytest.mark.parametrize("rotary", [1.0, 0.5])
+def test_compiled_cut_equals_the_tensor_path(policy, merge, max_gap, rotary):
+    config = tiny_config(partial_rotary_factor=rotary, head_dim=16)
+    caches = [KVWindowCache(config, window(policy, merge, budget=48, max_gap=max_gap, compiled=c)) for c in (True, False)]
+    for cache in caches:
+        _stream(cache, torch.Generator().manual_seed(5), chunks=6, n=30, heads=2, dim=16)
+    fast, slow = caches
+    for a, b in zip(fast.layers, slow.layers):
+        assert a.keys.shape == b.keys.shape and a.get_seq_length() <= 48
+        torch.testing.assert_close(a.keys, b.keys, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(a.values, b.values, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(a.weight, b.weight)
+        assert torch.equal(a.position, b.position) and torch.equal(a.rotary, b.rotary)
+    assert fast.layers[0].n_evicted > 0
+
+
+@pytest.mark.parametrize("merge", [m for m in MERGE_MODES])
+def test_compiled_cut_gives_the_same_logits(merge):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config()).eval()
+    use_window_attention(model)
+    ids = torch.randint(0, 128, (1, 200), generator=torch.Generator().manual_seed(1))
+    logits = []
+    for compiled in (True, False):
+        cache = KVWindowCache(model.config, window("combined", merge, budget=40, compiled=compiled))
+        with torch.no_grad():
+            for start in range(0, 200, 25):
+                out = model(ids[:, start:start + 25], past_key_values=cache, use_cache=True)
+        logits.append(out.logits)
+    torch.testing.assert_close(logits[0], logits[1], atol=1e-4, rtol=1e-4)
+
+
+def test_turn_table_rows_rotate_by_minus_their_index():
+    inv = torch.tensor([1.0, 0.1])
+    rows = TurnTable(inv).down_to(-3)
+    assert rows.shape[0] >= 4
+    angles = torch.tensor([[0.0, 0.0], [-1.0, -0.1], [-2.0, -0.2], [-3.0, -0.3]])
+    torch.testing.assert_close(rows[:4], torch.cat((angles.cos(), angles.sin()), dim=-1))
