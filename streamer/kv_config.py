@@ -72,8 +72,8 @@ class WindowConfig:
     #   a cut closes the gaps (re-rotates every kept key to 0..T-1). Fewer re-rotations; meanwhile kept keys
     #   stand as far apart as in the stream. 0 = close them at every cut (Inf-MLLM); None = up to the budget.
     #   Needs the kv_window attention (it turns the queries like the new keys). M-RoPE closes at every cut.
-    compiled: bool = True  # float32 caches on the CPU cut keys and values with one compiled loop per layer
-    #   (kv_kernels.py, the same result to float32 rounding, faster); False = tensor operations only
+    compiled: bool = True  # float32 caches on the CPU rank tokens and cut keys and values with compiled loops
+    #   (kv_kernels.py: the same tokens kept, the same result to float32 rounding, faster); False = tensor ops only
     redundancy: float | str | None = "policy"  # frame tokens whose value has at least this cosine similarity
     #   with the same place in the frame before are evicted first (InfiniPot-V-like); a frame whose image
     #   tokens all repeat goes with its timestamp; None = off; "policy" = the policy's default (see POLICIES)

@@ -10,9 +10,11 @@ turned by the target's delta (RoPE is linear: turning a merged key equals mergin
 
 It computes what `kv_layer.compress` computes with `kv_merge.merge_into_kept` and `rope.rotate` (the
 reference path, which CUDA, half precision and `WindowConfig.compiled=False` take), to float32 rounding;
-tests/test_kv_kernels.py holds the two side by side. Deliberately not here: which tokens are kept (the
-caller passes `keep` and `evict`), where they move (the caller passes the deltas' table rows), the
-bookkeeping tensors (small; the caller gathers them).
+tests/test_kv_kernels.py holds the two side by side. `priority` is `kv_scoring.keep_priority` (with the
+layer's text and repeat masks) in one loop, bit for bit, so both paths evict the same tokens.
+Deliberately not here: which tokens are kept (the caller selects them from the priorities and passes
+`keep` and `evict`), where they move (the caller passes the deltas' table rows), the bookkeeping tensors
+(small; the caller gathers them).
 """
 
 import math
@@ -22,6 +24,24 @@ import numpy as np
 import torch
 
 MODE_CODE = {"none": 0, "average": 1, "pivot": 2, "weighted": 3}
+TEXT = 0  # vocab.Modality.TEXT (the cache's modality tags)
+
+
+def priority(score: torch.Tensor | None, modality: torch.Tensor, times: torch.Tensor, similar: torch.Tensor,
+             redundancy: float | None, n_sink: int, recent: int, text_prior: bool) -> torch.Tensor:
+    """`kv_scoring.keep_priority(score, is_text, n_sink, recent, text_prior, redundant)` (B, H, T) float32, with
+    is_text = TEXT-tagged tokens without a video time and redundant = timed tokens whose `similar` >= `redundancy`
+    (None: no repeats), as `kv_layer` forms them; score None: StreamingLLM's newest-first."""
+    b, h, t = modality.shape
+    out = torch.empty(b, h, t)
+
+    def flat(x: torch.Tensor) -> np.ndarray:
+        return x.contiguous().reshape(b * h, t).numpy()
+
+    _priority(flat(score.float()) if score is not None else np.zeros((1, 0), np.float32), flat(modality),
+              flat(times.float()), flat(similar.float()) if redundancy is not None else np.zeros((1, 0), np.float32),
+              np.float32(redundancy if redundancy is not None else 0.0), n_sink, recent, text_prior, flat(out))
+    return out
 
 
 class TurnTable:
@@ -154,3 +174,35 @@ def _cut(src_k, src_v, src_w, keep, evict, rows, table, half, n_fixed, window, m
                 out_k[g, j, i] += s * src_k[g, r, i]
         for x in range(e_n):
             scaled[target[x]] = False
+
+
+@numba.njit(cache=True, nogil=True)
+def _priority(score, modality, times, similar, threshold, n_sink, recent, text_prior, out):
+    """Per head g: out[g] = the keep priority of `kv_scoring.keep_priority`, in float32 as torch computes it
+    (each step rounded to float32, so ties and the threshold fall as there). score (G, T) or (1, 0) for
+    newest-first; similar (G, T) or (1, 0) for no repeats; threshold float32."""
+    g_n, t_n = modality.shape
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for g in range(g_n):
+        hi = -np.inf
+        for t in range(t_n):
+            out[g, t] = score[g, t] if score.shape[1] else np.float32(t)
+            hi = max(hi, out[g, t])
+        if text_prior:  # text outranks every visual token by more than any score gap
+            bonus = np.float32(max(hi, zero) + one)
+            hi = -np.inf
+            for t in range(t_n):
+                if modality[g, t] == TEXT and np.isnan(times[g, t]):
+                    out[g, t] = np.float32(out[g, t] + bonus)
+                hi = max(hi, out[g, t])
+        if similar.shape[1]:  # repeats go below every other token by more than any gap
+            lo = np.inf
+            for t in range(t_n):
+                lo = min(lo, out[g, t])
+            span = np.float32(np.float32(hi - lo) + one)
+            for t in range(t_n):
+                if not np.isnan(times[g, t]) and similar[g, t] >= threshold:
+                    out[g, t] = np.float32(out[g, t] - span)
+        for t in range(t_n):
+            if t < n_sink or t >= t_n - recent:
+                out[g, t] = np.inf

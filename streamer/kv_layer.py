@@ -6,8 +6,9 @@ time, stream position) and returns the whole layer, so a forward pass attends to
 scores the cached tokens with this pass's queries and compresses back to `budget` right away.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
-For float32 keys on the CPU those three steps on keys and values are one compiled loop (`kv_kernels.py`);
-otherwise (and with `compiled=False`) they are the tensor functions of `kv_merge.py` and `rope.py`.
+For float32 keys on the CPU those three steps on keys and values are one compiled loop, and the keep
+priorities another (`kv_kernels.py`); otherwise (and with `compiled=False`) they are the tensor functions
+of `kv_merge.py`, `rope.py` and `kv_scoring.keep_priority`.
 With `max_gap` > 0 (1-D RoPE) kept keys stay where they are until the positions left empty by evicted
 tokens add up to more than `max_gap`; until then the layer's positions run ahead of the model's by its
 `shift`, which moves the new keys here and the queries in the `kv_window` attention.
@@ -34,7 +35,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from streamer.kv_config import WindowConfig
-from streamer.kv_kernels import TurnTable, cut_kv
+from streamer.kv_kernels import TurnTable, cut_kv, priority
 from streamer.kv_merge import flat_rows, merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
@@ -164,8 +165,14 @@ class KVWindowLayer(DynamicLayer):
             return
         cfg, rules = self.cfg, self.cfg.rules
         keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else cfg.chunk_slack)
-        prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
-                             rules.text_prior, self._redundant() if cfg.redundancy is not None else None)
+        compiled = cfg.compiled and (cfg.merge == "none" or cfg.merge_window is not None) and all(
+            x.device.type == "cpu" and x.dtype == torch.float32 for x in (self.keys, self.values))
+        if compiled:
+            prio = priority(self.score if rules.scored else None, self.modality, self.times, self.similar,
+                            cfg.redundancy, cfg.n_sink, cfg.recent, rules.text_prior)
+        else:
+            prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
+                                 rules.text_prior, self._redundant() if cfg.redundancy is not None else None)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
         b, h, e = prio.shape[0], prio.shape[1], t - keep_n
@@ -191,8 +198,7 @@ class KVWindowLayer(DynamicLayer):
             if self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
                 delta = gap_deltas(self.rotary)
                 self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
-        if cfg.compiled and (cfg.merge == "none" or cfg.merge_window is not None) and all(
-                x.device.type == "cpu" and x.dtype == torch.float32 for x in (self.keys, self.values)):
+        if compiled:
             table = None if delta is None else self.turns.down_to(int(delta.min()))
             keys, values, weight = cut_kv(self.keys, self.values, self.weight, keep, evict, delta, table,
                                           cfg.n_sink, cfg.merge, cfg.merge_window)
