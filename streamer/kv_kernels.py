@@ -1,5 +1,6 @@
-"""The cut's key/value work as one compiled CPU loop (numba): gather the kept pairs, merge the evicted
-ones into them (LOOK-M) and turn the kept keys to their new positions, in one call per layer.
+"""A cut as three compiled CPU loops (numba) per layer: the keep priorities (`priority`), the kept tokens
+and their tags (`keep_rows`), and the key/value work (`cut_kv`: gather the kept pairs, merge the evicted ones
+into them (LOOK-M) and turn the kept keys to their new positions).
 
 Why: on the CPU a cut is about 25 tensor operations per layer for this part alone (an `index_select`
 per tensor, the windowed cosine, the merge weights, two folds, the cos/sin lookup and four products for
@@ -11,10 +12,10 @@ turned by the target's delta (RoPE is linear: turning a merged key equals mergin
 It computes what `kv_layer.compress` computes with `kv_merge.merge_into_kept` and `rope.rotate` (the
 reference path, which CUDA, half precision and `WindowConfig.compiled=False` take), to float32 rounding;
 tests/test_kv_kernels.py holds the two side by side. `priority` is `kv_scoring.keep_priority` (with the
-layer's text and repeat masks) in one loop, bit for bit, so both paths evict the same tokens.
-Deliberately not here: which tokens are kept (the caller selects them from the priorities and passes
-`keep` and `evict`), where they move (the caller passes the deltas' table rows), the bookkeeping tensors
-(small; the caller gathers them).
+layer's text and repeat masks) bit for bit, and `keep_rows` the mask, `nonzero` and six `index_select`s
+of the tensor path, so both paths keep the same tokens with the same tags. Deliberately not here: the
+selection of the lowest priorities (torch's top-k, on both paths), where kept keys move (the caller passes
+the deltas' table rows), M-RoPE's block tags (the caller gathers them).
 """
 
 import math
@@ -58,6 +59,24 @@ class TurnTable:
             angles = -torch.arange(n, dtype=torch.float32).unsqueeze(-1) * self.inv_freq  # (n, R/2)
             self.rows = torch.cat((angles.cos(), angles.sin()), dim=-1)
         return self.rows
+
+
+def keep_rows(evict: torch.Tensor, t: int, tags: tuple[torch.Tensor, ...], decay: float
+              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The kept tokens (B, H, K) int64 in stream order (all T but the ascending `evict` (B, H, E)) and the
+    per-token tags at them: tags = (score, modality, times, position, similar, rotary), each (B, H, T) (float32,
+    int8, float32, int64, float32, int64); similar and rotary may be (B, H, 0) (not kept: passed through). The
+    score comes back multiplied by `decay` (in float32, as torch does)."""
+    b, h, e = evict.shape
+    k = t - e
+    keep = torch.empty(b, h, k, dtype=torch.int64)
+    out = [x.new_empty(b, h, k) if x.shape[-1] else x for x in tags]
+
+    def flat(x: torch.Tensor) -> np.ndarray:
+        return x.contiguous().reshape(b * h, x.shape[-1]).numpy()
+
+    _keep_rows(flat(evict.long()), t, np.float32(decay), *(flat(x) for x in tags), flat(keep), *(flat(x) for x in out))
+    return keep, out
 
 
 def cut_kv(keys: torch.Tensor, values: torch.Tensor, weight: torch.Tensor, keep: torch.Tensor, evict: torch.Tensor,
@@ -206,3 +225,26 @@ def _priority(score, modality, times, similar, threshold, n_sink, recent, text_p
         for t in range(t_n):
             if t < n_sink or t >= t_n - recent:
                 out[g, t] = np.inf
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep_rows(evict, t_n, decay, score, modality, times, position, similar, rotary,
+               keep, o_score, o_modality, o_times, o_position, o_similar, o_rotary):
+    """Per head g: keep[g] = 0..t_n-1 without evict[g] (ascending), and each tag at those rows."""
+    e_n = evict.shape[1]
+    for g in range(evict.shape[0]):
+        x, j = 0, 0
+        for r in range(t_n):
+            if x < e_n and evict[g, x] == r:
+                x += 1
+                continue
+            keep[g, j] = r
+            o_score[g, j] = score[g, r] * decay
+            o_modality[g, j] = modality[g, r]
+            o_times[g, j] = times[g, r]
+            o_position[g, j] = position[g, r]
+            if similar.shape[1]:
+                o_similar[g, j] = similar[g, r]
+            if rotary.shape[1]:
+                o_rotary[g, j] = rotary[g, r]
+            j += 1

@@ -6,9 +6,9 @@ time, stream position) and returns the whole layer, so a forward pass attends to
 scores the cached tokens with this pass's queries and compresses back to `budget` right away.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
-For float32 keys on the CPU those three steps on keys and values are one compiled loop, and the keep
-priorities another (`kv_kernels.py`); otherwise (and with `compiled=False`) they are the tensor functions
-of `kv_merge.py`, `rope.py` and `kv_scoring.keep_priority`.
+For float32 keys on the CPU the priorities, the kept tokens' tags and those three steps on keys and values
+are compiled loops (`kv_kernels.py`); otherwise (and with `compiled=False`) they are the tensor functions of
+`kv_scoring.py`, `kv_merge.py` and `rope.py`, with the same result.
 With `max_gap` > 0 (1-D RoPE) kept keys stay where they are until the positions left empty by evicted
 tokens add up to more than `max_gap`; until then the layer's positions run ahead of the model's by its
 `shift`, which moves the new keys here and the queries in the `kv_window` attention.
@@ -35,7 +35,7 @@ import torch
 from transformers.cache_utils import DynamicLayer
 
 from streamer.kv_config import WindowConfig
-from streamer.kv_kernels import TurnTable, cut_kv, priority
+from streamer.kv_kernels import TurnTable, cut_kv, keep_rows, priority
 from streamer.kv_merge import flat_rows, merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
@@ -178,9 +178,7 @@ class KVWindowLayer(DynamicLayer):
         b, h, e = prio.shape[0], prio.shape[1], t - keep_n
         # the E lowest priorities leave (a top-E of T is cheaper than a top-K and a sort of the K kept)
         evict = prio.topk(e, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
-        kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
-        keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
-        at_keep = flat_rows(keep, t)  # rows of all heads' kept tokens at once
+        decay = cfg.score_decay if rules.decays else 1.0
 
         def take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             """x (B, H, T[, D]) at `rows` (the flat kept or evicted tokens of every head): one index_select."""
@@ -188,16 +186,26 @@ class KVWindowLayer(DynamicLayer):
                 return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(b, h, -1, x.shape[-1])
             return x.reshape(-1).index_select(0, rows).view(b, h, -1)
 
+        tags = (self.score, self.modality, self.times, self.position, self.similar, self.rotary)  # (B, H, T) each
+        if compiled:  # the kept tokens (B, H, K) in stream order and their tags, in one loop
+            keep, (score, *tags) = keep_rows(evict, t, tags, decay)
+        else:
+            kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
+            keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
+            at_keep = flat_rows(keep, t)  # rows of all heads' kept tokens at once
+            score, *tags = (take(x, at_keep) if x.shape[-1] else x for x in tags)  # similar, rotary may be unused
+            score = score * decay
+        self.score, (self.modality, self.times, self.position, self.similar, self.rotary) = score, tags
+
         delta = None  # (B, H, K) <= 0: where each kept key moves
         if self.mrope:  # close the gaps left by whole evicted blocks
+            at_keep = flat_rows(keep, t)
             delta, self.anchor = mrope_gap_deltas(take(self.anchor, at_keep), take(self.advance, at_keep))
             self.advance = take(self.advance, at_keep)
             self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
-        else:
-            self.rotary = take(self.rotary, at_keep)  # (B, H, K) where the kept keys are rotated now
-            if self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
-                delta = gap_deltas(self.rotary)
-                self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
+        elif self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
+            delta = gap_deltas(self.rotary)  # self.rotary: (B, H, K) where the kept keys are rotated now
+            self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
         if compiled:
             table = None if delta is None else self.turns.down_to(int(delta.min()))
             keys, values, weight = cut_kv(self.keys, self.values, self.weight, keep, evict, delta, table,
@@ -215,10 +223,6 @@ class KVWindowLayer(DynamicLayer):
             if delta is not None:
                 keys = rotate(keys, delta, self.inv_freq)
         self.keys, self.values, self.weight = keys, values, weight
-        self.score = take(self.score, at_keep) * (cfg.score_decay if rules.decays else 1.0)
-        self.modality, self.times, self.position = (take(x, at_keep) for x in (self.modality, self.times, self.position))
-        if cfg.redundancy is not None:
-            self.similar = take(self.similar, at_keep)
         self.n_evicted += t - keep_n
         if cfg.merge != "none":
             self.n_merged += t - keep_n

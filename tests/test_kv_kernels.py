@@ -44,7 +44,10 @@ def test_compiled_cut_equals_the_tensor_path(policy, merge, max_gap, rotary):
         torch.testing.assert_close(a.keys, b.keys, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(a.values, b.values, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(a.weight, b.weight)
-        assert torch.equal(a.position, b.position) and torch.equal(a.rotary, b.rotary)
+        for tag in ("position", "rotary", "score", "modality"):
+            assert torch.equal(getattr(a, tag), getattr(b, tag)), tag
+        torch.testing.assert_close(a.similar, b.similar)  # from appended values that came from the cut, to rounding
+        assert torch.equal(a.times.nan_to_num(-1), b.times.nan_to_num(-1))
     assert fast.layers[0].n_evicted > 0
 
 
