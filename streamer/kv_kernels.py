@@ -24,8 +24,10 @@ import numba
 import numpy as np
 import torch
 
+from streamer.vocab import Modality
+
 MODE_CODE = {"none": 0, "average": 1, "pivot": 2, "weighted": 3}
-TEXT = 0  # vocab.Modality.TEXT (the cache's modality tags)
+TEXT = int(Modality.TEXT)  # a plain int: numba compiles it in as a constant
 
 
 def priority(score: torch.Tensor | None, modality: torch.Tensor, times: torch.Tensor, similar: torch.Tensor,

@@ -1,4 +1,4 @@
-"""The compiled CPU cut (`kv_kernels.cut_kv`, `kv_kernels.priority`) against the tensor-operation path it replaces."""
+"""The compiled CPU cut (`kv_kernels`: `priority`, `keep_rows`, `cut_kv`) against the tensor-operation path it replaces."""
 
 import pytest
 import torch
@@ -51,7 +51,7 @@ def test_compiled_cut_equals_the_tensor_path(policy, merge, max_gap, rotary):
     assert fast.layers[0].n_evicted > 0
 
 
-@pytest.mark.parametrize("merge", [m for m in MERGE_MODES])
+@pytest.mark.parametrize("merge", MERGE_MODES)
 def test_compiled_cut_gives_the_same_logits(merge):
     torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_config()).eval()
