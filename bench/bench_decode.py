@@ -27,11 +27,15 @@ import argparse
 import gc
 
 import torch
+from transformers import DynamicCache
 
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
 from streamer.vocab import Modality, format_timestamp
+
+
+FLOOR = "dynamic"  # transformers' DynamicCache holding the budget's tokens: no policy, the ceiling of any speed-up
 
 
 def caption_text(n_words: int) -> str:
@@ -52,6 +56,15 @@ def prefill_kv(model, tokenizer, n: int):
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
+def plain_cache(kv, length: int) -> DynamicCache:
+    """transformers' own DynamicCache holding the first `length` tiled tokens: the model's decode cost at
+    that many cached tokens with no policy at all, the floor any cache of that size can reach."""
+    cache, reps = DynamicCache(), -(-length // kv[0][0].shape[2])
+    for i, (k, v) in enumerate(kv):
+        cache.update(k.repeat(1, 1, reps, 1)[:, :, :length].clone(), v.repeat(1, 1, reps, 1)[:, :, :length].clone(), i)
+    return cache
+
+
 def filled_cache(model, cfg, kv, length: int) -> KVWindowCache:
     """A cache holding `length` tiled tokens (IMAGE, 1 s apart in groups of 64), compressed to budget."""
     cache = KVWindowCache(model.config, cfg)
@@ -68,7 +81,7 @@ class Decoder:
 
     def __init__(self, model, cache, first_token: int):
         self.model, self.cache, self.token = model, cache, first_token
-        self.clock = common.instrument(cache)
+        self.clock = common.instrument(cache) if isinstance(cache, KVWindowCache) else {"s": 0.0}
         self.steps = 0
 
     @torch.no_grad()
@@ -105,6 +118,7 @@ def main() -> None:
                 budget = int(length * frac)
                 decoders[f"{policy}@{frac:.0%}"] = Decoder(
                     model, filled_cache(model, common.window(policy, budget), kv, length), first)
+            decoders[f"{FLOOR}@{frac:.0%}"] = Decoder(model, plain_cache(kv, int(length * frac)), first)
         for d in decoders.values():
             d.clock["s"] = 0.0
         times = common.interleaved({k: d.step for k, d in decoders.items()}, rounds=rounds, warmup=1)
@@ -115,7 +129,8 @@ def main() -> None:
             points.append({
                 "context": length, "label": label, "policy": policy,
                 "budget_fraction": float(frac.rstrip("%")) / 100 if frac else None,
-                "kv_tokens": d.cache.get_seq_length(), "kv_bytes": d.cache.kv_bytes(),
+                "kv_tokens": d.cache.get_seq_length(),
+                "kv_bytes": sum(x.untyped_storage().nbytes() for layer in d.cache.layers for x in (layer.keys, layer.values)),
                 **t, "speedup_vs_full": full_ms / t["mean_ms"],
                 "compress_ms_per_step": d.clock["s"] * 1e3 / max(d.steps, 1),
             })
@@ -136,7 +151,8 @@ def main() -> None:
             "lengths": lengths, "fractions": args.fractions, "rounds": rounds,
         },
         "points": points,
-        "goal": {"target": "speed-up >= 1.5 at 8k context, 10% budget",
+        "goal": {"target": "speed-up >= 1.5 at 8k context, 10% budget (issue 18: >= 2.3); "
+                           f"'{FLOOR}' is a plain DynamicCache of the budget's tokens, the ceiling for any cache that size",
                  "at_8k_10pct": {p["policy"]: round(p["speedup_vs_full"], 2) for p in goal}},
     }, started)
     plot(points, lengths, args.fractions, name)

@@ -6,6 +6,9 @@ time, stream position) and returns the whole layer, so a forward pass attends to
 scores the cached tokens with this pass's queries and compresses back to `budget` right away.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
+Once a layer has been cut, its keys and values are the first slots of a store with room up to its budget
+(`_append`), so a decoding step writes one token instead of copying the whole layer the way a
+concatenation does; the step that goes over the budget concatenates and cuts.
 For float32 keys on the CPU the priorities, the kept tokens' tags and those three steps on keys and values
 are compiled loops (`kv_kernels.py`); otherwise (and with `compiled=False`) they are the tensor functions of
 `kv_scoring.py`, `kv_merge.py` and `rope.py`, with the same result.
@@ -40,6 +43,23 @@ from streamer.kv_merge import flat_rows, merge_into_kept
 from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
 from streamer.vocab import Modality
+
+
+def _append(held: torch.Tensor, new: torch.Tensor, store: torch.Tensor | None, spare: int
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`held` (B, H, T, D) with `new` (B, H, C, D) appended, and the store it is a view of (or None).
+
+    When `held` is the start of `store` (B, H, S, D) and S >= T + C, `new` is written into the free slots
+    (a decoding step then copies one token, not the layer); otherwise into a fresh store with `spare` free
+    slots after it (none: a plain concatenation). Slots a returned view covers are never written again."""
+    t, n = held.shape[2], held.shape[2] + new.shape[2]
+    if store is None or store.shape[2] < n or store.data_ptr() != held.data_ptr():
+        if not spare:
+            return torch.cat([held, new], dim=2), None
+        store = held.new_empty(*held.shape[:2], n + spare, *held.shape[3:])
+        store[:, :, :t] = held
+    store[:, :, t:n] = new
+    return store[:, :, :n], store
 
 
 @dataclass
@@ -84,6 +104,7 @@ class KVWindowLayer(DynamicLayer):
         self.advance = torch.zeros((b, h, 0), dtype=torch.int64, device=dev)  # (B, H, T) M-RoPE block size
         self.similar = torch.zeros((b, h, 0), device=dev)  # (B, H, T) cosine with the same place one frame back
         self.last_frame = None  # (B, H, P, D) image-token values of the last frame appended (redundancy)
+        self._key_store = self._value_store = None  # (B, H, S, D): keys/values are their first T slots (_append)
 
     def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
                **kwargs):
@@ -105,8 +126,9 @@ class KVWindowLayer(DynamicLayer):
         def grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
             return torch.cat([old, new.to(dev, old.dtype).expand(b, h, c)], dim=-1)
 
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
+        spare = self._spare(self.get_seq_length() + c)
+        self.keys, self._key_store = _append(self.keys, key_states, self._key_store, spare)
+        self.values, self._value_store = _append(self.values, value_states, self._value_store, spare)
         self.score = grow(self.score, torch.zeros(c))
         self.weight = grow(self.weight, torch.ones(c))
         self.modality = grow(self.modality, tags.modality)
@@ -124,6 +146,12 @@ class KVWindowLayer(DynamicLayer):
             self.end += c
         self.n_seen += c
         return self.keys, self.values
+
+    def _spare(self, n: int) -> int:
+        """Free slots to leave after `n` tokens when the key/value store must grow: a layer that has been cut
+        keeps room up to its budget, so decoding appends in place until the step that goes over it (which
+        concatenates, then cuts); never more slots than the budget."""
+        return max(0, self.budget - n) if self.n_evicted and self.cfg.rules.evicts else 0
 
     def observe(self, query: torch.Tensor, scaling: float, seen: torch.Tensor | None = None) -> None:
         """Add this pass's attention to the scores and the spread estimate, then compress.
@@ -223,12 +251,14 @@ class KVWindowLayer(DynamicLayer):
             if delta is not None:
                 keys = rotate(keys, delta, self.inv_freq)
         self.keys, self.values, self.weight = keys, values, weight
+        self._key_store = self._value_store = None  # the next append starts a store with room
         self.n_evicted += t - keep_n
         if cfg.merge != "none":
             self.n_merged += t - keep_n
 
     def reset(self) -> None:
         super().reset()
+        self._key_store = self._value_store = None
         self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = self.end = 0
         self.budget, self.spread = self.cfg.budget, None
         self.last_frame = None

@@ -122,6 +122,8 @@ def frame_redundancy(values: torch.Tensor, times: torch.Tensor, is_image: torch.
     for a frame whose predecessor has another number of image tokens; the last frame's (B, H, P, D) values, or `previous` if there is none).
     """
     similarity = values.new_zeros(values.shape[:3], dtype=torch.float32)  # (B, H, C)
+    if not bool(is_image.any()):  # text (a decoding step): nothing to compare
+        return similarity, previous
     for t in times[is_image & ~times.isnan()].unique(sorted=True).tolist():  # image tokens without a time: no frame
         in_frame = times == t
         idx = (is_image & in_frame).nonzero().squeeze(-1)  # (P,) this frame's image tokens

@@ -159,8 +159,8 @@ class KVWindowCache(Cache):
         self._tags = None
 
     def kv_bytes(self) -> int:
-        """Bytes of the stored key and value tensors, all layers."""
-        return sum(l.keys.nbytes + l.values.nbytes for l in self.layers if l.is_initialized)
+        """Bytes allocated for keys and values, all layers (a layer's free slots for decoding included)."""
+        return sum(x.untyped_storage().nbytes() for l in self.layers if l.is_initialized for x in (l.keys, l.values))
 
     def budget_bytes(self) -> int | None:
         """Theoretical bytes at budget: budget x layers x kv_heads x head_dim x 2 x bytes per element."""

@@ -274,6 +274,31 @@ def test_decoding_compresses_once_per_slack():
     assert lengths[:10] == [56, 57, 58, 59, 60, 61, 62, 63, 64, 56]
 
 
+@pytest.mark.parametrize("policy", ["sink-recent", "combined"])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_decoding_appends_in_place_up_to_the_budget(policy, compiled):
+    """After a cut, one-token appends go into the free slots of one store (no copy of the layer) until the
+    budget is full; the step over it cuts into a fresh tensor. Tokens keep their values, views handed out
+    earlier never change, and the bytes allocated never pass the budget's."""
+    cache = KVWindowCache(tiny_config(), window(policy, budget=64, n_sink=2, recent=8, decode_slack=8,
+                                                compiled=compiled))
+    stream = FakeStream(cache)
+    stream.append(70, Modality.IMAGE, torch.zeros(70))
+    layer, handed, stores = cache.layers[0], [], []
+    for _ in range(20):
+        before = layer.values.clone()
+        stream.append(1)
+        after = layer.values
+        if after.shape[2] == before.shape[2] + 1:  # no cut this step: the old tokens, then the new one
+            assert torch.equal(after[:, :, :-1], before)
+        handed.append((after, after.clone()))
+        stores.append(after.data_ptr())
+        assert cache.kv_bytes() <= cache.budget_bytes()
+    assert len(set(stores[1:9])) == 1  # 57 .. 64 tokens: one store
+    assert stores[9] != stores[8] and stores[10] != stores[9]  # over the budget: cut; then a new store
+    assert all(torch.equal(view, copy) for view, copy in handed)
+
+
 def test_chunk_slack_compresses_every_other_chunk():
     cache = KVWindowCache(tiny_config(), window("combined", budget=64, n_sink=2, recent=8, chunk_slack=16))
     stream = FakeStream(cache)
