@@ -401,6 +401,55 @@ def section_skip() -> str:
     return out
 
 
+# Stage-W2 one-needle runs under the current redundancy rule (a frame's text takes the lower quartile of its
+# image tokens' similarities): file -> the policies taken from it (None: every row). Earlier files of the same
+# model whose bounded rows ran under the rule before (the least similarity) give only their full-cache rows.
+MATRIX_SOURCES = {
+    "quality_stage_w2_needle": {"full"}, "quality_stage_w2_needle_noisy": {"full"},
+    "quality_stage_w2_needle_quartile": None, "quality_stage_w2_needle_textprior_quartile": None,
+    "quality_stage_w2_needle_noisy_quartile": None, "quality_stage_w2_needle_noisy_10pct_quartile": None,
+    "quality_stage_w2_needle_noisy_5pct": None, "quality_stage_w2_needle_hour": None,
+    "quality_stage_w2_needle_noisy_hour": None,
+}
+
+
+def section_redundancy_matrix() -> str:
+    """One table of the stage-W2 one-needle runs: world x policy x signal against the budget (issue 16)."""
+    stems = list(MATRIX_SOURCES) + sorted(p.stem for p in common.RESULTS.glob("quality_stage_w2_matrix_*.json"))
+    cells, dates = {}, []
+    for stem in stems:
+        data = common.read_json(stem)
+        if not data:
+            continue
+        dates.append(data["machine"]["date"][:16])
+        for r in data["results"]:
+            if MATRIX_SOURCES.get(stem) and r["policy"] not in MATRIX_SOURCES[stem]:
+                continue
+            if r["policy"] == "full":
+                row, col = ("full cache + skip" if r.get("skip") else "full cache"), "full"
+            else:
+                row = f"{r['policy']}, signal {'on' if r.get('redundancy') is not None else 'off'}"
+                col = "1 h" if r["seconds"] >= 3600 else f"{r['budget']:.0%}"
+            a = r["summary"]["all"]
+            cells[(r.get("world", "clean"), row, col)] = f"{a['right']}/{a['n']} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+    if not cells:
+        return ""
+    cols = ["full", "10%", "5%", "2%", "1 h"]
+    out = ("## 13. Redundancy matrix: one needle, stage-W2 `tiny`, 40 held-out videos per cell (`quality.py`)\n\n"
+           "Right answers / questions [95% Wilson] on the same 40 held-out one-needle videos of 5 minutes (1 h: the "
+           "same videos stretched to 60 minutes, 750 tokens, frame skip on); budgets are fractions of the full "
+           "cache's 7,503 tokens; signal on = redundancy threshold 0.9 with the lower-quartile rule for a frame's "
+           f"text tokens. Runs {min(dates)} .. {max(dates)} UTC; files: {', '.join(f'`{s}`' for s in stems if common.read_json(s))}; "
+           "the per-file sections above give each command, machine and the paired tests. Empty cell: not run.\n\n"
+           "| world | configuration | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols) + "\n")
+    for world in ("clean", "noisy"):
+        rows = list(dict.fromkeys(r for (w, r, _) in cells if w == world))
+        rows.sort(key=lambda r: (not r.startswith("full"), r))
+        for row in rows:
+            out += f"| {world} | {row} | " + " | ".join(cells.get((world, row, c), "") for c in cols) + " |\n"
+    return out
+
+
 def read_text(name: str) -> str:
     """A hand-written section kept in bench/results/ (its numbers come from a JSON there too)."""
     path = common.RESULTS / name
@@ -418,7 +467,7 @@ def report() -> None:
              section_ingest(), section_ingest("ingest_quick") if common.read_json("ingest") else "",
              section_needle(), section_captions(), section_table(), section_real_models(), section_profile(),
              section_equivalence(),
-             section_retrieval(), section_quality(), section_skip()]
+             section_retrieval(), section_quality(), section_skip(), section_redundancy_matrix()]
     findings = common.RESULTS / "findings.md"
     if findings.is_file():
         parts.insert(2, findings.read_text())
