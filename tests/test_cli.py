@@ -129,4 +129,7 @@ def test_a_model_slower_than_real_time_is_told_so(video, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 0
     warnings = [line for line in err.splitlines() if line.startswith("warning: falling behind")]
-    assert 1 <= len(warnings) <= 4 and "s per frame" in warnings[0] and re.search(r"(1|0.5) fps or less \(now 4\)", warnings[0])
+    assert 1 <= len(warnings) <= 4
+    # the rate it suggests keeps up with the time it measured (>= 0.6 s a frame; more on a loaded machine)
+    took, fps = re.search(r"takes ([\d.]+) s per frame, so sample at ([\d.]+) fps or less \(now 4\)", warnings[0]).groups()
+    assert float(took) >= 0.6 and float(fps) < 4 and float(fps) * float(took) <= 1
