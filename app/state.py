@@ -323,18 +323,21 @@ class UserSession:
         pieces: queue.Queue = queue.Queue()
 
         def work():
+            end = ("done", None)
             try:
                 for piece in self.session.ask(question, self.settings.max_new_tokens):
                     pieces.put(("piece", piece))
-                pieces.put(("done", None))
             except StreamerError as err:
-                pieces.put(("error", err))
+                end = ("error", err)
             except Exception as err:
                 log.exception("answer failed in session %s", self.key[:8])
-                pieces.put(("error", StreamerError(f"internal error while answering: {type(err).__name__}: {err}")))
+                end = ("error", StreamerError(f"internal error while answering: {type(err).__name__}: {err}"))
             finally:
-                self.refresh_stats()
-                self.answering.release()
+                try:  # the stats and the answer slot first, so whoever hears the end sees this turn counted
+                    self.refresh_stats()
+                finally:
+                    self.answering.release()
+                    pieces.put(end)
 
         threading.Thread(target=work, name=f"answer-{self.key[:8]}", daemon=True).start()
         while True:

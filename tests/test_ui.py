@@ -429,9 +429,25 @@ def test_a_model_slower_than_the_webcam_shows_its_lag_and_warns(adapter, monkeyp
     assert "behind live" in status and user.feed.lag.missed > 0
     warnings = user.pop_errors()
     assert 1 <= len(warnings) <= 3 and "Falling behind the live stream" in warnings[0]  # once per doubling of the lag
-    assert re.search(r"sample at (2|1|0.5) fps or less \(now 10\)", warnings[0])  # 0.3 s a frame, more when loaded
+    # the rate it names keeps up with the time it measured (0.3 s a frame, more on a loaded machine)
+    took, fps = re.search(r"takes ([\d.]+) s per frame, so sample at ([\d.]+) fps or less \(now 10\)", warnings[0]).groups()
+    assert float(took) >= 0.3 and float(fps) < 10 and float(fps) * float(took) <= 1
     registry.drop("slowcam")
     assert user.feed.join(10)
+
+
+def test_when_an_answer_ends_its_turn_is_counted_and_the_next_question_is_taken(adapter, videos, monkeypatch):
+    """The stats snapshot and the answer slot are settled before the caller hears the answer end: a slow
+    snapshot (a busy model lock) used to leave the finished answer uncounted, or the next question refused."""
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(max_new_tokens=2))
+    user = registry.get("turns")
+    assert user.start_video(open_source(videos[3]), "clip3.mp4").join(30)
+    stats = user.session.stats
+    monkeypatch.setattr(user.session, "stats", lambda: time.sleep(0.3) or stats())
+    for turn in (1, 2):
+        assert "".join(user.ask("what was there?"))
+        assert user.stats["turns"] == turn
+    registry.drop("turns")
 
 
 def test_a_dropped_session_is_freed_at_once(adapter, videos):
