@@ -56,22 +56,28 @@ def prefill_kv(model, tokenizer, n: int):
     return [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
 
+def tiled(kv, length: int):
+    """Each layer's (keys, values) of `kv` repeated along the sequence to `length` tokens, one layer at a time."""
+    reps = -(-length // kv[0][0].shape[2])
+    return ((k.repeat(1, 1, reps, 1)[:, :, :length].clone(), v.repeat(1, 1, reps, 1)[:, :, :length].clone())
+            for k, v in kv)
+
+
 def plain_cache(kv, length: int) -> DynamicCache:
     """transformers' own DynamicCache holding the first `length` tiled tokens: the model's decode cost at
     that many cached tokens with no policy at all, the floor any cache of that size can reach."""
-    cache, reps = DynamicCache(), -(-length // kv[0][0].shape[2])
-    for i, (k, v) in enumerate(kv):
-        cache.update(k.repeat(1, 1, reps, 1)[:, :, :length].clone(), v.repeat(1, 1, reps, 1)[:, :, :length].clone(), i)
+    cache = DynamicCache()
+    for i, (k, v) in enumerate(tiled(kv, length)):
+        cache.update(k, v, i)
     return cache
 
 
 def filled_cache(model, cfg, kv, length: int) -> KVWindowCache:
     """A cache holding `length` tiled tokens (IMAGE, 1 s apart in groups of 64), compressed to budget."""
     cache = KVWindowCache(model.config, cfg)
-    reps = -(-length // kv[0][0].shape[2])
     cache.tag(torch.full((length,), int(Modality.IMAGE)), torch.arange(length) // 64)
-    for i, (k, v) in enumerate(kv):
-        cache.update(k.repeat(1, 1, reps, 1)[:, :, :length].clone(), v.repeat(1, 1, reps, 1)[:, :, :length].clone(), i)
+    for i, (k, v) in enumerate(tiled(kv, length)):
+        cache.update(k, v, i)
     cache.compress()
     return cache
 

@@ -30,20 +30,21 @@ MODE_CODE = {"none": 0, "average": 1, "pivot": 2, "weighted": 3}
 TEXT = int(Modality.TEXT)  # a plain int: numba compiles it in as a constant
 
 
+def _flat(x: torch.Tensor) -> np.ndarray:
+    """(B, H, ...) -> (B*H, ...) numpy view of a contiguous copy (of `x` itself when it is contiguous, so the
+    loops write straight into the output tensors)."""
+    return x.contiguous().flatten(0, 1).numpy()
+
+
 def priority(score: torch.Tensor | None, modality: torch.Tensor, times: torch.Tensor, similar: torch.Tensor,
              redundancy: float | None, n_sink: int, recent: int, text_prior: bool) -> torch.Tensor:
     """`kv_scoring.keep_priority(score, is_text, n_sink, recent, text_prior, redundant)` (B, H, T) float32, with
     is_text = TEXT-tagged tokens without a video time and redundant = timed tokens whose `similar` >= `redundancy`
     (None: no repeats), as `kv_layer` forms them; score None: StreamingLLM's newest-first."""
-    b, h, t = modality.shape
-    out = torch.empty(b, h, t)
-
-    def flat(x: torch.Tensor) -> np.ndarray:
-        return x.contiguous().reshape(b * h, t).numpy()
-
-    _priority(flat(score.float()) if score is not None else np.zeros((1, 0), np.float32), flat(modality),
-              flat(times.float()), flat(similar.float()) if redundancy is not None else np.zeros((1, 0), np.float32),
-              np.float32(redundancy if redundancy is not None else 0.0), n_sink, recent, text_prior, flat(out))
+    out = torch.empty(modality.shape)
+    _priority(_flat(score.float()) if score is not None else np.zeros((1, 0), np.float32), _flat(modality),
+              _flat(times.float()), _flat(similar.float()) if redundancy is not None else np.zeros((1, 0), np.float32),
+              np.float32(redundancy if redundancy is not None else 0.0), n_sink, recent, text_prior, _flat(out))
     return out
 
 
@@ -73,11 +74,7 @@ def keep_rows(evict: torch.Tensor, t: int, tags: tuple[torch.Tensor, ...], decay
     k = t - e
     keep = torch.empty(b, h, k, dtype=torch.int64)
     out = [x.new_empty(b, h, k) if x.shape[-1] else x for x in tags]
-
-    def flat(x: torch.Tensor) -> np.ndarray:
-        return x.contiguous().reshape(b * h, x.shape[-1]).numpy()
-
-    _keep_rows(flat(evict.long()), t, np.float32(decay), *(flat(x) for x in tags), flat(keep), *(flat(x) for x in out))
+    _keep_rows(_flat(evict.long()), t, np.float32(decay), *(_flat(x) for x in tags), _flat(keep), *(_flat(x) for x in out))
     return keep, out
 
 
@@ -91,22 +88,19 @@ def cut_kv(keys: torch.Tensor, values: torch.Tensor, weight: torch.Tensor, keep:
     each kept key moves (None: nowhere), with `table` = `TurnTable.down_to(delta.min())`; n_fixed, mode,
     window: as `merge_into_kept` (window None: every kept key but the sinks).
     """
-    b, h, t, d = keys.shape
-    k, e = keep.shape[-1], evict.shape[-1]
+    b, h, _, d = keys.shape
+    k = keep.shape[-1]
     out_k, out_v, out_w = keys.new_empty(b, h, k, d), values.new_empty(b, h, k, d), weight.new_empty(b, h, k)
-
-    def flat(x: torch.Tensor, *shape: int) -> np.ndarray:  # (B, H, ...) -> (B*H, ...) numpy view
-        return x.contiguous().reshape(b * h, *shape).numpy()
 
     if delta is None:  # no turn: an empty table (no rotated pairs, every dim copied)
         rows, table = np.zeros((b * h, k), np.int64), np.zeros((1, 0), np.float32)
     else:
-        rows, table = flat(-delta.long(), k), table.contiguous().numpy()
+        rows, table = _flat(-delta.long()), table.contiguous().numpy()
     half = table.shape[-1] // 2
     c = k - n_fixed
-    _cut(flat(keys, t, d), flat(values, t, d), flat(weight.float(), t), flat(keep.long(), k), flat(evict.long(), e),
+    _cut(_flat(keys), _flat(values), _flat(weight.float()), _flat(keep.long()), _flat(evict.long()),
          rows, table, half, n_fixed, window if window is not None and c > window else 0, MODE_CODE[mode],
-         flat(out_k, k, d), flat(out_v, k, d), flat(out_w, k))
+         _flat(out_k), _flat(out_v), _flat(out_w))
     return out_k, out_v, out_w
 
 
