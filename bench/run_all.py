@@ -416,11 +416,12 @@ MATRIX_SOURCES = {
 def section_redundancy_matrix() -> str:
     """One table of the stage-W2 one-needle runs: world x policy x signal against the budget (issue 16)."""
     stems = list(MATRIX_SOURCES) + sorted(p.stem for p in common.RESULTS.glob("quality_stage_w2_matrix_*.json"))
-    cells, dates = {}, []
+    cells, dates, used = {}, [], []
     for stem in stems:
         data = common.read_json(stem)
         if not data:
             continue
+        used.append(stem)
         dates.append(data["machine"]["date"][:16])
         for r in data["results"]:
             if MATRIX_SOURCES.get(stem) and r["policy"] not in MATRIX_SOURCES[stem]:
@@ -439,7 +440,7 @@ def section_redundancy_matrix() -> str:
            "Right answers / questions [95% Wilson] on the same 40 held-out one-needle videos of 5 minutes (1 h: the "
            "same videos stretched to 60 minutes, 750 tokens, frame skip on); budgets are fractions of the full "
            "cache's 7,503 tokens; signal on = redundancy threshold 0.9 with the lower-quartile rule for a frame's "
-           f"text tokens. Runs {min(dates)} .. {max(dates)} UTC; files: {', '.join(f'`{s}`' for s in stems if common.read_json(s))}; "
+           f"text tokens. Runs {min(dates)} .. {max(dates)} UTC; files: {', '.join(f'`{s}`' for s in used)}; "
            "the per-file sections above give each command, machine and the paired tests. Empty cell: not run.\n\n"
            "| world | configuration | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols) + "\n")
     for world in ("clean", "noisy"):
