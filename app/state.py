@@ -61,7 +61,7 @@ class UiSettings:
     empty_timeout_s: float = 60.0  # a session without a video, unused this long, is dropped; so is any
     # session unused this long when the server is full and a newcomer needs its slot (an open page polls
     # every second, so only a closed tab or a departed API client goes unused this long)
-    skip: SkipConfig | None = None  # frames that barely differ from the last one fed are not fed; None: feed all
+    skip: SkipConfig | None = SkipConfig()  # frames that barely differ from the last one fed are not fed; None: feed all
 
     def __post_init__(self):
         if not (math.isfinite(self.fps) and self.fps > 0):

@@ -49,7 +49,7 @@ def session_runs(model_name: str, budget: int, seconds: int, policies: list[str]
     if not video.is_file():
         video.parent.mkdir(parents=True, exist_ok=True)
         write_sample(video, seconds=seconds, fps=1, frame_size=96)
-    sessions = {p: StreamSession(adapter, common.window(p, budget)) for p in policies}
+    sessions = {p: StreamSession(adapter, common.window(p, budget), skip=None) for p in policies}  # time every frame
     clocks = {p: common.instrument(s.cache) for p, s in sessions.items()}
     per = {p: {"chunk_s": [], "compress_s": [], "frames": 0, "stopped_at_s": None} for p in policies}
     for chunk in iter_chunks(video, SamplerConfig(fps=1.0, chunk_frames=4, max_side=96)):

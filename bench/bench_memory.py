@@ -38,7 +38,7 @@ def worker(args) -> None:
     from streamer.session import StreamSession
 
     adapter = load_model("tiny-random")
-    session = StreamSession(adapter, common.window(args.worker, args.budget))
+    session = StreamSession(adapter, common.window(args.worker, args.budget), skip=None)  # every frame: the worst case
     proc = psutil.Process()
     samples, stopped, start = [], None, time.perf_counter()
     for chunk in iter_chunks(args.video, SamplerConfig(fps=1.0, chunk_frames=4, max_side=96)):

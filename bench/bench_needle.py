@@ -36,7 +36,7 @@ def run(adapter, video, window, seconds: float) -> tuple[list[dict], float | Non
     the cache). Returns (rows, video time where the positions ran out or None, seconds spent ingesting, session)."""
     from streamer.session import StreamSession
 
-    session = StreamSession(adapter, window)
+    session = StreamSession(adapter, window, skip=None)  # every sampled frame: what the cache alone keeps
     rows, stopped = watch_and_ask(session, video)
     return rows, stopped, session.ingest_seconds, session
 

@@ -1,4 +1,5 @@
-"""Skip frames that barely differ from the last frame fed to the model (opt-in, before the language model).
+"""Skip frames that barely differ from the last frame fed to the model, before the language model (on by
+default in the session, the CLI and the UI).
 
 Most seconds of a lecture, a room camera or a game screen look like the second before; such a frame costs
 a vision-tower pass, tokens, compute and budget for nothing. `StaticSkipper.keep(frame)` compares the frame
@@ -15,9 +16,10 @@ exactly, so the comparison is built to ignore what is not a change of content:
   reference.
 
 Skipped frames are not sent through the model, but time goes on: the next fed frame carries its own
-timestamp, and `max_gap_s` feeds a frame at least that often even if nothing changed. Deliberately not here:
-the sampler (`frames.py`) and the session that calls this (`session.py`); the cache-side signal for
-frames that were fed but repeat their predecessor (`WindowConfig.redundancy`).
+timestamp, and `max_gap_s` feeds a frame at least that often even if nothing changed (so an object smaller
+than `min_area` reaches the model at the latest `max_gap_s` after it appeared, if it stays that long).
+Deliberately not here: the sampler (`frames.py`) and the session that calls this (`session.py`); the
+cache-side signal for frames that were fed but repeat their predecessor (`WindowConfig.redundancy`).
 """
 
 from __future__ import annotations

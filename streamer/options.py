@@ -76,6 +76,11 @@ def redundancy_arg(text: str) -> float | str | None:
     return None if word in ("off", "none") else float_in(-1, 1, low_open=True)(text)
 
 
+def skip_arg(text: str) -> float | None:
+    """--skip-static: "off" or "none" (None: feed every frame), or the changed area in [0, 1) that feeds one."""
+    return None if text.strip().lower() in ("off", "none") else float_in(0, 1)(text)
+
+
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
 MAX_NEW_TOKENS = int_in(1, 4096)  # longest answer in tokens
 
@@ -106,10 +111,11 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
                         "their values, same place) at which a token counts as a repeat, or off (default: the "
                         "policy's, 0.9 for combined, off for the others)")
-    p.add_argument("--skip-static", type=float_in(0, 1), nargs="?", const=SkipConfig.min_area, default=None,
-                   metavar="AREA", help="do not feed frames that barely differ from the last one fed: a frame is "
-                   f"fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "
-                   f"and slow pans do not count; one frame every {SkipConfig.max_gap_s:g} s is fed regardless)")
+    p.add_argument("--skip-static", type=skip_arg, nargs="?", const=SkipConfig.min_area, default=SkipConfig.min_area,
+                   metavar="AREA|off", help="do not feed frames that barely differ from the last one fed: a frame "
+                   f"is fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "
+                   f"and slow pans do not count; one frame every {SkipConfig.max_gap_s:g} s is fed regardless); "
+                   "off feeds every sampled frame")
 
 
 def skip_config(args: argparse.Namespace) -> SkipConfig | None:

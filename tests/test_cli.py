@@ -33,12 +33,12 @@ def test_json_answer_within_budget(video):
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(lines) == 1
     ans = lines[0]
-    for key in ("question", "answer", "video_time_s", "frames_ingested", "kv_tokens", "kv_bytes",
-                "peak_kv_bytes", "rss_bytes", "ingest_seconds", "policy", "budget", "model"):
+    for key in ("question", "answer", "video_time_s", "frames_ingested", "frames_skipped", "kv_tokens", "kv_bytes",
+                "peak_kv_bytes", "rss_bytes", "ingest_seconds", "policy", "budget", "skip_static", "model"):
         assert key in ans
     assert ans["question"] == "what happened?" and ans["model"] == "tiny-random"
     assert ans["kv_tokens"] <= 256 and ans["budget"] == 256 and ans["policy"] == "combined"
-    assert ans["frames_ingested"] == 20 and ans["video_time_s"] == pytest.approx(19.0, abs=0.3)
+    assert ans["frames_ingested"] + ans["frames_skipped"] == 20 and ans["video_time_s"] == pytest.approx(19.0, abs=0.3)
     assert 0 < ans["kv_bytes"] <= ans["peak_kv_bytes"]
     assert "random weights" in out.stderr and "Traceback" not in out.stderr
 
@@ -49,8 +49,9 @@ def test_questions_at_times_see_only_the_past(video, capsys):
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["question"] for r in rows] == ["early?", "late?"]
-    assert rows[0]["video_time_s"] == pytest.approx(5.0, abs=0.3) and rows[0]["frames_ingested"] == 6
-    assert rows[1]["video_time_s"] == pytest.approx(12.0, abs=0.3) and rows[1]["frames_ingested"] == 13
+    seen = [r["frames_ingested"] + r["frames_skipped"] for r in rows]  # sampled so far, fed or skipped
+    assert rows[0]["video_time_s"] == pytest.approx(5.0, abs=0.3) and seen[0] == 6
+    assert rows[1]["video_time_s"] == pytest.approx(12.0, abs=0.3) and seen[1] == 13
 
 
 def test_prompt_mode_answers_until_eof(video):

@@ -18,7 +18,8 @@ def hour_video(tmp_path_factory):
 
 
 def test_hour_long_replay_keeps_memory_flat(hour_video):
-    session = StreamSession(load_model("tiny-random"), WindowConfig(policy="combined", budget=192))
+    # every frame fed (skip=None): the cache's worst case, 3,600 frames through a 192-token budget
+    session = StreamSession(load_model("tiny-random"), WindowConfig(policy="combined", budget=192), skip=None)
     trace = []  # (video time, kv bytes, rss)
     for chunk in iter_chunks(str(hour_video), SamplerConfig(fps=1.0, max_side=96, chunk_frames=8)):
         session.ingest(chunk)

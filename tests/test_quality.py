@@ -80,11 +80,11 @@ def test_task_seed_ranges_do_not_overlap_and_are_never_trained_on():
 def test_kept_is_one_with_the_full_cache_and_zero_once_evicted(adapter):
     video = quality.make_video("needle", 0, 40.0)
     event = video.script.events[0]
-    full = StreamSession(adapter, WindowConfig(policy="full", budget=None))
+    full = StreamSession(adapter, WindowConfig(policy="full", budget=None), skip=None)  # every frame: exact kept counts
     assert quality.stream(full, video.frames()) is None
     assert quality.kept_fraction(full, video.script, video.qas[0]) == pytest.approx(1.0)
     # sink + recent with room for about 3 frames: an object that left more than 4 s before the end is gone
-    small = StreamSession(adapter, WindowConfig(policy="sink-recent", budget=3 * (adapter.tokens_per_frame + 16)))
+    small = StreamSession(adapter, WindowConfig(policy="sink-recent", budget=3 * (adapter.tokens_per_frame + 16)), skip=None)
     quality.stream(small, video.frames())
     kept = quality.kept_fraction(small, video.script, video.qas[0])
     if event.end_s < 40.0 - 5:

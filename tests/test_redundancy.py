@@ -1,5 +1,5 @@
 """Redundancy-aware streaming: the cache's temporal-redundancy signal (`WindowConfig.redundancy`) and the
-opt-in skip of unchanged frames before the model (`streamer.change`). Properties, parametrized over the
+skip of unchanged frames before the model, on by default (`streamer.change`). Properties, parametrized over the
 policies like the other cache tests; random tensors, tiny random models, frames made in the test."""
 
 import numpy as np
@@ -214,7 +214,7 @@ def test_budget_above_the_stream_gives_the_full_cache_logits(adapter, policy):
     _, chunks = world_chunks(12)
     logits = []
     for window in (WindowConfig(policy="full", budget=None), WindowConfig(policy=policy, budget=1900, redundancy=0.9)):
-        session = StreamSession(adapter, window)
+        session = StreamSession(adapter, window, skip=None)  # every frame fed
         for c in chunks:
             session.ingest(c)
         logits.append(session._forward(session._question_prompt("What is on screen?", 4)))
@@ -262,6 +262,21 @@ def test_a_frame_that_changes_is_never_skipped():
     assert skipper.skipped == 19
 
 
+@pytest.mark.parametrize("side, first_fed", [(0.10, 10), (0.15, 10), (0.25, 1)])
+def test_a_small_object_that_stays_reaches_the_model_within_the_gap(side, first_fed):
+    """The skip's known blind spot (an object under its area) costs at most `max_gap_s` of delay."""
+    cfg = SkipConfig()
+    skipper = StaticSkipper(cfg)
+    base = np.full((192, 192, 3), 120, np.uint8)
+    assert skipper.keep(Frame(base, 0.0))
+    with_object = base.copy()
+    s = int(192 * side)
+    with_object[50:50 + s, 50:50 + s] = (230, 40, 40)  # appears at 1 s and stays
+    fed = [t for t in range(1, 30) if skipper.keep(Frame(with_object, float(t)))]
+    assert fed[0] == first_fed  # a large object at once, one under the area when the gap forces a frame
+    assert all(b - a == cfg.max_gap_s for a, b in zip(fed, fed[1:]))  # then nothing changes: one every gap
+
+
 def test_signature_cancels_a_global_gain():
     image = np.random.default_rng(2).integers(40, 200, (64, 64, 3)).astype(np.uint8)
     brighter = np.clip(image.astype(np.float32) * 1.1, 0, 255).astype(np.uint8)
@@ -276,7 +291,7 @@ def test_skip_settings_are_checked():
 
 def test_session_with_skip_feeds_fewer_frames_keeps_times_increasing_and_answers(adapter):
     script, chunks = world_chunks(24)
-    session = StreamSession(adapter, WindowConfig(policy="combined", budget=512), skip=SkipConfig())
+    session = StreamSession(adapter, WindowConfig(policy="combined", budget=512))  # the skip is on by default
     fed_times = []
     for c in chunks:
         before = session.frames_ingested
@@ -291,6 +306,10 @@ def test_session_with_skip_feeds_fewer_frames_keeps_times_increasing_and_answers
     assert session.answer("What is on screen?", max_new_tokens=3) is not None
     session.reset()
     assert session.stats()["frames_skipped"] == 0
+    every = StreamSession(adapter, WindowConfig(policy="combined", budget=512), skip=None)  # None: feed them all
+    for c in chunks:
+        every.ingest(c)
+    assert every.stats()["frames_skipped"] == 0 and every.frames_ingested == 24
 
 
 def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
@@ -298,10 +317,15 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
     from streamer.world.sample_video import write_sample
 
     video = str(write_sample(tmp_path / "static.mp4", seconds=30, fps=2))
-    assert main([video, "--model", "tiny-random", "-q", "what?", "--json", "--max-new-tokens", "2", "--skip-static",
-                 "--redundancy", "0.9", "--budget", "256"]) == 0
-    row = __import__("json").loads(capsys.readouterr().out.splitlines()[0])
-    assert row["frames_ingested"] < 30 and row["frames_ingested"] + row["frames_skipped"] == 30 and row["video_time_s"] == pytest.approx(29.0, abs=0.6)
+    common = [video, "--model", "tiny-random", "-q", "what?", "--json", "--max-new-tokens", "2", "--budget", "256"]
+    for flags in ([], ["--skip-static", "--redundancy", "0.9"], ["--skip-static", "0.5"], ["--skip-static", "off"]):
+        assert main(common + flags) == 0
+        row = __import__("json").loads(capsys.readouterr().out.splitlines()[0])
+        assert row["frames_ingested"] + row["frames_skipped"] == 30 and row["video_time_s"] == pytest.approx(29.0, abs=0.6)
+        if flags[-1:] == ["off"]:  # every sampled frame fed
+            assert row["skip_static"] is None and row["frames_skipped"] == 0
+        else:  # on by default, and with the bare flag: the static stretches are not fed
+            assert row["skip_static"] == (0.5 if "0.5" in flags else SkipConfig.min_area) and row["frames_ingested"] < 30
     assert row["redundancy"] == 0.9 and row["policy"] == "combined"
     for bad in (["--skip-static", "1.5"], ["--redundancy", "2"], ["--redundancy", "-1"]):
         with pytest.raises(SystemExit) as err:
@@ -310,16 +334,17 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
     assert "must be a number in" in capsys.readouterr().err
 
 
-def test_ui_sessions_skip_when_the_server_says_so(adapter):
+@pytest.mark.parametrize("settings, skips", [({}, True), ({"skip": None}, False)])
+def test_ui_sessions_skip_unless_the_server_says_not_to(adapter, settings, skips):
     from streamer.app.registry import SessionRegistry
     from streamer.app.state import UiSettings
 
-    registry = SessionRegistry(adapter, WindowConfig(budget=256), UiSettings(skip=SkipConfig()))
+    registry = SessionRegistry(adapter, WindowConfig(budget=256), UiSettings(**settings))
     user = registry.get("static")
     _, chunks = world_chunks(24)
     for c in chunks:
         user.session.ingest(c)
     user.refresh_stats()
-    assert user.stats["frames_skipped"] > 0
+    assert (user.stats["frames_skipped"] > 0) == skips
     assert user.stats["frames_ingested"] + user.stats["frames_skipped"] == 24
     registry.drop("static")

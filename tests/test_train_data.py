@@ -21,7 +21,7 @@ class ScriptedSession(StreamSession):
     """A session that 'generates' the given answers and records every token id it feeds the model."""
 
     def __init__(self, adapter, answers: list[str]):
-        super().__init__(adapter, WindowConfig(policy="full", budget=None))
+        super().__init__(adapter, WindowConfig(policy="full", budget=None), skip=None)  # examples hold every frame
         self.fed: list[int] = []
         tok, eou = adapter.tokenizer, adapter.eos_token_ids[0]
         self.planned = [tok(" " + a, add_special_tokens=False)["input_ids"] + [eou] for a in answers]

@@ -52,7 +52,9 @@ def adapter():
 @pytest.fixture(scope="module")
 def app(adapter):
     # every test client comes from 127.0.0.1: let that address hold every slot
-    settings = UiSettings(realtime=True, chunk_frames=2, max_new_tokens=8, max_sessions_per_client=16)
+    # skip=None: these tests count and evict every frame (the default skip is tested in test_redundancy.py
+    # and, through a real server, in test_checkpoints.py)
+    settings = UiSettings(realtime=True, chunk_frames=2, max_new_tokens=8, max_sessions_per_client=16, skip=None)
     demo = build_demo(adapter, window=WindowConfig(policy="combined", budget=BUDGET), settings=settings)
     port = free_port()
     launch(demo, port=port, prevent_thread_lock=True, quiet=True)
@@ -375,7 +377,7 @@ def test_a_question_before_any_video_says_so(adapter, videos):
 
 def test_webcam_frames_are_throttled_to_fps_and_all_ingested(adapter, monkeypatch, videos):
     monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 0.3)
-    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1))
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1, skip=None))
     user = registry.get("cam")
     image = np.zeros((48, 64, 3), np.uint8)
     results = []
@@ -415,7 +417,7 @@ def test_a_model_slower_than_the_webcam_shows_its_lag_and_warns(adapter, monkeyp
     slow = StreamSession.ingest
     monkeypatch.setattr(StreamSession, "ingest",
                         lambda self, chunk: time.sleep(0.3 * len(chunk.frames)) or 0.3 * len(chunk.frames) + slow(self, chunk))
-    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1))
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1, skip=None))
     user = registry.get("slowcam")
     image = np.zeros((48, 64, 3), np.uint8)
     start = time.monotonic()
@@ -486,7 +488,7 @@ class FailingSource(VideoSource):
 
 
 def test_a_feed_that_fails_shows_its_error_and_keeps_what_it_saw(adapter):
-    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(chunk_frames=1))
+    registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(chunk_frames=1, skip=None))
     user = registry.get("flaky")
     feed = user.start_video(FailingSource(), "flaky.mp4")
     assert feed.join(30)

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(kv=f"{session.stats()['kv_tokens']}/{args.budget}")
         bar.close()
     stats = session.stats()
-    print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames): "
+    print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames fed, "
+          f"{stats['frames_skipped']} unchanged ones skipped): "
           f"{cache_line(stats)}")
     print(f"peak KV memory {stats['peak_kv_bytes'] / 2**20:.1f} MB; a full cache would hold all "
           f"{stats['seen_tokens']} tokens ({stats['seen_tokens'] / args.budget:.1f}x the budget) and keep "
