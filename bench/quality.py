@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> None:
                     "(e.g. --redundancy off 0.9)")  # fmt: skip
     ap.add_argument("--max-gap", type=lambda t: None if t == "budget" else int(t), default=0,
                     help="WindowConfig.max_gap of the bounded policies: positions, or 'budget'")
-    ap.add_argument("--skip", choices=["off", "on", "both"], default="off", help="skip unchanged frames before the model")
+    ap.add_argument("--skip", choices=["off", "on", "both"], default="off",
+                    help="skip unchanged frames before the model (off here: the cache alone; the CLI and UI default to on)")
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
     ap.add_argument("--threads", type=int, default=2)
