@@ -78,7 +78,15 @@ def redundancy_arg(text: str) -> float | str | None:
 
 def skip_arg(text: str) -> float | None:
     """--skip-static: "off" or "none" (None: feed every frame), or the changed area in [0, 1) that feeds one."""
-    return None if text.strip().lower() in ("off", "none") else float_in(0, 1)(text)
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1) or off, got {text!r}")
+    return value
 
 
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
