@@ -52,18 +52,22 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
-    """An argparse `type=` that accepts a finite number in [low, high], or (low, high] if `low_open`."""
-    interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+def float_in(low: float, high: float, low_open: bool = False, high_open: bool = False,
+             off: bool = False) -> Callable[[str], float | None]:
+    """An argparse `type=` that accepts a finite number in [low, high] (open at either end if asked), and with
+    `off` also the words "off" and "none" (None)."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
 
-    def parse(text: str) -> float:
+    def parse(text: str) -> float | None:
+        if off and text.strip().lower() in ("off", "none"):
+            return None
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not (low < value <= high if low_open else low <= value <= high):  # NaN fails both
-            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text!r}")
-        return value
+        if not ((low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}{' or off' if off else ''}, got {text!r}")
+        return value  # NaN failed both comparisons above
 
     return parse
 
@@ -74,19 +78,6 @@ def redundancy_arg(text: str) -> float | str | None:
     if word == "policy":
         return word
     return None if word in ("off", "none") else float_in(-1, 1, low_open=True)(text)
-
-
-def skip_arg(text: str) -> float | None:
-    """--skip-static: "off" or "none" (None: feed every frame), or the changed area in [0, 1) that feeds one."""
-    if text.strip().lower() in ("off", "none"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 <= value < 1:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1) or off, got {text!r}")
-    return value
 
 
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
@@ -119,7 +110,7 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
                         "their values, same place) at which a token counts as a repeat, or off (default: the "
                         "policy's, 0.9 for combined, off for the others)")
-    p.add_argument("--skip-static", type=skip_arg, nargs="?", const=SkipConfig.min_area, default=SkipConfig.min_area,
+    p.add_argument("--skip-static", type=float_in(0, 1, high_open=True, off=True), nargs="?", const=SkipConfig.min_area, default=SkipConfig.min_area,
                    metavar="AREA|off", help="do not feed frames that barely differ from the last one fed: a frame "
                    f"is fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "
                    f"and slow pans do not count; one frame every {SkipConfig.max_gap_s:g} s is fed regardless); "
