@@ -152,7 +152,8 @@ def stats_html(stats: dict) -> str:
         ("kv_mb", "KV MB (budget, peak)", f"{mb(stats.get('kv_bytes'))} ({mb(stats.get('budget_bytes'))}, "
                                            f"{mb(stats.get('peak_kv_bytes'))})"),
         ("frames", "frames ingested", str(stats.get("frames_ingested", 0))),
-        ("skipped", "frames skipped (unchanged)", str(stats.get("frames_skipped", 0))),
+        ("skipped", "frames skipped (unchanged)",
+         "off" if "skip_static" in stats and stats["skip_static"] is None else str(stats.get("frames_skipped", 0))),
         ("video", "video time (s)", f"{stats.get('video_time_s', 0.0):.1f}"),
         ("evicted", "evicted", str(stats.get("evicted", 0))),
         ("merged", "merged", str(stats.get("merged", 0))),

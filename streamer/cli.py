@@ -170,7 +170,7 @@ def answer_one(session: StreamSession, question: str, args: argparse.Namespace) 
             "peak_kv_bytes": s["peak_kv_bytes"], "rss_bytes": s["rss_bytes"],
             "ingest_seconds": s["ingest_seconds"], "answer_seconds": round(time.perf_counter() - start, 3),
             "policy": s["policy"], "merge": s["merge"], "redundancy": s["redundancy"],
-            "skip_static": args.skip_static, "budget": s["budget"], "evicted": s["evicted"],
+            "skip_static": s["skip_static"], "budget": s["budget"], "evicted": s["evicted"],
             "merged": s["merged"], "model": args.model,
         }), flush=True)  # json.dumps escapes control characters itself
         return

@@ -201,6 +201,7 @@ class StreamSession:
         s.update(
             frames_ingested=self.frames_ingested,
             frames_skipped=self.skipper.skipped if self.skipper is not None else 0,
+            skip_static=self.skipper.cfg.min_area if self.skipper is not None else None,  # None: every frame fed
             video_time_s=self.video_time_s,
             ingest_seconds=round(self.ingest_seconds, 3),
             peak_kv_bytes=self.peak_kv_bytes,

@@ -299,6 +299,8 @@ def test_session_with_skip_feeds_fewer_frames_keeps_times_increasing_and_answers
         fed_times += [None] * (session.frames_ingested - before)
     stats = session.stats()
     assert stats["frames_skipped"] > 0 and stats["frames_ingested"] + stats["frames_skipped"] == 24
+    assert stats["skip_static"] == SkipConfig.min_area
+    assert StreamSession(adapter, WindowConfig(policy="combined", budget=512), skip=None).stats()["skip_static"] is None
     assert session.video_time_s == 23.0  # time moved on to the last frame, fed or not
     lay = session.cache.layers[0]
     times = lay.times[0, 0][~lay.times[0, 0].isnan()]

@@ -582,6 +582,8 @@ def test_stats_and_status_html():
                        ("evicted", "40"), ("merged", "39"), ("rss", "500"), ("kept", "10 / 100 / 10")]:
         assert f'data-stat="{key}" style="font-size:16px;font-weight:600">{value}<' in html
     assert "no limit" in plots.stats_html({"budget": None})
+    assert 'data-stat="skipped" style="font-size:16px;font-weight:600">off<' in plots.stats_html({"skip_static": None})
+    assert 'font-weight:600">3<' in plots.stats_html({"skip_static": 0.04, "frames_skipped": 3})
     status = plots.status_html("<b>x</b>", progress=1.7, error="bad & worse")
     assert "&lt;b&gt;x&lt;/b&gt;" in status and 'data-pct="100"' in status and "bad &amp; worse" in status
     assert "progress" not in plots.status_html("idle")
