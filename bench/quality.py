@@ -289,6 +289,11 @@ def summarise(rows: list[dict]) -> dict:
         out["needle_in_cache"] = acc([r for r in kept if r["kept"] > 0])
         out["needle_evicted"] = acc([r for r in kept if r["kept"] == 0])
         out["mean_kept"] = round(sum(r["kept"] for r in kept) / len(kept), 4)
+    deep = [r for r in kept if r.get("depth") is not None]
+    if deep:  # where in the video the needle was: first, middle, last third
+        thirds = [[r for r in deep if min(int(r["depth"] * 3), 2) == i] for i in range(3)]
+        out["by_depth"] = [{**acc(t), "mean_kept": round(sum(r["kept"] for r in t) / len(t), 4) if t else None}
+                           for t in thirds]
     repeats = [r for r in rows if "repeats_first" in r]
     if repeats:
         out["repeats_first_answer"] = {"n": len(repeats), "count": sum(r["repeats_first"] for r in repeats)}
@@ -314,6 +319,10 @@ def line(result: dict) -> str:
     if "needle_in_cache" in result["summary"]:
         a, b = result["summary"]["needle_in_cache"], result["summary"]["needle_evicted"]
         text += f"\n{'':30s}needle kept {a['right']}/{a['n']}, needle evicted {b['right']}/{b['n']}"
+    if "by_depth" in result["summary"]:
+        text += f"\n{'':30s}needle in the first / middle / last third: " + " | ".join(
+            f"{d['right']}/{d['n']} right, {d['mean_kept'] if d['n'] else 0:.2f} of it kept"
+            for d in result["summary"]["by_depth"])
     if "repeats_first_answer" in result["summary"]:
         r = result["summary"]["repeats_first_answer"]
         text += f"\n{'':30s}later answers repeating a wrong first answer: {r['count']}/{r['n']}"
@@ -358,7 +367,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/quality[_quick].json)")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                     help="pool these result files (same model, different --first) into --out, run nothing")
+    ap.add_argument("--show", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print the summary of these result files (accuracy, needle by depth), run nothing")
     args = ap.parse_args(argv)
+    if args.show:
+        for path in args.show:
+            print(path)
+            for r in json.loads(path.read_text())["results"]:
+                print(line({**r, "summary": summarise(r["answers"])}))
+        return
     if args.merge:
         if args.out is None:
             ap.error("--merge needs --out")

@@ -121,6 +121,12 @@ def test_summarise_counts_kinds_kept_and_repeats():
     assert s["by_kind"]["needle_digit"]["n"] == 2 and s["by_kind"]["count"]["accuracy"] == 1.0
     assert s["needle_in_cache"]["right"] == 1 and s["needle_evicted"]["right"] == 0
     assert s["mean_kept"] == 0.5 and s["repeats_first_answer"] == {"n": 2, "count": 1}
+    rows[0]["depth"], rows[1]["depth"] = 0.1, 1.0  # the first third, and the very end counts in the last
+    by_depth = quality.summarise(rows)["by_depth"]
+    assert [d["n"] for d in by_depth] == [1, 0, 1] and by_depth[0]["mean_kept"] == 1.0 and by_depth[2]["right"] == 0
+    assert "needle in the first / middle / last third: 1/1 right, 1.00 of it kept | 0/0" in quality.line(
+        {"task": "needle", "seconds": 300.0, "policy": "combined", "budget_tokens": 150, "world": "clean",
+         "redundancy": 0.9, "skip": False, "stopped": [], "summary": quality.summarise(rows)})
 
 
 def test_one_configuration_end_to_end_within_budget(adapter):
