@@ -74,10 +74,12 @@ def float_in(low: float, high: float, low_open: bool = False, high_open: bool = 
 
 def redundancy_arg(text: str) -> float | str | None:
     """--redundancy: "off" or "none" (None), "policy" (the policy's default), or a cosine threshold in (-1, 1]."""
-    word = text.strip().lower()
-    if word == "policy":
-        return word
-    return None if word in ("off", "none") else float_in(-1, 1, low_open=True)(text)
+    if text.strip().lower() == "policy":
+        return "policy"
+    try:
+        return float_in(-1, 1, low_open=True, off=True)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a number in (-1, 1], off or policy, got {text!r}") from None
 
 
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video

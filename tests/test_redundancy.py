@@ -329,11 +329,12 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
         else:  # on by default, and with the bare flag: the static stretches are not fed
             assert row["skip_static"] == (0.5 if "0.5" in flags else SkipConfig.min_area) and row["frames_ingested"] < 30
     assert row["redundancy"] == 0.9 and row["policy"] == "combined"
-    for bad in (["--skip-static", "1.5"], ["--skip-static", "of"], ["--redundancy", "2"], ["--redundancy", "-1"]):
+    for bad, says in ((["--skip-static", "1.5"], "[0, 1) or off"), (["--skip-static", "of"], "[0, 1) or off"),
+                      (["--redundancy", "2"], "(-1, 1], off or policy"), (["--redundancy", "-1"], "(-1, 1], off or policy"),
+                      (["--redundancy", "polcy"], "(-1, 1], off or policy")):
         with pytest.raises(SystemExit) as err:
             main([video, "--model", "tiny-random", *bad])
-        assert err.value.code == 2
-    assert "must be a number in" in capsys.readouterr().err
+        assert err.value.code == 2 and f"must be a number in {says}, got" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("settings, skips", [({}, True), ({"skip": None}, False)])
