@@ -430,15 +430,16 @@ def section_redundancy_matrix() -> str:
                 row, col = ("full cache + skip" if r.get("skip") else "full cache"), "full"
             else:
                 row = f"{r['policy']}, signal {'on' if r.get('redundancy') is not None else 'off'}"
-                col = "1 h" if r["seconds"] >= 3600 else f"{r['budget']:.0%}"
+                col = ("1 h" if r.get("skip") else "1 h, no skip") if r["seconds"] >= 3600 else f"{r['budget']:.0%}"
             a = r["summary"]["all"]
             cells[(r.get("world", "clean"), row, col)] = f"{a['right']}/{a['n']} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
     if not cells:
         return ""
-    cols = ["full", "10%", "5%", "2%", "1 h"]
+    cols = ["full", "10%", "5%", "2%", "1 h", "1 h, no skip"]
     out = ("## 13. Redundancy matrix: one needle, stage-W2 `tiny`, 40 held-out videos per cell (`quality.py`)\n\n"
            "Right answers / questions [95% Wilson] on the same 40 held-out one-needle videos of 5 minutes (1 h: the "
-           "same videos stretched to 60 minutes, 750 tokens, frame skip on); budgets are fractions of the full "
+           "same videos stretched to 60 minutes, 750 tokens, frame skip on, or off in the last column, where fewer "
+           "videos ran); budgets are fractions of the full "
            "cache's 7,503 tokens; signal on = redundancy threshold 0.9 with the lower-quartile rule for a frame's "
            f"text tokens. Runs {min(dates)} .. {max(dates)} UTC; files: {', '.join(f'`{s}`' for s in used)}; "
            "the per-file sections above give each command, machine and the paired tests. Empty cell: not run.\n\n"
