@@ -277,6 +277,9 @@ def _seeds(result: dict) -> set[int]:
 def summarise(rows: list[dict]) -> dict:
     """Accuracy with its Wilson interval, overall and per question kind; needle rows split by `kept`."""
 
+    def mean_kept(rs: list[dict]) -> float | None:
+        return round(sum(r["kept"] for r in rs) / len(rs), 4) if rs else None
+
     def acc(rs: list[dict]) -> dict:
         right = sum(r["correct"] for r in rs)
         low, high = wilson(right, len(rs))
@@ -288,12 +291,11 @@ def summarise(rows: list[dict]) -> dict:
     if kept:
         out["needle_in_cache"] = acc([r for r in kept if r["kept"] > 0])
         out["needle_evicted"] = acc([r for r in kept if r["kept"] == 0])
-        out["mean_kept"] = round(sum(r["kept"] for r in kept) / len(kept), 4)
+        out["mean_kept"] = mean_kept(kept)
     deep = [r for r in kept if r.get("depth") is not None]
     if deep:  # where in the video the needle was: first, middle, last third
         thirds = [[r for r in deep if min(int(r["depth"] * 3), 2) == i] for i in range(3)]
-        out["by_depth"] = [{**acc(t), "mean_kept": round(sum(r["kept"] for r in t) / len(t), 4) if t else None}
-                           for t in thirds]
+        out["by_depth"] = [{**acc(t), "mean_kept": mean_kept(t)} for t in thirds]
     repeats = [r for r in rows if "repeats_first" in r]
     if repeats:
         out["repeats_first_answer"] = {"n": len(repeats), "count": sum(r["repeats_first"] for r in repeats)}

@@ -112,8 +112,8 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                    help="evict frame tokens that repeat the frame before them first: the cosine similarity (of "
                         "their values, same place) at which a token counts as a repeat, or off (default: the "
                         "policy's, 0.9 for combined, off for the others)")
-    p.add_argument("--skip-static", type=float_in(0, 1, high_open=True, off=True), nargs="?", const=SkipConfig.min_area, default=SkipConfig.min_area,
-                   metavar="AREA|off", help="do not feed frames that barely differ from the last one fed: a frame "
+    p.add_argument("--skip-static", type=float_in(0, 1, high_open=True, off=True), nargs="?",
+                   const=SkipConfig.min_area, default=SkipConfig.min_area, metavar="AREA|off", help="do not feed frames that barely differ from the last one fed: a frame "
                    f"is fed when more than AREA of it changed (default {SkipConfig.min_area}; sensor noise, flicker "
                    f"and slow pans do not count; one frame every {SkipConfig.max_gap_s:g} s is fed regardless); "
                    "off feeds every sampled frame")
