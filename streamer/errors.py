@@ -38,6 +38,11 @@ class NotAVideoError(SourceError):
     """The file exists but holds no video stream (random bytes, audio only, ...)."""
 
 
+class NotOneFileError(NotAVideoError):
+    """A file that must be read as the one media file it is (an upload) would make FFmpeg read other files
+    or the network: a playlist, a list of files, an image sequence, or not a file at all."""
+
+
 class UnsupportedCodecError(SourceError):
     """The container has a video stream that no available backend can decode."""
 
@@ -48,6 +53,10 @@ class NoFramesError(SourceError):
 
 class WebcamError(SourceError):
     """No webcam at that index/device, or it cannot be opened."""
+
+
+class OutputError(StreamerError):
+    """The answers cannot be written: stdout refuses them (a full disk, a quota), other than by closing."""
 
 
 class ModelLoadError(StreamerError):

@@ -85,17 +85,20 @@ class SamplerConfig:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
 
-def open_source(source: str | int | os.PathLike, backend: str = "auto") -> VideoSource:
+def open_source(source: str | int | os.PathLike, backend: str = "auto", single_file: bool = False) -> VideoSource:
     """Open a video file, URL (http/https/rtsp/rtmp/...), or webcam (0, "0", "/dev/video0").
 
     Files try PyAV, then decord, then OpenCV (`backend="auto"`), or only the backend named; URLs are
-    read with PyAV and webcams with OpenCV. The chosen decoder is in `.backend` and logged.
-    Raises SourceNotFoundError, NotAVideoError, UnsupportedCodecError, NoFramesError, WebcamError,
-    or ConfigError for an unknown backend.
+    read with PyAV and webcams with OpenCV. The chosen decoder is in `.backend` and logged. A text file
+    is refused (FFmpeg would draw it as video). `single_file=True` (an upload): `source` must be a local
+    file, read by PyAV as the one media file it is; a playlist, image sequence, list of files or URL is
+    refused with NotOneFileError (docs/sources.md).
+    Raises SourceNotFoundError, NotAVideoError, NotOneFileError, UnsupportedCodecError, NoFramesError,
+    WebcamError, or ConfigError for an unknown backend.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return open_video(source, backend)
+    return open_video(source, backend, single_file)
 
 
 def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:

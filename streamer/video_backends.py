@@ -24,6 +24,7 @@ from streamer.errors import (
     ConfigError,
     NoFramesError,
     NotAVideoError,
+    NotOneFileError,
     SourceError,
     SourceNotFoundError,
     UnsupportedCodecError,
@@ -43,8 +44,10 @@ _FILE_BACKENDS = {"decord": DecordSource, "pyav": PyAVSource, "opencv": OpenCVSo
 AUTO_ORDER = ("pyav", "decord", "opencv")
 
 
-def open_video(source: str | int | os.PathLike, backend: str = "auto") -> VideoSource:
+def open_video(source: str | int | os.PathLike, backend: str = "auto", single_file: bool = False) -> VideoSource:
     """See `streamer.frames.open_source`."""
+    if single_file:
+        return _opened(_single_file(source, backend))
     webcam = isinstance(source, str) and _WEBCAM.match(source.strip()) and not Path(source).is_file()
     if isinstance(source, int) or webcam:  # a file named "0" in the working folder stays a file
         if backend not in ("auto", "opencv"):
@@ -74,6 +77,19 @@ def open_video(source: str | int | os.PathLike, backend: str = "auto") -> VideoS
             failures[name] = error
         log.debug("%s: %s cannot read it: %s", path, name, first_line(failures[name]))
     raise _diagnose(path, failures)
+
+
+def _single_file(source: str | int | os.PathLike, backend: str) -> VideoSource:
+    """A local path read as the one media file it is (an upload), by PyAV alone: decord and OpenCV bring their
+    own FFmpeg, which would follow a playlist's entries."""
+    if backend not in ("auto", "pyav"):
+        raise ConfigError(f"a single file (an upload) is read with PyAV only; use backend='auto' or 'pyav', "
+                          f"not {backend!r}")
+    path = os.fspath(source) if not isinstance(source, int) else str(source)
+    if URL.match(path):
+        raise NotOneFileError(f"{path} is a URL; only a video file can be read here")
+    _check_regular_file(path)
+    return PyAVSource(path, single_file=True)
 
 
 def _interruptible(open_stream: Callable[[str], VideoSource], url: str) -> VideoSource:

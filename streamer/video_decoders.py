@@ -18,6 +18,7 @@ a file no backend can read (`streamer.video_backends`); resizing, chunking and p
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import re
 import time
@@ -30,6 +31,7 @@ import numpy as np
 from streamer.errors import (
     NoFramesError,
     NotAVideoError,
+    NotOneFileError,
     SourceError,
     SourceNotFoundError,
     UnsupportedCodecError,
@@ -43,6 +45,14 @@ log = logging.getLogger(__name__)
 URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")  # a URL's scheme
 NETWORK_TIMEOUT_S = 15.0  # a stream that does not open, or sends nothing, for this long is given up
 _LIVE_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "rtp", "udp", "tcp", "srt", "mms"}
+# FFmpeg's text-art demuxers draw any text file (a .txt, .nfo, .asc, ...) as frames of characters: refused always
+TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+# Demuxers that read more than the file they are given: playlists and lists of files (hls, dash, concat, imf),
+# image sequences (image2), sibling files (mlv, vobsub), network sessions (sdp) and scripts (avisynth,
+# vapoursynth). Refused for a single file (an upload), as are the demuxers that read no file at all (devices,
+# lavfi, rtsp, rtp, sap); the CLI reads them where the user named them (docs/sources.md).
+REFERENCE_FORMATS = frozenset({"hls", "dash", "concat", "imf", "image2", "mlv", "vobsub", "sdp", "avisynth",
+                               "vapoursynth"})
 _MAX_BAD_PACKETS = 50  # consecutive undecodable packets before PyAV gives up on a file
 _DECORD_SKIP_AT = 12  # frames; longer gaps use decord's skip_frames() (fixed cost of a few ms per call)
 
@@ -122,16 +132,30 @@ class PyAVSource(VideoSource):
 
     backend = "pyav"
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, single_file: bool = False):
+        """`single_file`: `source` is a local path to read as the one media file it is (an upload): only the
+        file protocol, and no demuxer that reads other files (`_single_file_options`)."""
         self.name = source
         match = URL.match(source)
         scheme = match.group(1).lower() if match else None
         options = {"rtsp_transport": "tcp"} if scheme in ("rtsp", "rtsps") else {}
+        limits = _single_file_options() if single_file else {}
         try:
-            self._container = av.open(source, options=options, timeout=NETWORK_TIMEOUT_S if scheme else None)
+            self._container = av.open(source, options=options, container_options=limits,
+                                      timeout=NETWORK_TIMEOUT_S if scheme else None)
         except (av.FFmpegError, OSError) as error:
             _reraise_interrupt(error)
+            if single_file and isinstance(error, av.ArgumentError):  # the demuxer FFmpeg chose is not allowed
+                raise NotOneFileError(
+                    f"{source} is not a single video file (a playlist, an image sequence or a list of files makes "
+                    "FFmpeg read other files); upload the video itself, e.g. an .mp4, .webm or .mkv file"
+                ) from None
             raise _open_error(source, scheme, error) from error
+        try:
+            _refuse_text(self._container, source)
+        except NotAVideoError:
+            self._container.close()
+            raise
         if not self._container.streams.video:
             kinds = sorted({s.type for s in self._container.streams}) or ["no streams"]
             self._container.close()
@@ -271,6 +295,29 @@ class PyAVSource(VideoSource):
         self._container.close()
 
 
+@functools.cache
+def _single_file_options() -> dict[str, str]:
+    """FFmpeg options that let a demuxer read the file it is given and nothing else: the file protocol only,
+    and every demuxer but `REFERENCE_FORMATS` and those without a file. FFmpeg checks the list after probing
+    and before the demuxer reads anything, so a playlist never opens what it names."""
+    allowed = []
+    for name in sorted(av.formats_available):
+        try:
+            demuxer = av.ContainerFormat(name, "r")
+        except ValueError:  # a muxer only
+            continue
+        if not demuxer.no_file and REFERENCE_FORMATS.isdisjoint(demuxer.name.split(",")):
+            allowed.append(demuxer.name)
+    return {"protocol_whitelist": "file", "format_whitelist": ",".join(allowed)}
+
+
+def _refuse_text(container, source: str) -> None:
+    """NotAVideoError when FFmpeg reads `container` with a text-art demuxer (it draws any text file as video)."""
+    if TEXT_FORMATS.intersection(container.format.name.split(",")):
+        raise NotAVideoError(f"{source} is a text file, not a video (FFmpeg would draw its characters as "
+                             "frames); pass a video file")
+
+
 def _open_error(source: str, scheme: str | None, error: Exception) -> SourceError:
     """The one-line error for a failed `av.open` of a path or URL (`scheme` None for a path)."""
     if isinstance(error, FileNotFoundError):
@@ -333,7 +380,12 @@ class OpenCVSource(VideoSource):
         self.fps = self._cap.get(cv2.CAP_PROP_FPS) or None
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         if not self.is_live:
-            self.duration_s = _header(str(source))[0] or (count / self.fps if count > 0 and self.fps else None)
+            try:
+                duration = _header(str(source))[0]
+            except NotAVideoError:
+                self._cap.release()
+                raise
+            self.duration_s = duration or (count / self.fps if count > 0 and self.fps else None)
         self._t0: float | None = None  # monotonic time of the first live frame
         self._reads = 0
 
@@ -390,10 +442,12 @@ def _duration(container, stream) -> float | None:
 
 def _header(path: str) -> tuple[float | None, int]:
     """What PyAV reads from a file for the other backends: its length from the headers, for truncation
-    warnings (None: unknown), and the display rotation of its first frame in quarter turns (0: none/unknown)."""
+    warnings (None: unknown), and the display rotation of its first frame in quarter turns (0: none/unknown).
+    Raises NotAVideoError for a text file, which the other backends would read as video too."""
     duration = None
     try:
         with av.open(path) as container:
+            _refuse_text(container, path)
             if not container.streams.video:
                 return None, 0
             stream = container.streams.video[0]
