@@ -8,12 +8,13 @@ control characters in text output (an answer's escape sequences, a file name's) 
 (`\\x1b`), never sent to the terminal as such.
 
 Every option is checked before any work starts (before the video is opened and the model loaded).
-Exit codes: 0 done; 2 a user error (missing file, bad option, bad question), one line on stderr, no
-traceback; 130 interrupted (Ctrl-C); 141 stdout was closed (`streamer ... | head -c 5`): it stops
+Exit codes: 0 done; 2 a user error (missing file, bad option, bad question) or a stdout that cannot take
+the answers (`> /dev/full`), one line on stderr, no traceback; 130 interrupted (Ctrl-C); 141 stdout was closed (`streamer ... | head -c 5`): it stops
 quietly, with the status a shell reports for a program ended by SIGPIPE.
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import time
 
 from tqdm import tqdm
 
-from streamer.errors import ConfigError, StreamerError
+from streamer.errors import ConfigError, OutputError, StreamerError
 from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
@@ -160,10 +161,19 @@ def run(args: argparse.Namespace) -> int:
 def answer_one(session: StreamSession, question: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     pieces = session.ask(question, args.max_new_tokens)  # a bad question is refused here, before any output
-    if args.json:
-        answer = "".join(pieces)
-        s = session.stats()
-        print(json.dumps({
+    with _writing_stdout():
+        if args.json:
+            _print_json(session, question, "".join(pieces), start, args)
+            return
+        print(f"[{session.video_time_s:.1f}s] Q: {printable(question)}\nA: ", end="", flush=True)
+        for piece in pieces:
+            print(printable(piece), end="", flush=True)
+        print(flush=True)
+
+
+def _print_json(session: StreamSession, question: str, answer: str, start: float, args: argparse.Namespace) -> None:
+    s = session.stats()
+    print(json.dumps({
             "question": question, "answer": answer, "video_time_s": s["video_time_s"],
             "frames_ingested": s["frames_ingested"], "frames_skipped": s["frames_skipped"],
             "kv_tokens": s["kv_tokens"], "kv_bytes": s["kv_bytes"],
@@ -173,11 +183,21 @@ def answer_one(session: StreamSession, question: str, args: argparse.Namespace) 
             "skip_static": s["skip_static"], "budget": s["budget"], "evicted": s["evicted"],
             "merged": s["merged"], "model": args.model,
         }), flush=True)  # json.dumps escapes control characters itself
-        return
-    print(f"[{session.video_time_s:.1f}s] Q: {printable(question)}\nA: ", end="", flush=True)
-    for piece in pieces:
-        print(printable(piece), end="", flush=True)
-    print(flush=True)
+
+
+@contextlib.contextmanager
+def _writing_stdout():
+    """Turn a write to stdout that fails (`> /dev/full`: no space left) into an OutputError, one line; a
+    closed stdout stays a BrokenPipeError (a quiet stop). Stdout is pointed at /dev/null first, so the
+    interpreter's last flush of what is left cannot fail again with a traceback."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        _discard_stdout()
+        raise OutputError(f"cannot write the answers to stdout ({error.strerror or error}); free some space or "
+                          "send them elsewhere") from None
 
 
 def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
@@ -188,7 +208,8 @@ def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
         sys.stdin.reconfigure(errors="surrogateescape")
     while True:
         try:
-            question = input("you> ")
+            with _writing_stdout():  # the prompt goes to stdout
+                question = input("you> ")
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return
@@ -196,6 +217,8 @@ def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
             continue
         try:
             answer_one(session, question, args)
+        except OutputError:  # nowhere to write the answers: the conversation is over
+            raise
         except StreamerError as err:  # a bad or too-long question must not end the conversation
             print(f"error: {printable(str(err))}", file=sys.stderr)
 
