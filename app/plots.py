@@ -5,7 +5,8 @@
 - `timeline_bins` / `timeline_html`: a strip over the video's length showing which moments are still
   held in the cache, which were seen and forgotten, and which were not seen yet;
 - `layer_budget_html`: tokens held per layer against each layer's budget;
-- `stats_html` / `status_html`: the key numbers and the feed's progress line.
+- `stats_html` / `status_html`: the key numbers and the feed's progress line;
+- `chat_text`: a question or an answer, escaped for the chat.
 
 Nothing here touches Gradio, the model or a session: the inputs are `stats()` values and samples, so the
 functions are tested directly. Figures use matplotlib's object API (no pyplot global state), which is
@@ -168,6 +169,12 @@ def stats_html(stats: dict) -> str:
         for key, label, value in cards
     )
     return f'<div class="stats" style="display:grid;grid-template-columns:repeat(4,1fr);gap:6px">{cells}</div>'
+
+
+def chat_text(text: str) -> str:
+    """A question or an answer as the chat shows it: escaped, so markup typed into a question or read off a
+    video is shown as the text it is, never rendered (the chat renders no Markdown either); line breaks kept."""
+    return html.escape(text).replace("\n", "<br>")
 
 
 def status_html(message: str, progress: float | None = None, error: str | None = None) -> str:

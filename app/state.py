@@ -188,6 +188,8 @@ class Feed:
             else:
                 if not self.stopped:
                     self.state = "done"
+                    if self.source.cut:  # a truncated file: say so, not only in the server's log
+                        self._report(f"{self.label} is cut short: {self.source.cut}")
         except StreamerError as err:
             self._fail(str(err))
         except Exception as err:  # a bug: log it fully, show one line, keep the app alive
@@ -203,7 +205,15 @@ class Feed:
     def _fail(self, message: str) -> None:
         if self.stopped:
             return
-        self.state, self.error = "error", message
+        self.state = "error"
+        self._report(message)
+
+    def _report(self, message: str) -> None:
+        """Show `message` in the page, naming the source by its label: an upload's path on the server (its
+        temporary folder) is none of the user's business."""
+        message = message.replace(self.source.name, self.label) if self.source.name else message
+        if self.state == "error":
+            self.error = message
         user = self._user()
         if user is not None:
             user.report_error(message)

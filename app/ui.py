@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import html
 import logging
 import socket
 import sys
@@ -102,16 +103,17 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         try:
             return registry.get(request.session_hash, create=create, client=client)
         except StreamerError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(html.escape(str(err), quote=False)) from None
 
     def on_upload(path: str | None, request: gr.Request):
         if not path:
             return gr.skip()
         name = Path(path).name
         try:
-            source = open_source(path)
+            source = open_source(path, single_file=True)  # an upload is one file: no playlist, no URL
         except StreamerError as err:  # the old video, its cache and the chat stay as they were
-            raise gr.Error(str(err).replace(str(path), name), title="Cannot read this video") from None
+            message = str(err).replace(str(path), name)  # the server's upload folder is none of the user's business
+            raise gr.Error(html.escape(message, quote=False), title="Cannot read this video") from None
         try:
             user = user_of(request)  # only a readable video takes a session slot
         except gr.Error:
@@ -144,17 +146,18 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         if user is None:
             raise gr.Error(NO_VIDEO, title="Cannot answer")
         base = user.chat
-        asked = {"role": "user", "content": question}
+        asked = {"role": "user", "content": plots.chat_text(question)}
         answer = ""
         yield [*base, asked, {"role": "assistant", "content": "..."}], ""
         try:
             for piece in user.ask(question):
                 answer += piece
-                yield [*base, asked, {"role": "assistant", "content": answer}], ""
+                yield [*base, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
         except StreamerError as err:
             yield base, question  # the chat as it was, the question back in the box to edit
-            raise gr.Error(str(err), title="Cannot answer") from None
-        turn = [asked, {"role": "assistant", "content": answer or "(the model stopped without a word)"}]
+            raise gr.Error(html.escape(str(err), quote=False), title="Cannot answer") from None
+        said = plots.chat_text(answer) if answer else "(the model stopped without a word)"
+        turn = [asked, {"role": "assistant", "content": said}]
         if user.chat is base:  # not cleared meanwhile
             user.chat = [*base, *turn]
         yield [*base, *turn], ""
@@ -172,7 +175,7 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             return (plots.status_html(IDLE_STATUS), plots.stats_html(empty), gr.skip(),
                     plots.timeline_html([], None, 0.0), plots.layer_budget_html([], []), empty)
         for message in user.pop_errors():
-            gr.Warning(message)
+            gr.Warning(html.escape(message, quote=False))  # a toast renders HTML; a file name is text
         stats = user.stats
         plot = gr.skip()
         if user.history.version != user.plot_version:
@@ -212,7 +215,9 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
                     cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", height=240,
                                    elem_id="webcam")
                 status = gr.HTML(plots.status_html(IDLE_STATUS), label="status", elem_id="status")
-                chatbot = gr.Chatbot(label="Chat", height=320, elem_id="chat", feedback_options=None)
+                # questions and answers are text: escaped by plots.chat_text, no Markdown
+                chatbot = gr.Chatbot(label="Chat", height=320, elem_id="chat", feedback_options=None,
+                                     render_markdown=False)
                 with gr.Row():
                     question = gr.Textbox(label="question", show_label=False, scale=5, max_lines=4,
                                           placeholder="Ask about what has been seen so far...",
@@ -268,7 +273,9 @@ def feed_status(user: UserSession) -> str:
     text = {
         "running": f"Watching {feed.label}: {frames}/{feed.expected_frames or '?'} frames, {t:.1f} s{total}. "
                    "Ask at any time.",
-        "done": f"Watched all of {feed.label}: {frames} frames. Ask away.",
+        "done": f"Watched all of {feed.label}: {frames} frames. Ask away." if not feed.source.cut else
+                f"Watched {feed.label} up to {t:.1f} s{total}, where the file is cut short: {frames} frames. "
+                "Ask away.",
         "stopped": f"Stopped watching {feed.label} after {frames} frames.",
         "error": f"Stopped watching {feed.label} after {frames} frames.",
     }[feed.state]

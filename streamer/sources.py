@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.errors import ConfigError, NoFramesError
+from streamer.errors import ConfigError, NoFramesError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,15 @@ EPS = 1e-4  # s; timestamps closer than this count as equal (decord reports floa
 class Frame:
     """One sampled frame."""
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray  # (H, W, 3) uint8 RGB, H and W >= 1
     time_s: float  # presentation time in seconds from the start of the source
+
+    def __post_init__(self):
+        image = self.image
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+                and image.shape[2] == 3 and min(image.shape[:2]) >= 1):
+            what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+            raise ConfigError(f"Frame.image must be an (H, W, 3) uint8 RGB image of at least 1x1 pixels, got {what}")
 
 
 class TimeGrid:
@@ -80,6 +87,7 @@ class VideoSource:
     height: int | None = None
     is_live: bool = False
     frames_decoded: int = 0
+    cut: str | None = None  # why the last read ended early (a truncated or corrupt file), for the user to see
     _empty_is_error = True  # sample() raises NoFramesError when nothing at all came out
 
     def _read(self, grid: TimeGrid) -> Iterator[Frame]:
@@ -123,21 +131,20 @@ class VideoSource:
         return f"<{type(self).__name__} {self.name!r} backend={self.backend} {self.width}x{self.height} fps={self.fps}>"
 
     def _warn_if_cut(self, last_s: float | None, error: Exception | None = None) -> None:
-        """Log a warning when decoding stopped on an error or well before the length the header announces."""
+        """Log a warning, and keep it in `cut`, when decoding stopped on an error or well before the length
+        the header announces."""
+        self.cut = None
         if error is not None:
             where = f"{last_s:.2f} s" if last_s is not None else "the start"
-            log.warning(
-                "%s: decoding stopped at %s (%s); the file is truncated or corrupt, frames up to there were kept",
-                self.name, where, str(error).splitlines()[0] if str(error) else type(error).__name__,
-            )
+            self.cut = (f"decoding stopped at {where} ({first_line(error)}); the file is truncated or corrupt, "
+                        "frames up to there were kept")
         elif self.duration_s and last_s is not None and not self.is_live:
             slack = max(1.0, 3.0 / self.fps) if self.fps else 1.0
             if last_s < self.duration_s - slack:
-                log.warning(
-                    "%s: video ends at %.2f s but its header says %.2f s; the file looks truncated, "
-                    "frames up to there were kept",
-                    self.name, last_s, self.duration_s,
-                )
+                self.cut = (f"video ends at {last_s:.2f} s but its header says {self.duration_s:.2f} s; the file "
+                            "looks truncated, frames up to there were kept")
+        if self.cut:
+            log.warning("%s: %s", self.name, self.cut)
 
 
 class PushSource(VideoSource):
@@ -167,9 +174,10 @@ class PushSource(VideoSource):
         self._last_s = -math.inf
 
     def push(self, image: np.ndarray, time_s: float | None = None) -> bool:
-        """Queue one (H, W, 3) or (H, W, 4) uint8 RGB(A) image; returns False (frame ignored) after close()."""
+        """Queue one (H, W, 3) or (H, W, 4) uint8 RGB(A) image (H, W >= 1); returns False (frame ignored) after
+        close()."""
         image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
             raise ValueError(f"push() expects an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
         image = np.array(image[:, :, :3], copy=True, order="C")  # (H, W, 3); the caller may reuse its buffer
         with self._cond:
