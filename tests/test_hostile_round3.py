@@ -171,7 +171,7 @@ def test_questions_and_answers_are_shown_as_text(app, tmp_path, monkeypatch):
     asked, answered = (m["content"] if isinstance(m["content"], str) else m["content"][0]["text"] for m in chat)
     assert asked == 'see &lt;a href=&quot;x&quot;&gt;link&lt;/a&gt; &lt;details&gt;'
     assert answered == "&lt;details&gt;&lt;b&gt;x&lt;/b&gt;<br>&amp;"
-    assert user.chat == chat or [m["content"] for m in user.chat] == [asked, answered]
+    assert [m["content"] for m in user.chat] == [asked, answered]  # the chat the page gets on its next update
 
 
 # --- 9. smaller ones ------------------------------------------------------------------------------------
