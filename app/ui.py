@@ -198,7 +198,8 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             f"Model **{info['name']}** ({info['family']}, {info['n_layers']} layers) · policy "
             f"**{window.policy}** · budget **{window.budget or 'none'}** tokens per layer "
             f"({window.layer_budget}) · "
-            + ("" if window.redundancy is None else f"repeated frame tokens evicted first (cosine >= {window.redundancy:g}) · ")
+            + ("" if window.resolved.redundancy is None
+               else f"repeated frame tokens evicted first (cosine >= {window.resolved.redundancy:g}) · ")
             + f"{settings.fps:g} frame(s) per second of video"
         )
         if getattr(adapter, "note", None):

@@ -50,8 +50,8 @@ def measure_memory(config, budget: int, seed: int = 0) -> dict:
     meta = metadata_bytes(cache.layers[0])
     kv_per_layer = cache.layers[0].keys.nbytes + cache.layers[0].values.nbytes
     return {
-        "policy": window.policy,
-        "merge": window.merge,
+        "policy": window.resolved.policy,
+        "merge": window.resolved.merge,
         "evict_per": window.evict_per,
         "budget": budget,
         "stream_tokens": seen,

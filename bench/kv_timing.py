@@ -60,8 +60,8 @@ class OneLayerBench:
         c0 = time.process_time()
         self.cache.update(k, v, 0)
         w1, c1 = time.perf_counter(), time.process_time()
-        if self.window.rules.scored:  # what observe() does before compressing
-            layer.score += observed_attention(q, layer.keys, stream.scaling, self.window.obs_window)
+        if layer.observing:  # what observe() does before compressing
+            layer._accumulate("chunk", observed_attention(q, layer.keys, stream.scaling, self.window.obs_window))
         w2, c2 = time.perf_counter(), time.process_time()
         layer.compress()
         w3, c3 = time.perf_counter(), time.process_time()
@@ -77,14 +77,14 @@ class OneLayerBench:
 
     def result(self) -> dict:
         """Medians (and min, max, mean, n) of the recorded samples in ms; per-token cost of scoring + compress."""
-        scored = self.window.rules.scored
+        scored = bool(self.window.resolved.composition.observes("chunk"))
         score = common.summary(self.score_s) if scored else None
         compress = common.summary(self.compress_s)
         score_ms = score["median_ms"] if scored else 0.0
         compress_ms = compress["median_ms"]
         return {
-            "policy": self.window.policy,
-            "merge": self.window.merge,
+            "policy": self.window.resolved.policy,
+            "merge": self.window.resolved.merge,
             "evict_per": self.evict_per,
             "budget": self.budget,
             "chunk": self.chunk,

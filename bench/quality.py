@@ -221,8 +221,8 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
             stopped.append({"seed": video.seed, "stopped_at_s": at})
     return {"task": task, "seconds": None if task in FIXED_LENGTH else seconds, "policy": policy,
             "budget_tokens": tokens, "budget": budget, "videos": videos, "first": first, "stopped": stopped, "world": world,
-            "redundancy": window.redundancy, "skip": skip, "frames_fed": fed,
-            **({"max_gap": window.max_gap} if window.max_gap else {}),
+            "redundancy": window.resolved.redundancy, "skip": skip, "frames_fed": fed,
+            **({"max_gap": window.resolved.max_gap} if window.resolved.max_gap else {}),
             "wall_s": round(time.perf_counter() - start, 1), "kv_bytes_at_end": session.cache.kv_bytes(),
             "summary": summarise(rows), "answers": rows}  # fmt: skip
 

@@ -69,7 +69,7 @@ def _can_fuse(layer: KVWindowLayer, query: torch.Tensor, kwargs: dict) -> bool:
     """The observation window's attention can double as the output of its rows: the layer scores with
     the last queries, one sequence, and nothing beyond plain masked softmax attention is asked for."""
     cfg = layer.cfg
-    return ((cfg.rules.scored or cfg.layer_budget == "adaptive") and cfg.obs_select == "last"
+    return (layer.wants_attention and cfg.obs_select == "last" and not layer.probe
             and query.shape[0] == 1 and not kwargs.get("dropout") and kwargs.get("sliding_window") is None
             and kwargs.get("s_aux") is None and kwargs.get("sinks") is None and kwargs.get("position_bias") is None
             and kwargs.get("softcap") is None)
@@ -95,7 +95,7 @@ def _attend_and_observe(module, layer: KVWindowLayer, query, key, value, attenti
         out = torch.cat([out, tail], dim=1)
     else:
         out = tail.contiguous()
-    layer.observe(query, scaling, seen=probs.sum(dim=(2, 3)))
+    layer.observe(query, scaling, probs=probs)
     return out
 
 

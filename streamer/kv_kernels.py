@@ -1,5 +1,4 @@
-"""A cut as three compiled CPU loops (numba) per layer: the keep priorities (`priority`), the kept tokens
-and their tags (`keep_rows`), and the key/value work (`cut_kv`: gather the kept pairs, merge the evicted ones
+"""A cut as two compiled CPU loops (numba) per layer: the kept tokens and their tags (`keep_rows`), and the key/value work (`cut_kv`: gather the kept pairs, merge the evicted ones
 into them (LOOK-M) and turn the kept keys to their new positions).
 
 Why: on the CPU a cut is about 25 tensor operations per layer for this part alone (an `index_select`
@@ -11,10 +10,10 @@ turned by the target's delta (RoPE is linear: turning a merged key equals mergin
 
 It computes what `kv_layer.compress` computes with `kv_merge.merge_into_kept` and `rope.rotate` (the
 reference path, which CUDA, half precision and `WindowConfig.compiled=False` take), to float32 rounding;
-tests/test_kv_kernels.py holds the two side by side. `priority` is `kv_scoring.keep_priority` (with the
-layer's text and repeat masks) bit for bit, and `keep_rows` the mask, `nonzero` and six `index_select`s
-of the tensor path, so both paths keep the same tokens with the same tags. Deliberately not here: the
-selection of the lowest priorities (torch's top-k, on both paths), where kept keys move (the caller passes
+tests/test_kv_kernels.py holds the two side by side. `keep_rows` is the mask, `nonzero` and five
+`index_select`s of the tensor path, so both paths keep the same tokens with the same tags; `kv_cut.py`
+chooses between the two paths once per layer. Deliberately not here: the keep priorities and the selection
+of the lowest (torch, on both paths), where kept keys move (the caller passes
 the deltas' table rows), M-RoPE's block tags (the caller gathers them).
 """
 
@@ -24,28 +23,13 @@ import numba
 import numpy as np
 import torch
 
-from streamer.vocab import Modality
-
 MODE_CODE = {"none": 0, "average": 1, "pivot": 2, "weighted": 3}
-TEXT = int(Modality.TEXT)  # a plain int: numba compiles it in as a constant
 
 
 def _flat(x: torch.Tensor) -> np.ndarray:
     """(B, H, ...) -> (B*H, ...) numpy view of a contiguous copy (of `x` itself when it is contiguous, so the
     loops write straight into the output tensors)."""
     return x.contiguous().flatten(0, 1).numpy()
-
-
-def priority(score: torch.Tensor | None, modality: torch.Tensor, times: torch.Tensor, similar: torch.Tensor,
-             redundancy: float | None, n_sink: int, recent: int, text_prior: bool) -> torch.Tensor:
-    """`kv_scoring.keep_priority(score, is_text, n_sink, recent, text_prior, redundant)` (B, H, T) float32, with
-    is_text = TEXT-tagged tokens without a video time and redundant = timed tokens whose `similar` >= `redundancy`
-    (None: no repeats), as `kv_layer` forms them; score None: StreamingLLM's newest-first."""
-    out = torch.empty(modality.shape)
-    _priority(_flat(score.float()) if score is not None else np.zeros((1, 0), np.float32), _flat(modality),
-              _flat(times.float()), _flat(similar.float()) if redundancy is not None else np.zeros((1, 0), np.float32),
-              np.float32(redundancy if redundancy is not None else 0.0), n_sink, recent, text_prior, _flat(out))
-    return out
 
 
 class TurnTable:
@@ -64,17 +48,15 @@ class TurnTable:
         return self.rows
 
 
-def keep_rows(evict: torch.Tensor, t: int, tags: tuple[torch.Tensor, ...], decay: float
-              ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def keep_rows(evict: torch.Tensor, t: int, tags: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The kept tokens (B, H, K) int64 in stream order (all T but the ascending `evict` (B, H, E)) and the
-    per-token tags at them: tags = (score, modality, times, position, similar, rotary), each (B, H, T) (float32,
-    int8, float32, int64, float32, int64); similar and rotary may be (B, H, 0) (not kept: passed through). The
-    score comes back multiplied by `decay` (in float32, as torch does)."""
+    per-token tags at them: tags = (modality, times, position, similar, rotary), each (B, H, T) (int8, float32,
+    int64, float32, int64); similar and rotary may be (B, H, 0) (not kept: passed through)."""
     b, h, e = evict.shape
     k = t - e
     keep = torch.empty(b, h, k, dtype=torch.int64)
     out = [x.new_empty(b, h, k) if x.shape[-1] else x for x in tags]
-    _keep_rows(_flat(evict.long()), t, np.float32(decay), *(_flat(x) for x in tags), _flat(keep), *(_flat(x) for x in out))
+    _keep_rows(_flat(evict.long()), t, *(_flat(x) for x in tags), _flat(keep), *(_flat(x) for x in out))
     return keep, out
 
 
@@ -192,40 +174,8 @@ def _cut(src_k, src_v, src_w, keep, evict, rows, table, half, n_fixed, window, m
 
 
 @numba.njit(cache=True, nogil=True)
-def _priority(score, modality, times, similar, threshold, n_sink, recent, text_prior, out):
-    """Per head g: out[g] = the keep priority of `kv_scoring.keep_priority`, in float32 as torch computes it
-    (each step rounded to float32, so ties and the threshold fall as there). score (G, T) or (1, 0) for
-    newest-first; similar (G, T) or (1, 0) for no repeats; threshold float32."""
-    g_n, t_n = modality.shape
-    one, zero = np.float32(1.0), np.float32(0.0)
-    for g in range(g_n):
-        hi = -np.inf
-        for t in range(t_n):
-            out[g, t] = score[g, t] if score.shape[1] else np.float32(t)
-            hi = max(hi, out[g, t])
-        if text_prior:  # text outranks every visual token by more than any score gap
-            bonus = np.float32(max(hi, zero) + one)
-            hi = -np.inf
-            for t in range(t_n):
-                if modality[g, t] == TEXT and np.isnan(times[g, t]):
-                    out[g, t] = np.float32(out[g, t] + bonus)
-                hi = max(hi, out[g, t])
-        if similar.shape[1]:  # repeats go below every other token by more than any gap
-            lo = np.inf
-            for t in range(t_n):
-                lo = min(lo, out[g, t])
-            span = np.float32(np.float32(hi - lo) + one)
-            for t in range(t_n):
-                if not np.isnan(times[g, t]) and similar[g, t] >= threshold:
-                    out[g, t] = np.float32(out[g, t] - span)
-        for t in range(t_n):
-            if t < n_sink or t >= t_n - recent:
-                out[g, t] = np.inf
-
-
-@numba.njit(cache=True, nogil=True)
-def _keep_rows(evict, t_n, decay, score, modality, times, position, similar, rotary,
-               keep, o_score, o_modality, o_times, o_position, o_similar, o_rotary):
+def _keep_rows(evict, t_n, modality, times, position, similar, rotary,
+               keep, o_modality, o_times, o_position, o_similar, o_rotary):
     """Per head g: keep[g] = 0..t_n-1 without evict[g] (ascending), and each tag at those rows."""
     e_n = evict.shape[1]
     for g in range(evict.shape[0]):
@@ -235,7 +185,6 @@ def _keep_rows(evict, t_n, decay, score, modality, times, position, similar, rot
                 x += 1
                 continue
             keep[g, j] = r
-            o_score[g, j] = score[g, r] * decay
             o_modality[g, j] = modality[g, r]
             o_times[g, j] = times[g, r]
             o_position[g, j] = position[g, r]

@@ -37,10 +37,12 @@ from dataclasses import dataclass
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from streamer.kv_config import WindowConfig
-from streamer.kv_kernels import TurnTable, cut_kv, keep_rows, priority
-from streamer.kv_merge import flat_rows, merge_into_kept
-from streamer.kv_scoring import attention_spread, elite_attention, frame_redundancy, keep_priority, observed_attention
+from streamer.kv_config import Window
+from streamer.kv_cut import choose, take
+from streamer.kv_kernels import TurnTable
+from streamer.kv_scorers import combine
+from streamer.kv_scoring import (attention_probs, attention_spread, elite_attention, frame_redundancy, keep_priority,
+                                 observed_attention)
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
 from streamer.vocab import Modality
 
@@ -70,15 +72,18 @@ class _Tags:
     times: torch.Tensor  # (T,) float32 video seconds, NaN for text
     anchor: torch.Tensor | None = None  # (T,) int64 M-RoPE only: start position of each token's block
     advance: torch.Tensor | None = None  # (T,) int64 M-RoPE only: positions that block takes
+    explicit: bool = True  # set by the caller (a chunk); False: filled in for an untagged pass (decoding)
+    probe: int = 0  # the last `probe` tokens are proxy queries: they score the cache, then leave it
 
 
 class KVWindowLayer(DynamicLayer):
     """One layer's bounded cache: keys/values (B, H, T, D) plus per-token, per-head bookkeeping."""
 
-    def __init__(self, cfg: WindowConfig, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False,
+    def __init__(self, cfg: Window, inv_freq: torch.Tensor, layer_idx: int, mrope: bool = False,
                  max_gap: int | None = None, turns: TurnTable | None = None):
         super().__init__()
         self.cfg, self.inv_freq, self.layer_idx = cfg, inv_freq, layer_idx
+        self.comp = cfg.composition
         self.mrope = mrope  # 3-D positions: blocks move as wholes (rope.mrope_gap_deltas), `end` is tracked
         self.max_gap = cfg.max_gap if max_gap is None else max_gap  # 1-D: empty positions a cut may leave
         self.end = 0  # the position after this layer's last token (M-RoPE: last block; the most over heads)
@@ -86,15 +91,18 @@ class KVWindowLayer(DynamicLayer):
         self.budget = cfg.budget  # this layer's budget: cfg.budget, or its adaptive share
         self.spread: float | None = None  # running estimate of attention_spread (adaptive budgets)
         self.shift = 0  # this layer's positions minus the model's for the current pass (adaptive budgets)
-        self.last_append = 0  # tokens in the latest append: 1 while decoding
-        self.turns = turns or TurnTable(inv_freq)  # cos | sin of deltas 0, -1, ... for the compiled cut
+        self.decoding = False  # the latest append was one untagged token (a decoding step)
+        self.probe = 0  # proxy-query tokens at the end of the latest append, still held until observed
+        self.turns = turns
+        # the scorers that accumulate attention, each with its slot of `acc`
+        self.observing = [s for s in self.comp.scorers if s.observes]
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         super().lazy_initialization(key_states, value_states)
         b, h, dev = key_states.shape[0], key_states.shape[1], key_states.device
         self.keys = key_states.new_zeros((b, h, 0, key_states.shape[-1]))
         self.values = value_states.new_zeros((b, h, 0, value_states.shape[-1]))
-        self.score = torch.zeros((b, h, 0), device=dev)  # (B, H, T) accumulated attention
+        self.acc = torch.zeros((b, h, 0, len(self.observing)), device=dev)  # (B, H, T, S) attention per scorer
         self.weight = torch.zeros((b, h, 0), device=dev)  # (B, H, T) original tokens each one stands for
         self.modality = torch.zeros((b, h, 0), dtype=torch.int8, device=dev)  # (B, H, T)
         self.times = torch.zeros((b, h, 0), device=dev)  # (B, H, T) video seconds, NaN = none
@@ -105,6 +113,7 @@ class KVWindowLayer(DynamicLayer):
         self.similar = torch.zeros((b, h, 0), device=dev)  # (B, H, T) cosine with the same place one frame back
         self.last_frame = None  # (B, H, P, D) image-token values of the last frame appended (redundancy)
         self._key_store = self._value_store = None  # (B, H, S, D): keys/values are their first T slots (_append)
+        self.cut = choose(self.cfg, key_states, self.inv_freq, self.turns)  # the cut backend, chosen once
 
     def update(self, key_states, value_states, *args, tags: _Tags | None = None, model_position: int = 0,
                **kwargs):
@@ -116,12 +125,13 @@ class KVWindowLayer(DynamicLayer):
         self.compress()  # only does work if nothing cut the last pass (or the adaptive split lowered the budget)
         b, h, c = key_states.shape[:3]
         self.shift = 0 if self.mrope else self.end - model_position  # M-RoPE: gaps are allowed
-        self.last_append = c
+        self.decoding = c == 1 and (tags is None or not tags.explicit)
         if self.shift:
             key_states = rotate(key_states, self.shift, self.inv_freq)
         dev = key_states.device
         if tags is None or tags.modality.shape[0] != c:
             tags = _Tags(torch.full((c,), Modality.TEXT, dtype=torch.int8), torch.full((c,), math.nan))
+        self.probe = min(tags.probe, c)
 
         def grow(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
             return torch.cat([old, new.to(dev, old.dtype).expand(b, h, c)], dim=-1)
@@ -129,7 +139,7 @@ class KVWindowLayer(DynamicLayer):
         spare = self._spare(self.get_seq_length() + c)
         self.keys, self._key_store = _append(self.keys, key_states, self._key_store, spare)
         self.values, self._value_store = _append(self.values, value_states, self._value_store, spare)
-        self.score = grow(self.score, torch.zeros(c))
+        self.acc = torch.cat([self.acc, self.acc.new_zeros(b, h, c, self.acc.shape[-1])], dim=2)
         self.weight = grow(self.weight, torch.ones(c))
         self.modality = grow(self.modality, tags.modality)
         self.times = grow(self.times, tags.times)
@@ -151,106 +161,116 @@ class KVWindowLayer(DynamicLayer):
         """Free slots to leave after `n` tokens when the key/value store must grow: a layer that has been cut
         keeps room up to its budget, so decoding appends in place until the step that goes over it (which
         concatenates, then cuts); never more slots than the budget."""
-        return max(0, self.budget - n) if self.n_evicted and self.cfg.rules.evicts else 0
+        return max(0, self.budget - n) if self.n_evicted and self.comp.evicts else 0
 
-    def observe(self, query: torch.Tensor, scaling: float, seen: torch.Tensor | None = None) -> None:
-        """Add this pass's attention to the scores and the spread estimate, then compress.
+    @property
+    def wants_attention(self) -> bool:
+        """Whether `observe` needs this pass's attention (a scorer observes, or adaptive budgets measure spread)."""
+        return bool(self.observing) or self.cfg.layer_budget == "adaptive"
 
-        query: (B, Hq, Q, D), already moved to this layer's positions; seen: (B, H, T) the observation
+    def observe(self, query: torch.Tensor, scaling: float, probs: torch.Tensor | None = None) -> None:
+        """Add this pass's attention to the scorers' accumulators and the spread estimate, then compress.
+
+        query: (B, Hq, Q, D), already moved to this layer's positions; probs: (B, H, G, W, T) the observation
         window's attention if the caller has it already (the `kv_window` attention computes those rows)."""
-        cfg = self.cfg
-        if not (cfg.rules.scored or cfg.layer_budget == "adaptive"):
+        cfg, comp = self.cfg, self.comp
+        if not self.wants_attention:
             return self.compress()
-        if seen is None and cfg.obs_select == "elite":
-            is_text = self._is_text()[0, 0]  # (T,) tags are shared by batch rows and heads
-            seen = elite_attention(query, self.keys, scaling, cfg.obs_window, is_text[-query.shape[2]:], ~is_text)
-        elif seen is None:
-            seen = observed_attention(query, self.keys, scaling, cfg.obs_window)  # (B, H, T)
-        if cfg.rules.scored:
-            self.score += seen
-        if cfg.layer_budget == "adaptive":
-            now = attention_spread(seen)
-            m = cfg.spread_momentum
-            self.spread = now if self.spread is None else m * self.spread + (1 - m) * now
+        q_len, probe = query.shape[2], self.probe
+        held = self.keys.shape[2] - probe  # the tokens the probe scores (not itself)
+        if probe and comp.observes("probe"):
+            rows = torch.arange(q_len - probe, q_len)
+            probe_probs = attention_probs(query, self.keys, scaling, rows)[..., :held]
+            self._accumulate("probe", probe_probs)
+        if comp.observes("chunk") or cfg.layer_budget == "adaptive":
+            if probs is None:
+                chunk = query[:, :, : q_len - probe]
+                if cfg.obs_select == "elite":
+                    is_text = self._is_text()[0, 0, :held]  # (T,) tags are shared by batch rows and heads
+                    probs = elite_attention(chunk, self.keys[:, :, :held], scaling, cfg.obs_window,
+                                            is_text[-chunk.shape[2]:], ~is_text)
+                else:
+                    probs = observed_attention(chunk, self.keys[:, :, :held], scaling, cfg.obs_window)
+            self._accumulate("chunk", probs)
+            if cfg.layer_budget == "adaptive":
+                now = attention_spread(probs.sum(dim=(2, 3)))
+                m = cfg.spread_momentum
+                self.spread = now if self.spread is None else m * self.spread + (1 - m) * now
         self.compress()
+
+    def _accumulate(self, queries: str, probs: torch.Tensor) -> None:
+        """Each scorer that observes `queries` folds probs (B, H, G, W, T') into its slot (the first T' tokens)."""
+        held = probs.shape[-1]
+        for i, s in enumerate(self.observing):
+            if s.observes == queries:
+                self.acc[:, :, :held, i] = s.observe(self.acc[:, :, :held, i], probs)
 
     def _is_text(self) -> torch.Tensor:
         """(B, H, T) bool: conversation text, as opposed to frame tokens (image, boundary, timestamp)."""
         return (self.modality == Modality.TEXT) & self.times.isnan()
 
-    def _redundant(self) -> torch.Tensor:
-        """(B, H, T) bool: frame tokens that repeat the frame before them (`kv_scoring.frame_redundancy`)."""
-        return ~self.times.isnan() & (self.similar >= self.cfg.redundancy)
+    def _drop_probe(self) -> None:
+        """Take the proxy-query tokens at the end back out: the layer is as before they were appended."""
+        n, t = self.probe, self.get_seq_length()
+        self.probe = 0
+        keep = t - n
+        self.keys, self.values = self.keys[:, :, :keep], self.values[:, :, :keep]
+        self.acc = self.acc[:, :, :keep]
+        for name in ("weight", "modality", "times", "position", "rotary", "anchor", "advance", "similar"):
+            x = getattr(self, name)
+            if x.shape[-1] >= t:
+                setattr(self, name, x[..., :keep])
+        self.n_seen -= n
+        if self.mrope:
+            self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max()) if keep else 0
+        else:
+            self.end -= n
+
+    def priority(self) -> torch.Tensor:
+        """(B, H, T) keep priority of every held token: the scorers' combined score, pooled, under the text
+        prior and the redundancy signal, sinks and the recent window at +inf (`kv_scoring.keep_priority`)."""
+        cfg, comp = self.cfg, self.comp
+        acc = iter(self.acc.unbind(-1))
+        score = combine([s.score(self, next(acc) if s.observes else None) for s in comp.scorers])
+        if comp.pool > 1:
+            score = torch.nn.functional.max_pool1d(score.flatten(0, 1), comp.pool, 1, comp.pool // 2).view_as(score)
+        redundant = ~self.times.isnan() & (self.similar >= cfg.redundancy) if cfg.redundancy is not None else None
+        prio = keep_priority(score, self._is_text(), cfg.n_sink, cfg.recent, comp.text_prior, redundant)
+        if cfg.evict_per == "layer":
+            prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
+        return prio
 
     def compress(self) -> None:
         """Cut this layer back to its budget: keep, merge, re-rotate, update the bookkeeping.
 
-        It cuts `decode_slack` (one-token appends: decoding) or `chunk_slack` (chunks) tokens deeper, so
-        the next appends fit without a compression each: with decode_slack 32, one compression per 32
-        generated tokens."""
+        Proxy-query tokens still held leave first. A decoding step cuts `decode_slack` tokens deeper, a chunk
+        `chunk_slack`, so the next appends fit without a compression each: with decode_slack 32, one
+        compression per 32 generated tokens."""
+        if self.probe:
+            self._drop_probe()
         t = self.get_seq_length()
-        if not self.cfg.rules.evicts or t <= self.budget:
+        cfg, comp = self.cfg, self.comp
+        if not comp.evicts or t <= self.budget:
             return
-        cfg, rules = self.cfg, self.cfg.rules
-        keep_n = self.budget - (cfg.decode_slack if self.last_append == 1 else cfg.chunk_slack)
-        compiled = cfg.compiled and (cfg.merge == "none" or cfg.merge_window is not None) and all(
-            x.device.type == "cpu" and x.dtype == torch.float32 for x in (self.keys, self.values))
-        if compiled:
-            prio = priority(self.score if rules.scored else None, self.modality, self.times, self.similar,
-                            cfg.redundancy, cfg.n_sink, cfg.recent, rules.text_prior)
-        else:
-            prio = keep_priority(self.score if rules.scored else None, self._is_text(), cfg.n_sink, cfg.recent,
-                                 rules.text_prior, self._redundant() if cfg.redundancy is not None else None)
-        if cfg.evict_per == "layer":
-            prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
-        b, h, e = prio.shape[0], prio.shape[1], t - keep_n
+        keep_n = self.budget - (cfg.decode_slack if self.decoding else cfg.chunk_slack)
+        prio = self.priority()
         # the E lowest priorities leave (a top-E of T is cheaper than a top-K and a sort of the K kept)
-        evict = prio.topk(e, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
-        decay = cfg.score_decay if rules.decays else 1.0
-
-        def take(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            """x (B, H, T[, D]) at `rows` (the flat kept or evicted tokens of every head): one index_select."""
-            if x.dim() == 4:
-                return x.reshape(-1, x.shape[-1]).index_select(0, rows).view(b, h, -1, x.shape[-1])
-            return x.reshape(-1).index_select(0, rows).view(b, h, -1)
-
-        tags = (self.score, self.modality, self.times, self.position, self.similar, self.rotary)  # (B, H, T) each
-        if compiled:  # the kept tokens (B, H, K) in stream order and their tags, in one loop
-            keep, (score, *tags) = keep_rows(evict, t, tags, decay)
-        else:
-            kept = torch.ones_like(prio, dtype=torch.bool).scatter_(-1, evict, False)  # (B, H, T)
-            keep = kept.nonzero()[:, -1].view(b, h, keep_n)  # (B, H, K) in stream order
-            at_keep = flat_rows(keep, t)  # rows of all heads' kept tokens at once
-            score, *tags = (take(x, at_keep) if x.shape[-1] else x for x in tags)  # similar, rotary may be unused
-            score = score * decay
-        self.score, (self.modality, self.times, self.position, self.similar, self.rotary) = score, tags
+        evict = prio.topk(t - keep_n, dim=-1, largest=False, sorted=False).indices.sort(dim=-1).values  # (B, H, E)
+        keep, tags = self.cut.keep(evict, t, (self.modality, self.times, self.position, self.similar, self.rotary))
+        self.modality, self.times, self.position, self.similar, self.rotary = tags
+        self.acc = take(self.acc, keep) if self.observing else self.acc[:, :, :keep_n]
+        if comp.decay:
+            self.acc = self.acc * cfg.score_decay
 
         delta = None  # (B, H, K) <= 0: where each kept key moves
         if self.mrope:  # close the gaps left by whole evicted blocks
-            at_keep = flat_rows(keep, t)
-            delta, self.anchor = mrope_gap_deltas(take(self.anchor, at_keep), take(self.advance, at_keep))
-            self.advance = take(self.advance, at_keep)
+            delta, self.anchor = mrope_gap_deltas(take(self.anchor, keep), take(self.advance, keep))
+            self.advance = take(self.advance, keep)
             self.end = int((self.anchor[..., -1] + self.advance[..., -1]).max())
         elif self.end - keep_n > self.max_gap:  # the empty positions add up to too many: close the gaps
             delta = gap_deltas(self.rotary)  # self.rotary: (B, H, K) where the kept keys are rotated now
             self.rotary, self.end = torch.arange(keep_n, device=keep.device).expand_as(keep), keep_n
-        if compiled:
-            table = None if delta is None else self.turns.down_to(int(delta.min()))
-            keys, values, weight = cut_kv(self.keys, self.values, self.weight, keep, evict, delta, table,
-                                          cfg.n_sink, cfg.merge, cfg.merge_window)
-        else:
-            keys, values, weight = take(self.keys, at_keep), take(self.values, at_keep), take(self.weight, at_keep)
-            if cfg.merge != "none":
-                at_evict = flat_rows(evict, t)
-                keys, values, weight = merge_into_kept(
-                    keys, values, weight, take(self.keys, at_evict), take(self.values, at_evict),
-                    take(self.weight, at_evict), n_fixed=cfg.n_sink, mode=cfg.merge, window=cfg.merge_window,
-                    ev_slot=evict - torch.arange(e, device=evict.device),  # (B, H, E) kept tokens before each evicted one
-                    in_place=True,  # keys and values are this cut's own copies
-                )
-            if delta is not None:
-                keys = rotate(keys, delta, self.inv_freq)
-        self.keys, self.values, self.weight = keys, values, weight
+        self.keys, self.values, self.weight = self.cut.kv(self.keys, self.values, self.weight, keep, evict, delta, cfg)
         self._key_store = self._value_store = None  # the next append starts a store with room
         self.n_evicted += t - keep_n
         if cfg.merge != "none":
@@ -259,7 +279,8 @@ class KVWindowLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self._key_store = self._value_store = None
-        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.last_append = self.end = 0
+        self.n_seen = self.n_evicted = self.n_merged = self.shift = self.end = self.probe = 0
+        self.decoding = False
         self.budget, self.spread = self.cfg.budget, None
         self.last_frame = None
 

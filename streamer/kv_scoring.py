@@ -1,8 +1,9 @@
 """Which cached tokens matter: pure tensor functions, one score per cached token.
 
-- `observed_attention`: Inf-MLLM's signal. Softmax attention of the last `obs_window` queries over every
-  cached key, summed over those queries and over the query heads that share a KV head (GQA), so each KV
-  head gets its own score per token. Computed next to SDPA, never by switching to eager attention.
+- `attention_probs`, `observed_attention`: Inf-MLLM's signal. Softmax attention of the last `obs_window`
+  queries over every cached key, per query head (B, Hkv, G, W, T); the scorers (`kv_scorers/`) sum it
+  over those queries and the query heads that share a KV head (GQA), or take its last row. Computed next
+  to SDPA, never by switching to eager attention.
 - `elite_attention`: AirCache's "elite" observation window: the same sum, over the conversation-text
   queries that attend to visual tokens most strongly and most consistently across heads.
 - `attention_spread`, `split_budget`: AirCache's adaptive layer-wise budgets: how thinly each layer
@@ -10,7 +11,7 @@
 - `frame_redundancy`: temporal redundancy (after InfiniPot-V): how much each new frame token repeats the
   token at the same place in the frame before it (cosine of their values; values carry no RoPE, so the
   same content at another position still matches).
-- `keep_priority`: turns accumulated scores and token facts into one priority per token; the cache keeps
+- `keep_priority`: turns a score (any scorer's) and token facts into one priority per token; the cache keeps
   the top `budget`. Sinks and the recent window get +inf; under the LOOK-M text prior, conversation text
   outranks every visual token (image tokens, their boundary tokens and their timestamp text); tokens
   flagged redundant rank below every other evictable token.
@@ -46,19 +47,18 @@ def attention_probs(query: torch.Tensor, keys: torch.Tensor, scaling: float, row
 
 
 def observed_attention(query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int) -> torch.Tensor:
-    """Inf-MLLM's window: attention (B, Hkv, T) from the last min(Q, obs_window) queries, summed over
-    those queries and over the query heads of each KV head."""
+    """Inf-MLLM's window: attention (B, Hkv, G, W, T) of the last W = min(Q, obs_window) queries."""
     q_len = query.shape[2]
     rows = torch.arange(max(0, q_len - obs_window), q_len)
-    return attention_probs(query, keys, scaling, rows).sum(dim=(2, 3))
+    return attention_probs(query, keys, scaling, rows)
 
 
 def elite_attention(
     query: torch.Tensor, keys: torch.Tensor, scaling: float, obs_window: int,
     candidates: torch.Tensor, visual: torch.Tensor,
 ) -> torch.Tensor:
-    """AirCache's elite window: attention (B, Hkv, T) from the `obs_window` candidate queries that look
-    at visual tokens the most, and the most consistently across heads.
+    """AirCache's elite window: attention (B, Hkv, G, W, T) of the W <= `obs_window` candidate queries that
+    look at visual tokens the most, and the most consistently across heads.
 
     candidates: (Q,) bool, the queries allowed in (conversation text of this pass); visual: (T,) bool,
     keys that belong to frames. A query's relevance is mean - std over all query heads of the attention
@@ -72,7 +72,7 @@ def elite_attention(
     mass = probs[..., visual].sum(dim=-1).flatten(1, 2)  # (B, Hq, W) visual attention per head
     relevance = (mass.mean(dim=1) - mass.std(dim=1, correction=0)).mean(dim=0)  # (W,)
     elite = relevance.topk(min(obs_window, rows.numel())).indices
-    return probs[:, :, :, elite].sum(dim=(2, 3))
+    return probs[:, :, :, elite]
 
 
 def attention_spread(scores: torch.Tensor) -> float:
@@ -147,8 +147,7 @@ def keep_priority(
 ) -> torch.Tensor:
     """Priority (B, H, T) of keeping each token; higher is kept first.
 
-    scores: (B, H, T) accumulated attention, or None for StreamingLLM (then newer = higher, so the
-    budget left after sinks fills with the most recent tokens); is_text: (B, H, T) bool, conversation
+    scores: (B, H, T) the scorers' score (higher = keep), or None for newest-first (StreamingLLM); is_text: (B, H, T) bool, conversation
     text (not part of a frame); redundant: (B, H, T) bool, frame tokens that repeat the frame before them
     (they go first, in their own order). Sinks (first n_sink) and the last `recent` tokens get +inf.
     """

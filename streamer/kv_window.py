@@ -67,7 +67,8 @@ class KVWindowCache(Cache):
     """
 
     def __init__(self, config, cfg: WindowConfig | None = None):
-        self.cfg = cfg or WindowConfig()
+        self.config = cfg or WindowConfig()  # as asked
+        self.cfg = self.config.resolved  # every default worked out: what the layers read
         text_cfg = config.get_text_config(decoder=True)
         self.n_layers = text_cfg.num_hidden_layers
         self.max_positions = getattr(text_cfg, "max_position_embeddings", None)
@@ -85,8 +86,10 @@ class KVWindowCache(Cache):
         self._tags: _Tags | None = None
         self._model_position = 0
 
-    def tag(self, modality, times=None, layout: MRopeLayout | None = None) -> torch.Tensor | None:
-        """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN.
+    def tag(self, modality, times=None, layout: MRopeLayout | None = None, probe: int = 0) -> torch.Tensor | None:
+        """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN;
+        `probe`: the last `probe` tokens are proxy queries (the `proxy` scorer): they score the cache and leave
+        it with the pass (their logits are the pass's last; a caller that needs the chunk's own drops them).
 
         Untagged appends (e.g. decoding) count as text without a video time. With M-RoPE it returns the
         pass's `position_ids` (3, 1, T): `layout` (the prompt's positions from 0, None for plain text)
@@ -98,7 +101,9 @@ class KVWindowCache(Cache):
         times = torch.as_tensor(times, dtype=torch.float32).flatten()
         if times.shape != modality.shape:
             raise ValueError(f"modality has {modality.shape[0]} tags but times has {times.shape[0]}")
-        self._tags = _Tags(modality, times)
+        if not (isinstance(probe, int) and 0 <= probe < modality.shape[0] or probe == 0):
+            raise ValueError(f"probe must be a number of tokens below the pass's {modality.shape[0]}, got {probe!r}")
+        self._tags = _Tags(modality, times, probe=probe)
         if not self.mrope:
             return None
         start = self.next_position()
@@ -118,12 +123,13 @@ class KVWindowCache(Cache):
             self._model_position = self.get_seq_length()  # where the model placed this pass
             if self.mrope and self._tags is None:  # untagged (generate's decoding): text at next_position()
                 self.tag(torch.full((key_states.shape[-2],), Modality.TEXT))
+                self._tags.explicit = False
             if self.cfg.layer_budget == "adaptive":
                 self._split_budget(key_states.shape[-2])
         keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
         if layer_idx == self.n_layers - 1:
             self._tags = None  # consumed by every layer
-        _observer.layer = layer if self.cfg.rules.evicts else None
+        _observer.layer = layer if self.cfg.composition.evicts else None
         return keys, values
 
     def _split_budget(self, incoming: int) -> None:
@@ -185,6 +191,7 @@ class KVWindowCache(Cache):
             times = sorted(all_times[~all_times.isnan()].unique().tolist())
         return {
             "policy": self.cfg.policy,
+            "composition": self.cfg.composition.spec,
             "merge": self.cfg.merge,
             "redundancy": self.cfg.redundancy,
             "budget": self.cfg.budget,

@@ -217,7 +217,7 @@ class StreamSession:
         """The question's prompt where the conversation stands; BudgetError if it does not fit."""
         prompt = self.adapter.question_prompt(question, self.conv)
         budget = self.window.budget
-        room = budget - self.window.n_sink - self.window.recent if budget is not None else None
+        room = budget - self.window.n_sink - self.window.resolved.recent if budget is not None else None
         if room is not None and prompt.n_tokens > room:
             raise BudgetError(
                 f"the question takes {prompt.n_tokens} tokens but the KV budget of {budget} leaves room for "

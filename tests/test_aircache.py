@@ -96,11 +96,11 @@ def test_elite_window_picks_the_queries_that_look_at_frames():
     query[:, :, 7, 3] = 8.0  # text query 7 looks hard at the visual key, in every head
     candidates = torch.zeros(10, dtype=torch.bool)
     candidates[4:] = True  # the last 6 queries are conversation text
-    elite = elite_attention(query, keys, 0.25, 1, candidates, visual)
-    last = observed_attention(query, keys, 0.25, 1)
+    elite = elite_attention(query, keys, 0.25, 1, candidates, visual).sum(dim=(2, 3))
+    last = observed_attention(query, keys, 0.25, 1).sum(dim=(2, 3))
     assert int(elite[0, 0].argmax()) == 5  # scored by query 7, not by the last one
     assert int(last[0, 0].argmax()) != 5
-    no_text = elite_attention(query, keys, 0.25, 1, torch.zeros(10, dtype=torch.bool), visual)
+    no_text = elite_attention(query, keys, 0.25, 1, torch.zeros(10, dtype=torch.bool), visual).sum(dim=(2, 3))
     torch.testing.assert_close(no_text, last)  # frames-only pass: falls back to the last-N window
 
 

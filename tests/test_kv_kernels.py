@@ -1,12 +1,13 @@
-"""The compiled CPU cut (`kv_kernels`: `priority`, `keep_rows`, `cut_kv`) against the tensor-operation path it replaces."""
+"""The compiled CPU cut (`kv_cut.CompiledCut`: `kv_kernels.keep_rows`, `cut_kv`) against the tensor-operation path
+(`kv_cut.TensorCut`) it replaces."""
 
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from streamer.kv_kernels import TurnTable, priority
+from streamer.kv_cut import CompiledCut, TensorCut
+from streamer.kv_kernels import TurnTable
 from streamer.kv_merge import MERGE_MODES
-from streamer.kv_scoring import keep_priority
 from streamer.kv_window import KVWindowCache, use_window_attention
 from streamer.vocab import Modality
 from tests.test_kv_window import VARIANTS, tiny_config, window
@@ -44,7 +45,8 @@ def test_compiled_cut_equals_the_tensor_path(policy, merge, max_gap, rotary):
         torch.testing.assert_close(a.keys, b.keys, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(a.values, b.values, atol=2e-5, rtol=1e-5)
         torch.testing.assert_close(a.weight, b.weight)
-        for tag in ("position", "rotary", "score", "modality"):
+        assert isinstance(a.cut, CompiledCut) and type(b.cut) is TensorCut
+        for tag in ("position", "rotary", "acc", "modality"):
             assert torch.equal(getattr(a, tag), getattr(b, tag)), tag
         torch.testing.assert_close(a.similar, b.similar)  # from appended values that came from the cut, to rounding
         assert torch.equal(a.times.nan_to_num(-1), b.times.nan_to_num(-1))
@@ -73,21 +75,3 @@ def test_turn_table_rows_rotate_by_minus_their_index():
     assert rows.shape[0] >= 4
     angles = torch.tensor([[0.0, 0.0], [-1.0, -0.1], [-2.0, -0.2], [-3.0, -0.3]])
     torch.testing.assert_close(rows[:4], torch.cat((angles.cos(), angles.sin()), dim=-1))
-
-
-@pytest.mark.parametrize("scored", [True, False])
-@pytest.mark.parametrize("text_prior", [True, False])
-@pytest.mark.parametrize("redundancy", [None, 0.9])
-def test_compiled_priority_equals_keep_priority_bit_for_bit(scored, text_prior, redundancy):
-    gen = torch.Generator().manual_seed(11)
-    b, h, t = 2, 3, 200
-    score = (torch.rand(b, h, t, generator=gen) * 4).round(decimals=1)  # many ties
-    modality = torch.randint(0, 3, (b, h, t), generator=gen).to(torch.int8)
-    times = torch.where(torch.rand(b, h, t, generator=gen) < 0.3, torch.nan, torch.rand(b, h, t, generator=gen) * 60)
-    similar = torch.rand(b, h, t, generator=gen)
-    similar[..., ::7] = 0.9  # exactly at the threshold (as float32)
-    is_text = (modality == Modality.TEXT) & times.isnan()
-    redundant = ~times.isnan() & (similar >= redundancy) if redundancy is not None else None
-    want = keep_priority(score if scored else None, is_text, 4, 20, text_prior, redundant)
-    got = priority(score if scored else None, modality, times, similar, redundancy, 4, 20, text_prior)
-    assert torch.equal(got, want)

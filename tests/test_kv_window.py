@@ -62,8 +62,10 @@ class FakeStream:
         self.cache, self.heads, self.q_heads, self.dim = cache, heads, q_heads, dim
         self.gen = torch.Generator().manual_seed(seed)
 
-    def append(self, n: int, modality=Modality.TEXT, times=None, keys=None, query=None):
-        self.cache.tag(torch.full((n,), int(modality)), times)
+    def append(self, n: int, modality=Modality.TEXT, times=None, keys=None, query=None, decode=False):
+        """decode: an untagged one-token append, as `generate` makes (a tagged one is a chunk)."""
+        if not decode:
+            self.cache.tag(torch.full((n,), int(modality)), times)
         for layer_idx, layer in enumerate(self.cache.layers):
             k = keys if keys is not None else torch.randn(1, self.heads, n, self.dim, generator=self.gen)
             v = torch.randn(1, self.heads, n, self.dim, generator=self.gen)
@@ -268,7 +270,7 @@ def test_decoding_compresses_once_per_slack():
     assert cache.stats()["tokens_per_layer"] == [64, 64]  # a chunk cuts to exactly the budget
     lengths = []
     for _ in range(20):
-        stream.append(1)
+        stream.append(1, decode=True)
         lengths.append(cache.layers[0].get_seq_length())
     assert max(lengths) <= 64
     assert lengths[:10] == [56, 57, 58, 59, 60, 61, 62, 63, 64, 56]
@@ -287,7 +289,7 @@ def test_decoding_appends_in_place_up_to_the_budget(policy, compiled):
     layer, handed, stores = cache.layers[0], [], []
     for _ in range(20):
         before = layer.values.clone()
-        stream.append(1)
+        stream.append(1, decode=True)
         after = layer.values
         if after.shape[2] == before.shape[2] + 1:  # no cut this step: the old tokens, then the new one
             assert torch.equal(after[:, :, :-1], before)
@@ -525,7 +527,7 @@ def test_hand_filled_cache_does_not_score_another_cache(model):
     kv = torch.randn(1, 2, 40, 16, generator=torch.Generator().manual_seed(12))
     for i in range(2):
         cache.update(kv, kv, i)
-    scores = cache.layers[1].score.clone()
+    scores = cache.layers[1].acc.clone()
     ids = torch.randint(0, 128, (1, 20), generator=torch.Generator().manual_seed(13))
     plain = LlamaForCausalLM(tiny_config()).eval()
     plain.load_state_dict(model.state_dict())
@@ -533,7 +535,7 @@ def test_hand_filled_cache_does_not_score_another_cache(model):
         got = model(ids, past_key_values=DynamicCache()).logits
         ref = plain(ids, past_key_values=DynamicCache()).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
-    assert torch.equal(cache.layers[1].score, scores)
+    assert torch.equal(cache.layers[1].acc, scores)
 
 
 def test_text_prior_keeps_the_most_attended_text():

@@ -179,19 +179,19 @@ def test_combined_uses_the_signal_by_default_and_every_policy_can_turn_it_on_or_
 
     from streamer.options import add_cache_options, window_config
 
-    assert WindowConfig(policy="combined").redundancy == 0.9  # measured better (BENCHMARKS.md section 11)
+    assert WindowConfig(policy="combined").resolved.redundancy == 0.9  # measured better (BENCHMARKS.md section 11)
     for policy in ("sink-recent", "saddle", "text-prior", "full"):
-        assert WindowConfig(policy=policy, budget=None if policy == "full" else 64).redundancy is None
-    assert WindowConfig(policy="combined", redundancy=None).redundancy is None
-    assert WindowConfig(policy="saddle", redundancy=0.8).redundancy == 0.8
+        assert WindowConfig(policy=policy, budget=None if policy == "full" else 64).resolved.redundancy is None
+    assert WindowConfig(policy="combined", redundancy=None).resolved.redundancy is None
+    assert WindowConfig(policy="saddle", redundancy=0.8).resolved.redundancy == 0.8
     off = WindowConfig(policy="combined", redundancy=None)
-    assert dataclasses.replace(off, merge="none").redundancy is None  # a resolved "off" stays off
+    assert dataclasses.replace(off, merge="none").resolved.redundancy is None  # a resolved "off" stays off
     p = argparse.ArgumentParser()
     add_cache_options(p)
-    assert window_config(p.parse_args([])).redundancy == 0.9
-    assert window_config(p.parse_args(["--redundancy", "off"])).redundancy is None
-    assert window_config(p.parse_args(["--policy", "saddle"])).redundancy is None
-    assert window_config(p.parse_args(["--policy", "saddle", "--redundancy", "0.95"])).redundancy == 0.95
+    assert window_config(p.parse_args([])).resolved.redundancy == 0.9
+    assert window_config(p.parse_args(["--redundancy", "off"])).resolved.redundancy is None
+    assert window_config(p.parse_args(["--policy", "saddle"])).resolved.redundancy is None
+    assert window_config(p.parse_args(["--policy", "saddle", "--redundancy", "0.95"])).resolved.redundancy == 0.95
 
 
 # ---- through a real (tiny random) model --------------------------------------------------------------

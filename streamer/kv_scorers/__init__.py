@@ -1,0 +1,47 @@
+"""Scorers of the bounded cache: each gives every held token a score (B, H, T), higher = keep.
+
+A scorer is one small frozen dataclass in a file of its own (the way kvpress writes presses); the
+cache's other parts (sinks and the recent window, the Inf-MLLM decay, the LOOK-M text prior, the
+redundancy signal, pooling, merging) are settings of the composition (`kv_config.Composition`) and
+apply to whatever the scorers say. Adding a scorer: a file here with a `Scorer` subclass, its name in
+`SCORERS` below, and a test file `tests/test_scorer_<name>.py`.
+
+| name        | score of a held token                                              | from                 |
+|-------------|--------------------------------------------------------------------|----------------------|
+| `recency`   | its stream order (newest kept): StreamingLLM with the sinks        | 2309.17453           |
+| `attention` | attention of each pass's last `obs_window` queries, accumulated     | Inf-MLLM, H2O        |
+| `tova`      | attention of the latest pass's last query (not accumulated)        | TOVA 2401.06104      |
+| `proxy`     | attention of the proxy queries (the family's assistant opening)     | StreamMem 2508.15717 |
+| `knorm`     | minus the norm of its key                                          | 2406.11430           |
+| `vnorm`     | the norm of its value                                              | InfiniPot-V          |
+| `keydiff`   | minus the cosine of its key with the mean normalised key           | KeyDiff 2504.15364   |
+
+Several scorers in one composition are averaged as ranks (each head's tokens ranked 0..1 per scorer),
+so scores on different scales combine; one scorer's score is used as it is.
+Deliberately not here: the cut itself (`kv_layer.py`), the keep priority (`kv_scoring.keep_priority`).
+"""
+
+import torch
+
+from streamer.kv_scorers.attention import Attention
+from streamer.kv_scorers.base import Scorer
+from streamer.kv_scorers.keydiff import KeyDiff
+from streamer.kv_scorers.knorm import KNorm
+from streamer.kv_scorers.proxy import Proxy
+from streamer.kv_scorers.recency import Recency
+from streamer.kv_scorers.tova import Tova
+from streamer.kv_scorers.vnorm import VNorm
+
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (Recency, Attention, Tova, Proxy, KNorm, VNorm, KeyDiff)}
+
+__all__ = ["SCORERS", "Scorer", "combine"]
+
+
+def combine(scores: list[torch.Tensor]) -> torch.Tensor:
+    """One score (B, H, T) from several: the scores themselves for one, else the mean of their ranks
+    (0 for each head's lowest token, 1 for its highest) so that scales do not matter."""
+    if len(scores) == 1:
+        return scores[0]
+    t = scores[0].shape[-1]
+    ranks = [s.float().argsort(dim=-1).argsort(dim=-1).float() / max(t - 1, 1) for s in scores]
+    return torch.stack(ranks).mean(dim=0)
