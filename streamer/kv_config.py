@@ -1,7 +1,8 @@
 """Settings of the bounded KV cache: `WindowConfig` (what the user asks for), `Composition` (which parts
 decide what is kept) and the named policies (`POLICIES`).
 
-A policy is a composition of parts, written as a spec string of `+`-joined parts:
+A policy is a composition of parts, written as a spec string of `+`-joined parts (a named policy among
+them stands for its parts: `combined+knorm+pool=9`; a later setting of the same part wins):
 
 | part            | what it does                                                                     |
 |-----------------|----------------------------------------------------------------------------------|
@@ -75,7 +76,7 @@ class Composition:
     @classmethod
     def parse(cls, policy: str) -> "Composition":
         """A named policy or a spec string ("knorm+pool=5+merge=pivot") -> Composition; ConfigError names the bad part."""
-        spec = POLICIES.get(policy, policy)
+        spec = "+".join(POLICIES.get(part.strip(), part) for part in policy.split("+"))  # a named policy is its parts
         if spec == "":
             return cls()
         scorers, kw = [], {}

@@ -106,3 +106,46 @@ def hub_dirs(tmp_path_factory) -> dict[str, str]:
         write_checkpoint(family, path, size="tiny")
         dirs[family] = str(path)
     return dirs
+
+
+class OneLayerCache:
+    """A one-layer `KVWindowCache` (2 KV heads of dim 16, 4 query heads) driven by hand, the way a model drives
+    it: `append(keys, values, query)` tags the chunk, updates the layer and lets it observe the queries."""
+
+    def __init__(self, policy: str, budget: int, **kw):
+        import torch
+        from transformers import LlamaConfig
+
+        from streamer.kv_window import KVWindowCache, WindowConfig
+
+        cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+        self.cache = KVWindowCache(cfg, WindowConfig(policy=policy, budget=budget, **kw))
+        self.layer = self.cache.layers[0]
+        self.gen = torch.Generator().manual_seed(0)
+
+    def randn(self, n: int):
+        import torch
+
+        return torch.randn(1, 2, n, 16, generator=self.gen)
+
+    def append(self, keys=None, values=None, query=None, n: int | None = None, probe: int = 0):
+        """Append n tokens (random keys/values/queries unless given; query (1, 4, n, 16)); returns the layer."""
+        import torch
+
+        from streamer.vocab import Modality
+
+        n = n or (keys.shape[2] if keys is not None else values.shape[2])
+        keys = keys if keys is not None else self.randn(n)
+        values = values if values is not None else self.randn(n)
+        query = query if query is not None else torch.randn(1, 4, n, 16, generator=self.gen)
+        self.cache.tag(torch.full((n,), int(Modality.TEXT)), probe=probe)
+        self.cache.update(keys, values, 0)
+        self.layer.observe(query, 0.25)
+        return self.layer
+
+
+@pytest.fixture
+def one_layer():
+    """Factory: one_layer(policy, budget, **WindowConfig options) -> OneLayerCache."""
+    return OneLayerCache
