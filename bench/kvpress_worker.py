@@ -5,7 +5,9 @@ writes a JSON of results. For every prompt and press: prefill the context with t
 compresses during this first prefill only), then the question at positions after the full context
 (as `KVPressTextGenerationPipeline.generate_answer` does), then greedy decoding. Recorded: the
 first-token log-probabilities (for KL against the full cache), the greedy tokens, prefill seconds,
-decode ms/token and the KV tokens held; KL(full || press) of the first answer token is computed here. Streaming (`stream_chunk`): the context arrives in chunks; the
+decode ms/token and the KV tokens held; KL(full || press) of the first answer token is computed here.
+The scorer presses (`SHARED`) are applied to one captured prefill per prompt (`shared_prefill`: the same
+result as a prefill per press, checked by `"unshared": true` in the job); KVzip runs its own prefill. Streaming (`stream_chunk`): the context arrives in chunks; the
 press is active for every chunk, and kvpress compresses the first one only (later appends are not a
 prefill), so the cache grows with the stream. Imports nothing from this project but `retrieval_task`.
 
@@ -29,7 +31,50 @@ PRESSES = {
     "TOVA": lambda r: kvpress.TOVAPress(compression_ratio=r),
     "KNorm": lambda r: kvpress.KnormPress(compression_ratio=r),
     "ExpectedAttention": lambda r: kvpress.ExpectedAttentionPress(compression_ratio=r),
+    "KeyDiff": lambda r: kvpress.KeyDiffPress(compression_ratio=r),
+    "KVzip": lambda r: kvpress.KVzipPress(compression_ratio=r),
 }
+SHARED = {"SnapKV", "StreamingLLM", "TOVA", "KNorm", "ExpectedAttention", "KeyDiff"}  # scorer presses: one prefill serves all
+
+
+@torch.no_grad()
+def shared_prefill(model, context: list[int]) -> tuple[list[tuple], dict]:
+    """One plain prefill of the context (returned as the full cache: {cache, prefill_s, kv_tokens}); per attention layer what kvpress's forward hook would see after it:
+    (module, hidden_states, keys, values, kwargs). A scorer press compresses each layer's cache after that
+    layer's attention, so the prefill's hidden states never depend on the press: compressing these captures
+    gives what `with press(model): model(context)` gives, for every press and ratio at the cost of one prefill."""
+    seen, hooks = [], []
+    cache = DynamicCache()
+
+    def hook(module, args, kwargs, output):
+        layer = kwargs["past_key_values"].layers[module.layer_idx]
+        seen.append((module, kwargs["hidden_states"], layer.keys.clone(), layer.values.clone(), dict(kwargs)))
+
+    inner = model.model
+    for layer in inner.layers:
+        layer.self_attn.rotary_emb = inner.rotary_emb  # as kvpress's context manager does
+        hooks.append(layer.self_attn.register_forward_hook(hook, with_kwargs=True))
+    start = time.perf_counter()
+    try:
+        inner(input_ids=torch.tensor([context]), past_key_values=cache, position_ids=torch.arange(len(context))[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    prefill_s = time.perf_counter() - start
+    return seen, {"cache": cache, "prefill_s": prefill_s, "kv_tokens": len(context)}
+
+
+@torch.no_grad()
+def run_shared(model, press, seen: list[tuple], context_len: int, question: list[int], new_tokens: int) -> dict:
+    """The press applied to the captured prefill (`shared_prefill`), then the question and greedy decoding."""
+    start = time.perf_counter()
+    press.post_init_from_model(model)
+    cache = DynamicCache()
+    for module, hidden, keys, values, kwargs in seen:
+        k, v = press.compress(module, hidden, keys, values, None, kwargs)
+        cache.update(k, v, module.layer_idx)
+    compress_s, kv_tokens = time.perf_counter() - start, cache.get_seq_length()
+    return {**answer(model, cache, context_len, question, new_tokens), "prefill_s": compress_s, "kv_tokens": kv_tokens}
 
 
 @torch.no_grad()
@@ -76,11 +121,17 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32).eval()
     results = []
     for p in job["prompts"]:
-        runs = {"full": run_one(model, None, p["context_ids"], p["question_ids"], job["new_tokens"], None)}
+        seen, full = shared_prefill(model, p["context_ids"])  # the full cache is the captured prefill's own
+        runs = {"full": {**answer(model, full.pop("cache"), len(p["context_ids"]), p["question_ids"], job["new_tokens"]),
+                         **full}}
         for name in job["presses"]:
             for ratio in job["ratios"]:
-                runs[f"{name}@{1 - ratio:.0%}"] = run_one(model, PRESSES[name](ratio), p["context_ids"],
-                                                         p["question_ids"], job["new_tokens"], None)
+                if name in SHARED and not job.get("unshared"):
+                    runs[f"{name}@{1 - ratio:.0%}"] = run_shared(model, PRESSES[name](ratio), seen, len(p["context_ids"]),
+                                                                p["question_ids"], job["new_tokens"])
+                else:
+                    runs[f"{name}@{1 - ratio:.0%}"] = run_one(model, PRESSES[name](ratio), p["context_ids"],
+                                                             p["question_ids"], job["new_tokens"], None)
         for name in job.get("stream_presses", []):
             for ratio in job["ratios"]:
                 runs[f"{name}@{1 - ratio:.0%}/stream"] = run_one(model, PRESSES[name](ratio), p["context_ids"],

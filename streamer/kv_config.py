@@ -7,11 +7,11 @@ them stands for its parts: `combined+knorm+pool=9`; a later setting of the same 
 | part            | what it does                                                                     |
 |-----------------|----------------------------------------------------------------------------------|
 | a scorer name   | scores every held token (`kv_scorers`: recency, attention, tova, proxy, knorm,    |
-|                 | vnorm, keydiff); several are averaged as ranks                                   |
+|                 | vnorm, keydiff); several are averaged as ranks; `@text`/`@frames` scopes one     |
 | `decay`         | accumulated attention is multiplied by `score_decay` at every cut (Inf-MLLM bias)|
 | `prior`         | conversation text outranks every frame token (LOOK-M text prior)                 |
 | `redundancy=C`  | frame tokens repeating the frame before (cosine >= C) go first (InfiniPot-V-like)|
-| `pool=K`        | each token takes the best score of the K tokens around it (keeps whole phrases)  |
+| `pool=K`        | each text token takes the best score of the K text tokens around it (phrases)    |
 | `merge=MODE`    | evicted pairs are merged into kept ones: average, pivot, weighted (LOOK-M)       |
 
 Sinks (`n_sink`) and the recent window (`recent`) are always kept; the budget is per layer (or split
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 
 from streamer.errors import ConfigError
 from streamer.kv_merge import MERGE_MODES
-from streamer.kv_scorers import SCORERS, Scorer
+from streamer.kv_scorers import SCOPES, SCORERS, Scorer
 
 POLICIES = {
     "full": "",
@@ -55,7 +55,7 @@ class Composition:
     decay: bool = False  # accumulated attention times score_decay at each cut
     text_prior: bool = False  # conversation text outranks frame tokens
     redundancy: float | None = None  # cosine threshold of the repeated-frame signal; None = off
-    pool: int = 1  # max-pool the score over this many neighbouring tokens (odd; 1 = off)
+    pool: int = 1  # max-pool the text tokens' score over this many neighbouring text tokens (odd; 1 = off)
     merge: str = "none"  # one of kv_merge.MERGE_MODES
 
     @property
@@ -68,7 +68,7 @@ class Composition:
 
     @property
     def spec(self) -> str:
-        parts = [s.name for s in self.scorers] + (["decay"] if self.decay else []) + (["prior"] if self.text_prior else [])
+        parts = [s.spec for s in self.scorers] + (["decay"] if self.decay else []) + (["prior"] if self.text_prior else [])
         parts += [f"redundancy={self.redundancy:g}"] if self.redundancy is not None else []
         parts += [f"pool={self.pool}"] if self.pool > 1 else []
         return "+".join(parts + ([f"merge={self.merge}"] if self.merge != "none" else []))
@@ -82,9 +82,12 @@ class Composition:
         scorers, kw = [], {}
         for part in spec.split("+"):
             name, _, value = part.strip().partition("=")
+            name, _, scope = name.partition("@")
             try:
-                if name in SCORERS and not value:
-                    scorers.append(SCORERS[name]())
+                if name in SCORERS and not value and scope in ("",) + SCOPES:
+                    scorers.append(SCORERS[name](scope=scope or "all"))
+                elif scope:
+                    raise ValueError
                 elif name in ("decay", "prior") and not value:
                     kw["decay" if name == "decay" else "text_prior"] = True
                 elif name == "redundancy":
@@ -99,11 +102,12 @@ class Composition:
                 what = f"unknown policy {policy!r}" if "+" not in spec else f"bad policy part {part!r} in {policy!r}"
                 raise ConfigError(
                     f"{what}: use a named policy ({', '.join(POLICIES)}) or parts "
-                    f"joined by '+': scorers ({', '.join(SCORERS)}), decay, prior, redundancy=COS, pool=K, "
+                    f"joined by '+': scorers ({', '.join(SCORERS)}, each may end in @text or @frames), decay, prior, "
+                    f"redundancy=COS, pool=K, "
                     f"merge=MODE") from None
         if not scorers:
             raise ConfigError(f"policy {policy!r} names no scorer; add one of: {', '.join(SCORERS)}")
-        if len({s.name for s in scorers}) != len(scorers):
+        if len({s.spec for s in scorers}) != len(scorers):
             raise ConfigError(f"policy {policy!r} names a scorer twice")
         out = cls(scorers=tuple(scorers), **kw)
         out.check()

@@ -40,7 +40,7 @@ from transformers.cache_utils import DynamicLayer
 from streamer.kv_config import Window
 from streamer.kv_cut import choose, take
 from streamer.kv_kernels import TurnTable
-from streamer.kv_scorers import combine
+from streamer.kv_scorers import combine_scoped
 from streamer.kv_scoring import (attention_probs, attention_spread, elite_attention, frame_redundancy, keep_priority,
                                  observed_attention)
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
@@ -231,11 +231,15 @@ class KVWindowLayer(DynamicLayer):
         prior and the redundancy signal, sinks and the recent window at +inf (`kv_scoring.keep_priority`)."""
         cfg, comp = self.cfg, self.comp
         acc = iter(self.acc.unbind(-1))
-        score = combine([s.score(self, next(acc) if s.observes else None) for s in comp.scorers])
-        if comp.pool > 1:
-            score = torch.nn.functional.max_pool1d(score.flatten(0, 1), comp.pool, 1, comp.pool // 2).view_as(score)
+        is_text = self._is_text()  # (B, H, T): heads keep different tokens
+        score = combine_scoped(comp.scorers, [s.score(self, next(acc) if s.observes else None) for s in comp.scorers],
+                               is_text)
+        if comp.pool > 1:  # each text token: the best score of the text tokens around it
+            pooled = torch.nn.functional.max_pool1d(score.float().masked_fill(~is_text, float("-inf")).flatten(0, 1),
+                                                    comp.pool, 1, comp.pool // 2).view_as(score)
+            score = torch.where(is_text, pooled, score)
         redundant = ~self.times.isnan() & (self.similar >= cfg.redundancy) if cfg.redundancy is not None else None
-        prio = keep_priority(score, self._is_text(), cfg.n_sink, cfg.recent, comp.text_prior, redundant)
+        prio = keep_priority(score, is_text, cfg.n_sink, cfg.recent, comp.text_prior, redundant)
         if cfg.evict_per == "layer":
             prio = prio.sum(dim=1, keepdim=True).expand_as(prio)  # (B, H, T): same choice for all heads
         return prio

@@ -15,9 +15,12 @@ apply to whatever the scorers say. Adding a scorer: a file here with a `Scorer` 
 | `knorm`     | minus the norm of its key                                          | 2406.11430           |
 | `vnorm`     | the norm of its value                                              | InfiniPot-V          |
 | `keydiff`   | minus the cosine of its key with the mean normalised key           | KeyDiff 2504.15364   |
+| `novelty`   | minus its value's highest cosine with any other held value         | this project         |
 
 Several scorers in one composition are averaged as ranks (each head's tokens ranked 0..1 per scorer),
-so scores on different scales combine; one scorer's score is used as it is.
+so scores on different scales combine; one scorer's score is used as it is. A scorer may rank only the
+conversation text or only the frame tokens (`knorm@text`, `attention@frames`): each class of tokens is then
+ranked 0..1 by the scorers that apply to it (meant with the `prior` part, which puts text above frames).
 Deliberately not here: the cut itself (`kv_layer.py`), the keep priority (`kv_scoring.keep_priority`).
 """
 
@@ -27,14 +30,16 @@ from streamer.kv_scorers.attention import Attention
 from streamer.kv_scorers.base import Scorer
 from streamer.kv_scorers.keydiff import KeyDiff
 from streamer.kv_scorers.knorm import KNorm
+from streamer.kv_scorers.novelty import Novelty
 from streamer.kv_scorers.proxy import Proxy
 from streamer.kv_scorers.recency import Recency
 from streamer.kv_scorers.tova import Tova
 from streamer.kv_scorers.vnorm import VNorm
 
-SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (Recency, Attention, Tova, Proxy, KNorm, VNorm, KeyDiff)}
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (Recency, Attention, Tova, Proxy, KNorm, VNorm, KeyDiff, Novelty)}
 
-__all__ = ["SCORERS", "Scorer", "combine"]
+__all__ = ["SCORERS", "SCOPES", "Scorer", "combine", "combine_scoped"]
+SCOPES = ("all", "text", "frames")
 
 
 def combine(scores: list[torch.Tensor]) -> torch.Tensor:
@@ -45,3 +50,25 @@ def combine(scores: list[torch.Tensor]) -> torch.Tensor:
     t = scores[0].shape[-1]
     ranks = [s.float().argsort(dim=-1).argsort(dim=-1).float() / max(t - 1, 1) for s in scores]
     return torch.stack(ranks).mean(dim=0)
+
+
+def _rank_within(score: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Ranks (B, H, T) 0..1 of `score` among each head's tokens where `member` (B, H, T) is True (others: 0)."""
+    n_in = member.sum(dim=-1, keepdim=True)  # (B, H, 1)
+    masked = score.float().masked_fill(~member, float("-inf"))
+    rank = masked.argsort(dim=-1).argsort(dim=-1).float() - (member.shape[-1] - n_in)  # members: 0 .. n_in - 1
+    return (rank / (n_in - 1).clamp(min=1)).masked_fill(~member, 0.0)
+
+
+def combine_scoped(scorers, scores: list[torch.Tensor], is_text: torch.Tensor) -> torch.Tensor:
+    """One score (B, H, T) from scorers of which some rank only text or only frames (`Scorer.scope`).
+    is_text: (B, H, T) bool. Unscoped: `combine`. Scoped: each class ranked 0..1 by the scorers that apply to
+    it (a class no scorer applies to scores 0)."""
+    if all(s.scope == "all" for s in scorers):
+        return combine(scores)
+    out = torch.zeros_like(scores[0], dtype=torch.float32)
+    for cls, member in (("text", is_text), ("frames", ~is_text)):
+        mine = [x for s, x in zip(scorers, scores) if s.scope in ("all", cls)]
+        if mine:
+            out = torch.where(member, _rank_within(combine(mine), member), out)
+    return out

@@ -20,6 +20,11 @@ class Scorer:
 
     name: ClassVar[str]
     observes: ClassVar[str | None] = None  # None | "chunk" | "probe"
+    scope: str = "all"  # which tokens it ranks: "all", "text" (conversation text) or "frames" (spec: `knorm@text`)
+
+    @property
+    def spec(self) -> str:
+        return self.name if self.scope == "all" else f"{self.name}@{self.scope}"
 
     def observe(self, acc: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """acc (B, H, T) accumulated so far (0 for the newest tokens); probs (B, H, G, W, T) the attention of
