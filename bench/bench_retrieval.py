@@ -161,8 +161,8 @@ def load_side(task: str, side: str) -> tuple[list[dict], dict]:
     for f in sorted(PARTS.glob(f"{task}_{side}_*.json")):
         data = json.loads(f.read_text())
         meta = data.get("settings", meta)
-        for p in data["prompts"]:
-            seeds[p["seed"]] = p
+        for p in data["prompts"]:  # runs of one prompt from several files (other compositions) join
+            seeds.setdefault(p["seed"], {**p, "runs": {}})["runs"].update(p["runs"])
     return [seeds[s] for s in sorted(seeds)], meta
 
 
@@ -235,6 +235,7 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", choices=["stream", "prefill"], default=["stream", "prefill"])
     ap.add_argument("--presses", nargs="+", default=PRESSES, help="kvpress presses (kvpress_worker.PRESSES)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the output file (runs of other compositions beside it)")
     args = ap.parse_args()
     common.setup(args.threads)
     if args.report:
@@ -254,8 +255,8 @@ def main() -> None:
         results = run_ours(args, prompts, ids, tokenizer)
     else:
         results, settings["versions"] = run_kvpress(args, prompts, ids, tokenizer)
-    common.write_json(f"{args.task}_{args.side}_{args.first}", {"settings": settings, "prompts": results}, started,
-                      path=PARTS / f"{args.task}_{args.side}_{args.first}.json")
+    stem = f"{args.task}_{args.side}_{args.first}{args.tag}"
+    common.write_json(stem, {"settings": settings, "prompts": results}, started, path=PARTS / f"{stem}.json")
 
 
 if __name__ == "__main__":

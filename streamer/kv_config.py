@@ -8,6 +8,7 @@ them stands for its parts: `combined+knorm+pool=9`; a later setting of the same 
 |-----------------|----------------------------------------------------------------------------------|
 | a scorer name   | scores every held token (`kv_scorers`: recency, attention, tova, proxy, knorm,    |
 |                 | vnorm, keydiff); several are averaged as ranks; `@text`/`@frames` scopes one     |
+| `union`         | several scorers: each token's best rank counts (else the mean of its ranks)      |
 | `decay`         | accumulated attention is multiplied by `score_decay` at every cut (Inf-MLLM bias)|
 | `prior`         | conversation text outranks every frame token (LOOK-M text prior)                 |
 | `redundancy=C`  | frame tokens repeating the frame before (cosine >= C) go first (InfiniPot-V-like)|
@@ -24,7 +25,8 @@ across layers: `layer_budget`) and per KV head (or per layer: `evict_per`). The 
 | `saddle`      | `attention+decay` (Inf-MLLM)                          |
 | `text-prior`  | `attention+prior+merge=pivot` (LOOK-M)               |
 | `combined`    | `attention+decay+prior+redundancy=0.9+merge=pivot`   |
-| `knorm`       | `knorm+pool=...` (see POLICIES; chosen by bench/bench_retrieval.py) |
+| `recall`      | `combined`, but text ranked by key norm pooled over 9 tokens (`knorm@text+pool=9`) and frames by |
+|               | attention (`attention@frames`): the product default, chosen by `bench/bench_retrieval.py`        |
 
 `WindowConfig` is frozen and holds exactly what was asked (None = the default); `WindowConfig.resolved`
 is the one place defaults are worked out, so `dataclasses.replace(cfg, policy=...)` equals building a
@@ -32,6 +34,7 @@ new config with those arguments. Deliberately not here: anything that holds or c
 (`kv_layer.py`, `kv_window.py`) or scores tokens (`kv_scorers/`, `kv_scoring.py`).
 """
 
+import dataclasses
 from dataclasses import dataclass, field, fields
 
 from streamer.errors import ConfigError
@@ -44,7 +47,9 @@ POLICIES = {
     "saddle": "attention+decay",
     "text-prior": "attention+prior+merge=pivot",
     "combined": "attention+decay+prior+redundancy=0.9+merge=pivot",
+    "recall": "attention@frames+knorm@text+decay+prior+redundancy=0.9+pool=9+merge=pivot",
 }
+DEFAULT_POLICY = "recall"  # chosen by measurement (BENCHMARKS.md, "Keeping what a later question needs")
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ class Composition:
     redundancy: float | None = None  # cosine threshold of the repeated-frame signal; None = off
     pool: int = 1  # max-pool the text tokens' score over this many neighbouring text tokens (odd; 1 = off)
     merge: str = "none"  # one of kv_merge.MERGE_MODES
+    union: bool = False  # several scorers: a token is ranked by the best of its ranks (else their mean)
 
     @property
     def evicts(self) -> bool:
@@ -68,7 +74,7 @@ class Composition:
 
     @property
     def spec(self) -> str:
-        parts = [s.spec for s in self.scorers] + (["decay"] if self.decay else []) + (["prior"] if self.text_prior else [])
+        parts = [s.spec for s in self.scorers] + (["union"] if self.union else []) + (["decay"] if self.decay else []) + (["prior"] if self.text_prior else [])
         parts += [f"redundancy={self.redundancy:g}"] if self.redundancy is not None else []
         parts += [f"pool={self.pool}"] if self.pool > 1 else []
         return "+".join(parts + ([f"merge={self.merge}"] if self.merge != "none" else []))
@@ -88,8 +94,8 @@ class Composition:
                     scorers.append(SCORERS[name](scope=scope or "all"))
                 elif scope:
                     raise ValueError
-                elif name in ("decay", "prior") and not value:
-                    kw["decay" if name == "decay" else "text_prior"] = True
+                elif name in ("decay", "prior", "union") and not value:
+                    kw[{"prior": "text_prior"}.get(name, name)] = True
                 elif name == "redundancy":
                     kw["redundancy"] = float(value) if value else 0.9
                 elif name == "pool" and value:
@@ -102,7 +108,7 @@ class Composition:
                 what = f"unknown policy {policy!r}" if "+" not in spec else f"bad policy part {part!r} in {policy!r}"
                 raise ConfigError(
                     f"{what}: use a named policy ({', '.join(POLICIES)}) or parts "
-                    f"joined by '+': scorers ({', '.join(SCORERS)}, each may end in @text or @frames), decay, prior, "
+                    f"joined by '+': scorers ({', '.join(SCORERS)}, each may end in @text or @frames), decay, prior, union, "
                     f"redundancy=COS, pool=K, "
                     f"merge=MODE") from None
         if not scorers:
@@ -127,7 +133,7 @@ class WindowConfig:
     """Settings of the bounded cache, as asked: None means "the default", worked out by `resolved`.
     Invalid values raise `ConfigError` (a `ValueError`) naming the field."""
 
-    policy: str = "combined"  # a name in POLICIES or a spec string of parts (module docstring)
+    policy: str = DEFAULT_POLICY  # a name in POLICIES or a spec string of parts (module docstring)
     budget: int | None = 2048  # max tokens kept per layer after every append; None only with policy "full"
     n_sink: int = 4  # first tokens of the stream that are never evicted (attention sinks)
     recent: int | None = None  # latest tokens never evicted; None = budget // 8
@@ -214,7 +220,7 @@ def _resolve(cfg: WindowConfig) -> Window:
         raise ConfigError(f"score_decay must be in (0, 1], got {cfg.score_decay!r}")
     merge = cfg.merge if cfg.merge is not None else comp.merge
     redundancy = comp.redundancy if cfg.redundancy == "policy" else cfg.redundancy
-    comp = Composition(comp.scorers, comp.decay, comp.text_prior, redundancy, comp.pool, merge)
+    comp = dataclasses.replace(comp, redundancy=redundancy, merge=merge)
     comp.check()
     for name, ok in (("evict_per", ("head", "layer")), ("obs_select", ("last", "elite")),
                      ("layer_budget", ("uniform", "adaptive"))):

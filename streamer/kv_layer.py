@@ -233,7 +233,7 @@ class KVWindowLayer(DynamicLayer):
         acc = iter(self.acc.unbind(-1))
         is_text = self._is_text()  # (B, H, T): heads keep different tokens
         score = combine_scoped(comp.scorers, [s.score(self, next(acc) if s.observes else None) for s in comp.scorers],
-                               is_text)
+                               is_text, comp.union)
         if comp.pool > 1:  # each text token: the best score of the text tokens around it
             pooled = torch.nn.functional.max_pool1d(score.float().masked_fill(~is_text, float("-inf")).flatten(0, 1),
                                                     comp.pool, 1, comp.pool // 2).view_as(score)

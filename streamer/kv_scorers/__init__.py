@@ -42,14 +42,15 @@ __all__ = ["SCORERS", "SCOPES", "Scorer", "combine", "combine_scoped"]
 SCOPES = ("all", "text", "frames")
 
 
-def combine(scores: list[torch.Tensor]) -> torch.Tensor:
+def combine(scores: list[torch.Tensor], union: bool = False) -> torch.Tensor:
     """One score (B, H, T) from several: the scores themselves for one, else the mean of their ranks
-    (0 for each head's lowest token, 1 for its highest) so that scales do not matter."""
+    (0 for each head's lowest token, 1 for its highest) so that scales do not matter; `union`: the highest of
+    their ranks (a token any scorer ranks high is kept: the budget is shared between the scorers' favourites)."""
     if len(scores) == 1:
         return scores[0]
     t = scores[0].shape[-1]
-    ranks = [s.float().argsort(dim=-1).argsort(dim=-1).float() / max(t - 1, 1) for s in scores]
-    return torch.stack(ranks).mean(dim=0)
+    ranks = torch.stack([s.float().argsort(dim=-1).argsort(dim=-1).float() / max(t - 1, 1) for s in scores])
+    return ranks.amax(dim=0) if union else ranks.mean(dim=0)
 
 
 def _rank_within(score: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
@@ -60,15 +61,15 @@ def _rank_within(score: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
     return (rank / (n_in - 1).clamp(min=1)).masked_fill(~member, 0.0)
 
 
-def combine_scoped(scorers, scores: list[torch.Tensor], is_text: torch.Tensor) -> torch.Tensor:
+def combine_scoped(scorers, scores: list[torch.Tensor], is_text: torch.Tensor, union: bool = False) -> torch.Tensor:
     """One score (B, H, T) from scorers of which some rank only text or only frames (`Scorer.scope`).
     is_text: (B, H, T) bool. Unscoped: `combine`. Scoped: each class ranked 0..1 by the scorers that apply to
     it (a class no scorer applies to scores 0)."""
     if all(s.scope == "all" for s in scorers):
-        return combine(scores)
+        return combine(scores, union)
     out = torch.zeros_like(scores[0], dtype=torch.float32)
     for cls, member in (("text", is_text), ("frames", ~is_text)):
         mine = [x for s, x in zip(scorers, scores) if s.scope in ("all", cls)]
         if mine:
-            out = torch.where(member, _rank_within(combine(mine), member), out)
+            out = torch.where(member, _rank_within(combine(mine, union), member), out)
     return out
