@@ -36,6 +36,7 @@ from streamer.errors import StreamerError
 from streamer.change import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
 from streamer.sources import PushSource, VideoSource
+from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -247,11 +248,12 @@ class UserSession:
 
     # ---- sources --------------------------------------------------------------------------------
 
-    def start_video(self, source: VideoSource, label: str) -> Feed:
-        """Forget the previous source and chat, then ingest `source` (already opened) in the background."""
-        return self._start(source, "video", label)
+    def start_video(self, source: VideoSource, label: str, window: WindowConfig | None = None) -> Feed:
+        """Forget the previous source and chat, then ingest `source` (already opened) in the background, under
+        the cache settings `window` (None: as before; a bad one raises ConfigError and changes nothing)."""
+        return self._start(source, "video", label, window)
 
-    def push_webcam(self, image: np.ndarray) -> str:
+    def push_webcam(self, image: np.ndarray, window: WindowConfig | None = None) -> str:
         """Queue a webcam frame if one is due at the target fps; starts a webcam feed when needed.
 
         Returns "started" (a new webcam feed began: cache and chat were reset), "queued", or "skipped"
@@ -259,15 +261,15 @@ class UserSession:
         was uploaded the frames are ignored; a stream (re)started after a pause takes over again).
         """
         with self._cam_lock:  # frames of one browser may be handled concurrently
-            return self._push_webcam(image)
+            return self._push_webcam(image, window)
 
-    def _push_webcam(self, image: np.ndarray) -> str:
+    def _push_webcam(self, image: np.ndarray, window: WindowConfig | None) -> str:
         now = time.monotonic()
         resumed = now - self._last_cam_frame > WEBCAM_RESTART_GAP_S
         self._last_cam_frame = now
         feed, result = self.feed, "queued"
         if feed is None or feed.stopped or (feed.kind == "video" and resumed):
-            self._start(PushSource(max_pending=8, name="webcam"), "webcam", "webcam")
+            self._start(PushSource(max_pending=8, name="webcam"), "webcam", "webcam", window)
             self._push_t0, self._next_push = now, now
             feed, result = self.feed, "started"
         if feed.kind != "webcam" or feed.state != "running" or now < self._next_push:
@@ -288,11 +290,13 @@ class UserSession:
             if self.feed is not None:
                 self.feed.stop()
 
-    def _start(self, source: VideoSource, kind: str, label: str) -> Feed:
+    def _start(self, source: VideoSource, kind: str, label: str, window: WindowConfig | None = None) -> Feed:
         with self.guard:
+            if window is not None:  # before the old feed stops: a window the model cannot take changes nothing
+                self.session.check_window(window)
             if self.feed is not None:
                 self.feed.stop()
-            self.session.reset()
+            self.session.reset(window)
             self.chat = []
             self.history.clear()
             self.refresh_stats()

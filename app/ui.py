@@ -25,6 +25,7 @@ HTML (`app/plots.py`), the model and cache (`models/`, `streamer/`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import html
 import logging
@@ -39,9 +40,10 @@ from streamer.app.registry import SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
-from streamer.kv_window import WindowConfig
+from streamer.kv_window import POLICIES, WindowConfig
 from streamer.options import (
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
+    DEFAULT_BUDGET, FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config,
+    window_config,
 )
 
 log = logging.getLogger(__name__)
@@ -105,9 +107,21 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         except StreamerError as err:
             raise gr.Error(html.escape(str(err), quote=False)) from None
 
-    def on_upload(path: str | None, request: gr.Request):
+    def chosen_window(policy: str | None, budget) -> WindowConfig:
+        """The cache settings picked on the page (policy name or spec, budget), checked; gr.Error if bad."""
+        try:
+            if budget is None or float(budget) != int(float(budget)):
+                raise ConfigError(f"the budget must be a whole number of tokens, got {budget!r}")
+            policy = (policy or window.policy).strip()
+            return dataclasses.replace(window, policy=policy, budget=None if policy == "full" else int(budget),
+                                       **({"redundancy": None} if policy == "full" else {}))
+        except (ConfigError, ValueError, TypeError) as err:
+            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
+
+    def on_upload(path: str | None, policy: str, budget, request: gr.Request):
         if not path:
             return gr.skip()
+        chosen = chosen_window(policy, budget)
         name = Path(path).name
         try:
             source = open_source(path, single_file=True)  # an upload is one file: no playlist, no URL
@@ -119,7 +133,11 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         except gr.Error:
             source.close()
             raise
-        user.start_video(source, name)
+        try:
+            user.start_video(source, name, chosen)
+        except StreamerError as err:  # a budget the model cannot take: nothing changed
+            source.close()
+            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
         return []  # a new video starts a new conversation; the status line follows on the next tick
 
     def on_video_cleared(request: gr.Request):
@@ -127,12 +145,15 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         if user is not None:
             user.stop_feed()
 
-    def on_frame(image, request: gr.Request):
+    def on_frame(image, policy: str, budget, request: gr.Request):
         if image is None:
             return gr.skip()
+        chosen = chosen_window(policy, budget)
         user = user_of(request)
         try:
-            started = user.push_webcam(image) == "started"
+            started = user.push_webcam(image, chosen) == "started"
+        except ConfigError as err:
+            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
         except ValueError as err:  # an odd frame from the browser: skip it, keep streaming
             log.debug("webcam frame skipped: %s", err)
             return gr.skip()
@@ -206,6 +227,13 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             gr.Markdown(f"> **Note:** {adapter.note}.")
         with gr.Row():
             with gr.Column(scale=5):
+                with gr.Accordion("Cache settings (apply to the next video or webcam)", open=False):
+                    with gr.Row():
+                        policy_box = gr.Dropdown(
+                            choices=list(POLICIES), value=window.policy, allow_custom_value=True, scale=3,
+                            label="policy: a name, or scorer parts joined by + (e.g. knorm+pool=9)", elem_id="policy")
+                        budget_box = gr.Number(value=window.budget or DEFAULT_BUDGET, precision=0, minimum=8, scale=1,
+                                               label="budget (tokens per layer)", elem_id="budget")
                 with gr.Tab("Video file"):
                     video = gr.Video(sources=["upload"], label="Upload a video", height=240, elem_id="video")
                 with gr.Tab("Webcam"):
@@ -239,9 +267,9 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         # Events that write the chat show no progress, and not on the chat (show_progress_on): an error is
         # then only a toast and the chat stays visible (Gradio would cover a Chatbot with an "Error" badge)
         quiet = dict(show_progress="hidden", show_progress_on=[question])
-        video.upload(on_upload, [video], [chatbot], api_name="load_video", **quiet)
+        video.upload(on_upload, [video, policy_box, budget_box], [chatbot], api_name="load_video", **quiet)
         video.clear(on_video_cleared, None, None, api_name=False)
-        cam.stream(on_frame, [cam], [chatbot], stream_every=min(0.5, 0.5 / settings.fps), time_limit=None,
+        cam.stream(on_frame, [cam, policy_box, budget_box], [chatbot], stream_every=min(0.5, 0.5 / settings.fps), time_limit=None,
                    concurrency_limit=None, api_name="webcam_frame", **quiet)
         ask_btn.click(on_ask, [question], [chatbot, question], api_name="ask", **quiet)
         question.submit(on_ask, [question], [chatbot, question], api_name=False, **quiet)

@@ -92,11 +92,14 @@ def run_ours(args, prompts, ids, tokenizer) -> list[dict]:
         runs = {"full": ours_one(model, DynamicCache(), context, question, args.new_tokens, None, None)}
         full_kv = runs["full"].pop("snapshot")
         for frac in args.fractions:
-            for spec in args.specs:
+            for entry in args.specs:
+                spec, only_frac, only_mode = (entry.split(":") + [None, None])[:3]  # SPEC[:FRACTION[:MODE]]
+                if only_frac is not None and abs(float(only_frac) - frac) > 1e-9:
+                    continue
                 cfg = WindowConfig(policy=spec, budget=int(frac * context.shape[1]))
                 comp = cfg.resolved.composition
                 probe = proxy if comp.observes("probe") else None
-                for mode in args.modes:
+                for mode in [only_mode] if only_mode else args.modes:
                     # one prefill, cut: a composition that scores without attention cuts the full cache's keys and
                     # values the same way whether they come from a forward pass or by hand (checked on prompt 0)
                     shared = mode == "prefill" and not (comp.observes("chunk") or comp.observes("probe"))
@@ -231,7 +234,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=256, help="tokens per chunk in the stream mode")
     ap.add_argument("--new-tokens", type=int, default=6)
     ap.add_argument("--fractions", type=float, nargs="+", default=FRACTIONS)
-    ap.add_argument("--specs", nargs="+", default=SPECS, help="our compositions (WindowConfig.policy values)")
+    ap.add_argument("--specs", nargs="+", default=SPECS,
+                    help="our compositions (WindowConfig.policy values); SPEC:FRACTION[:MODE] runs that cell only")
     ap.add_argument("--modes", nargs="+", choices=["stream", "prefill"], default=["stream", "prefill"])
     ap.add_argument("--presses", nargs="+", default=PRESSES, help="kvpress presses (kvpress_worker.PRESSES)")
     ap.add_argument("--threads", type=int, default=1)

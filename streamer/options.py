@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from streamer.change import SkipConfig
 from streamer.kv_merge import MERGE_MODES
+from streamer.kv_config import DEFAULT_POLICY
+from streamer.kv_scorers import SCORERS
 from streamer.kv_window import POLICIES, WindowConfig
 
 # control characters but newline and tab, bidirectional overrides and lone surrogates
@@ -82,6 +84,18 @@ def redundancy_arg(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(f"must be a number in (-1, 1], off or policy, got {text!r}") from None
 
 
+def policy_arg(text: str) -> str:
+    """--policy: a named policy or a spec string of parts ("knorm+pool=9"); a bad one is the parser's message."""
+    from streamer.errors import ConfigError
+    from streamer.kv_config import Composition
+
+    try:
+        Composition.parse(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 FPS = float_in(0, 60, low_open=True)  # frames kept per second of video
 MAX_NEW_TOKENS = int_in(1, 4096)  # longest answer in tokens
 
@@ -96,7 +110,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 def add_cache_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int_in(8, MAX_BUDGET), default=None,
                    help=f"KV tokens kept per layer (default {DEFAULT_BUDGET}, or half the model's positions if fewer)")
-    p.add_argument("--policy", default="combined", choices=list(POLICIES), help="KV cache policy")
+    p.add_argument("--policy", default=DEFAULT_POLICY, type=policy_arg, metavar="NAME|SPEC",
+                   help=f"KV cache policy: one of {', '.join(POLICIES)} (default {DEFAULT_POLICY}), or parts joined "
+                        "by '+', e.g. knorm+pool=9 or combined+knorm@text (scorers: "
+                        f"{', '.join(SCORERS)}; decay, prior, union, redundancy=COS, pool=K, merge=MODE)")
     p.add_argument("--merge", default=None, choices=list(MERGE_MODES), help="merge evicted KV (LOOK-M)")
     p.add_argument("--obs-select", default="last", choices=["last", "elite"],
                    help="queries that score the cache: the last N, or AirCache's elite text queries")

@@ -110,9 +110,18 @@ class StreamSession:
 
     # ---- conversation ----------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget the video and the chat: empty cache, counters at zero."""
+    def check_window(self, window: WindowConfig) -> None:
+        """ConfigError if this session's model cannot take the cache settings `window` (e.g. a budget past its
+        positions); nothing changes."""
+        KVWindowCache(self.adapter.model.config, window)
+
+    def reset(self, window: WindowConfig | None = None) -> None:
+        """Forget the video and the chat: empty cache, counters at zero. `window`: the cache settings from now
+        on (a bad one raises ConfigError and changes nothing)."""
         with self.lock:
+            if window is not None and window != self.window:
+                self.cache = KVWindowCache(self.adapter.model.config, window)  # checks it against the model
+                self.window = window
             self.cache.reset()
             self.conv = Conversation()  # where the chat stands; moves only when a prompt is fed
             self.history: list[Turn] = []

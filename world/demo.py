@@ -28,7 +28,8 @@ from tqdm import tqdm
 from streamer.errors import StreamerError
 from streamer.frames import SamplerConfig, chunks_and_stops, sample_frames
 from streamer.kv_window import POLICIES, WindowConfig
-from streamer.options import int_in
+from streamer.kv_config import DEFAULT_POLICY
+from streamer.options import int_in, policy_arg
 from streamer.report import cache_line
 from streamer.session import StreamSession
 from streamer.vocab import format_timestamp
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="streamer-demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--video", type=Path, help="where to write the sample video (default: a temporary folder)")
     p.add_argument("--model", default="tiny", help="model name or path (default: the built-in tiny)")
-    p.add_argument("--policy", default="combined", choices=[p for p in POLICIES if p != "full"])
+    p.add_argument("--policy", default=DEFAULT_POLICY, type=policy_arg, metavar="NAME|SPEC",
+                   help=f"KV cache policy: one of {', '.join(p for p in POLICIES if p != 'full')} or a spec string")
     p.add_argument("--budget", type=int_in(8, 4096), default=512, help="KV tokens kept per layer (default 512)")
     return p
 
