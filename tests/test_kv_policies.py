@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from kv_golden import CASES, GOLDEN, stream
+from kv_golden import POLICIES as GOLDEN_POLICIES
 from streamer.errors import ConfigError
 from streamer.kv_config import POLICIES, Composition, WindowConfig
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+def test_every_named_policy_round_trips_through_its_spec(policy):
+    assert Composition.parse(Composition.parse(policy).spec) == Composition.parse(policy)
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -22,7 +28,7 @@ def test_named_policies_keep_the_tokens_they_kept_before_the_refactor(name):
         assert got[part] == pytest.approx(want[part], rel=1e-5, abs=1e-4)
 
 
-@pytest.mark.parametrize("policy", [p for p in POLICIES if p != "full"])
+@pytest.mark.parametrize("policy", GOLDEN_POLICIES)
 def test_a_named_policy_equals_its_spec(policy):
     named = Composition.parse(policy)
     assert Composition.parse(named.spec) == named
@@ -96,3 +102,32 @@ def test_a_one_token_chunk_is_cut_to_the_budget_not_the_decode_slack():
     cache.update(torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16), 0)  # untagged: a decoding step
     cache.compress()
     assert layer.get_seq_length() == 60
+
+
+def test_recall_keeps_the_frames_combined_keeps_when_the_text_fits():
+    """`recall` differs from `combined` only in how text ranks among text: on a video whose conversation text
+    fits in the budget it keeps the same tokens, so the video numbers of `combined` carry over."""
+    from transformers import LlamaConfig
+
+    from streamer.kv_window import KVWindowCache
+    from streamer.vocab import Modality
+
+    kept = {}
+    for policy in ("combined", "recall"):
+        cfg = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+        cache = KVWindowCache(cfg, WindowConfig(policy=policy, budget=64, n_sink=4, recent=8))
+        gen = torch.Generator().manual_seed(9)
+        for step in range(30):
+            if step in (0, 29):  # a system prompt, then a question: 6 text tokens
+                mod, times, n = torch.full((3,), int(Modality.TEXT)), None, 3
+            else:  # a timestamp token + 9 image tokens
+                mod = torch.tensor([int(Modality.TEXT)] + [int(Modality.IMAGE)] * 9)
+                times, n = torch.full((10,), float(step)), 10
+            cache.tag(mod, times)
+            for i, layer in enumerate(cache.layers):
+                cache.update(torch.randn(1, 2, n, 16, generator=gen), torch.randn(1, 2, n, 16, generator=gen), i)
+                layer.observe(torch.randn(1, 4, n, 16, generator=gen), 0.25)
+        kept[policy] = [l.position.clone() for l in cache.layers]
+        assert cache.stats()["evicted"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(kept["combined"], kept["recall"]))

@@ -174,6 +174,27 @@ def test_two_clients_keep_separate_sessions(app, videos):
     assert sessions[0].session.lock is sessions[1].session.lock is demo.registry.model_lock
 
 
+def test_the_page_picks_the_policy_and_budget_for_the_next_video(app, videos):
+    """The cache settings on the page apply to the next video; a bad one is a message and changes nothing."""
+    demo, url = app
+    client = Client(url, verbose=False)
+    client.predict(handle_file(videos[3]), "knorm+pool=9", 40, api_name="/load_video")
+    panel = wait_for(client, lambda p: "Watched all" in p["status"])
+    user = demo.registry.get(client.session_hash, create=False)
+    assert user.session.window.policy == "knorm+pool=9" and user.session.window.budget == 40
+    assert panel["stats"]["budget"] == 40 and panel["stats"]["composition"] == "knorm+pool=9"
+    first, _ = client.predict("Is there a circle?", api_name="/ask")
+    for policy, budget, words in (("knorm+glue", 40, "glue"), ("recall", 3, "minimum value 8"), ("recall", 10**6, "positions")):
+        with pytest.raises(AppError, match=words):
+            client.predict(handle_file(videos[6]), policy, budget, api_name="/load_video")
+    panel = refresh(client)  # the old video, its cache and settings, and the chat are untouched
+    assert "clip3.mp4" in panel["status"] and panel["stats"]["budget"] == 40
+    assert user.session.window.policy == "knorm+pool=9" and len(user.chat) == 2
+    client.predict(handle_file(videos[6]), "sink-recent", 48, api_name="/load_video")  # a good one: a new cache
+    wait_for(client, lambda p: "clip6.mp4" in p["status"] and p["stats"]["budget"] == 48)
+    assert user.session.window.policy == "sink-recent" and user.session.cache.cfg.budget == 48
+
+
 def test_errors_are_messages_and_keep_the_chat(app, videos):
     demo, url = app
     client = Client(url, verbose=False)
