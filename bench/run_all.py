@@ -282,40 +282,47 @@ def section_equivalence() -> str:
     return out
 
 
+TASK_WORDS = {
+    "needle": "one 4-digit code in a timestamped system log",
+    "multikey": "the asked code among four codes of the same form in a timestamped system log",
+    "captions": "a plate number in one caption of a timestamped caption stream (the text of a live video), asked later",
+}
+
+
 def section_retrieval() -> str:
-    data, stem = pick("retrieval")
-    if not data:
-        return "## 10. Retrieval beside kvpress\n\nNot run yet.\n"
-    s = data["settings"]
-
-    def table(rows: dict) -> str:
-        lines = ["| config | right | accuracy [95% Wilson] | KL first token | prefill s (vs full) | decode ms/token "
-                 "(speed-up vs full) | KV tokens at question |", "|---|---|---|---|---|---|---|"]
-        for c, r in rows.items():
-            lines.append(f"| {c} | {r['right']}/{r['n']} | {r['accuracy']:.2f} [{r['wilson95'][0]:.2f}, "
-                         f"{r['wilson95'][1]:.2f}] | {r['kl_first']:.3f} | {r['prefill_s']:.2f} (x{r['prefill_vs_full']:.2f}) | "
-                         f"{r['decode_ms_per_token']:.1f} (x{r['decode_speedup_vs_full']:.2f}) | {r['kv_tokens']:.0f} |")
-        return "\n".join(lines) + "\n"
-
-    v = data.get("kvpress_versions", {})
-    out = (f"## 10. Text retrieval beside kvpress (`bench_retrieval.py`)\n\n{header(data)}\n"
-           f"{s['prompts']} prompts: a timestamped system log of {s['lines']} lines ({s['context_tokens_mean']:.0f} "
-           f"context tokens on average) with one code in it, then the question ({s['question_tokens_mean']:.0f} "
-           f"tokens) and the start of the answer; right = the greedy {s['new_tokens']} tokens start with the code. "
-           f"Ours: `/stream` = the context in chunks of {s['chunk']} tokens under the budget all along, `/prefill` = "
-           "one pass, then the cut. kvpress "
-           + (f"{v.get('kvpress')} (transformers {v.get('transformers')}, torch {v.get('torch')}, its own venv): "
-              if v else ": ")
-           + "the press during the context prefill; `/stream` = the same press while the context arrives in "
-           f"chunks of {s['chunk']} (kvpress compresses the first prefill only). Budgets are shares of each prompt's "
-           "context tokens. Times are ratios to each side's own full cache in the same run (both sides ran at once, "
-           "one thread each). The prompt ends with the space before the code (SmolLM2 writes ' 1663' as "
-           "'Ġ', '1', '6', '6', '3'), so the first answer token is the code's first digit and first-token KL "
-           "measures how much of the retrieval itself a policy changes." + (f" Note: {s['note']}." if s.get("note") else "")
-           + "\n\n### Ours\n\n" + table(data["ours"]))
-    if "kvpress" in data:
-        out += "\n### kvpress\n\n" + table(data["kvpress"])
-    return out + "\n" + img(stem)
+    """Section 10 from `bench_retrieval.py --report` files (retrieval_<task>.json), one table per task."""
+    out = ("## 10. Keeping what a later question needs: text retrieval beside kvpress (`bench_retrieval.py`)\n\n"
+           "SmolLM2-135M-Instruct, the question after the context (never inside it), right = the greedy answer starts "
+           "with the code; the same prompts, token ids and weights on both sides. Ours `/stream`: the context arrives "
+           "in chunks of 256 tokens and the cache stays within budget all along (what the product does); `/prefill`: "
+           "one pass, then the cut (what kvpress does; a composition that scores without attention is cut from the "
+           "full cache's keys and values, which `bench_retrieval.py` checks equals a forward pass on the first prompt). "
+           "kvpress: each press during the context prefill (its scorer presses applied to one captured prefill per "
+           "prompt, checked to give the same tokens and KL as a prefill per press). Budgets are shares of each "
+           "prompt's context tokens. Intervals: 95% Wilson; p: exact McNemar on the paired prompts, our best against "
+           "kvpress's best of the same budget. `prefill s` of a cut from a shared prefill is the cut alone.\n")
+    for task, words in TASK_WORDS.items():
+        data = common.read_json(f"retrieval_{task}")
+        if not data:
+            continue
+        out += f"\n### {task}: {words}\n\n"
+        out += (f"Commands: `bench_retrieval.py --side ours --task {task} --prompts 50 ...`, `--side kvpress`, then "
+                f"`--report --task {task}`; {data['prompts']} prompts, "
+                f"{data['settings'].get('context_tokens_mean', 0):.0f} context tokens on average. "
+                f"kvpress {(data.get('kvpress_versions') or {}).get('kvpress', '?')}.\n\n")
+        out += "| budget / mode | our best | kvpress's best | points | only ours / only kvpress | p |\n|---|---|---|---|---|---|\n"
+        for cell, c in data["cells"].items():
+            if "best_kvpress" in c:
+                out += (f"| {cell} | {c['best_ours']} {c['best_ours_accuracy']:.2f} | {c['best_kvpress']} "
+                        f"{c['best_kvpress_accuracy']:.2f} | {c['points']:+.1f} | {c['only_ours']} / {c['only_kvpress']} | "
+                        f"{c['p_value']} |\n")
+        out += "\n| side | config | right | accuracy [95% Wilson] | KL first token | KV tokens |\n|---|---|---|---|---|---|\n"
+        for side in ("ours", "kvpress"):
+            for name, r in data[side].items():
+                out += (f"| {side} | {name} | {r['right']}/{r['n']} | {r['accuracy']:.2f} [{r['wilson95'][0]:.2f}, "
+                        f"{r['wilson95'][1]:.2f}] | {r['kl_first']:.3f} | {r['kv_tokens']:.0f} |\n")
+        out += "\n" + img(f"retrieval_{task}")
+    return out
 
 
 def section_quality() -> str:
