@@ -167,6 +167,13 @@ class ModelAdapter:
         logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
         return prompt
 
+    def proxy_ids(self) -> list[int]:
+        """The family's assistant-turn opening (what ends every question prompt: ChatML
+        `<|im_end|>\n<|im_start|>assistant\n`, SmolVLM `<end_of_utterance>\nAssistant:`) as token ids: the proxy
+        queries of the `proxy` scorer, which stand in for a question not asked yet."""
+        template = self._question_text("?", after_frames=True)[1]
+        return self.tokenizer(template, add_special_tokens=False)["input_ids"]
+
     def question_prompt(self, question: str, conv: Conversation) -> Prompt:
         """The user question, the end of the user turn and the assistant generation prefix."""
         question = question.strip()

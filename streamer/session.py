@@ -26,7 +26,7 @@ import torch
 from streamer.change import SkipConfig, StaticSkipper
 from streamer.errors import BudgetError, ConfigError, QuestionError
 from streamer.frames import Chunk
-from streamer.vocab import Conversation
+from streamer.vocab import Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class StreamSession:
         # a plain Lock, shared by sessions of one model: an answer's generator may resume in another thread
         self.lock = lock or threading.Lock()
         use_window_attention(adapter.model)
-        self.cache = KVWindowCache(adapter.model.config, self.window)
+        self.cache = self._new_cache(self.window)
         self._process = psutil.Process()
         self.reset()
 
@@ -113,14 +113,20 @@ class StreamSession:
     def check_window(self, window: WindowConfig) -> None:
         """ConfigError if this session's model cannot take the cache settings `window` (e.g. a budget past its
         positions); nothing changes."""
-        KVWindowCache(self.adapter.model.config, window)
+        self._new_cache(window)
+
+    def _new_cache(self, window: WindowConfig) -> KVWindowCache:
+        cache = KVWindowCache(self.adapter.model.config, window)
+        if window.resolved.composition.observes("probe") and cache.mrope:
+            raise ConfigError("the proxy scorer needs a model with 1-D RoPE positions (not M-RoPE)")
+        return cache
 
     def reset(self, window: WindowConfig | None = None) -> None:
         """Forget the video and the chat: empty cache, counters at zero. `window`: the cache settings from now
         on (a bad one raises ConfigError and changes nothing)."""
         with self.lock:
             if window is not None and window != self.window:
-                self.cache = KVWindowCache(self.adapter.model.config, window)  # checks it against the model
+                self.cache = self._new_cache(window)  # checks it against the model
                 self.window = window
             self.cache.reset()
             self.conv = Conversation()  # where the chat stands; moves only when a prompt is fed
@@ -152,7 +158,7 @@ class StreamSession:
                 return
         prompt = self.adapter.chunk_prompt(chunk, self.conv)
         self._check_room(prompt.n_tokens, "this chunk of frames")
-        self._forward(prompt)
+        self._forward(prompt, probe=self.window.resolved.composition.observes("probe"))
         self.frames_ingested += len(chunk.frames)
         self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
 
@@ -244,9 +250,16 @@ class StreamSession:
                 "smaller --budget"
             )
 
-    def _forward(self, prompt) -> torch.Tensor:
-        position_ids = self.cache.tag(prompt.modality, prompt.times, prompt.mrope)  # M-RoPE only, else None
-        logits = self._run(prompt.inputs if position_ids is None else {**prompt.inputs, "position_ids": position_ids})
+    def _forward(self, prompt, probe: bool = False) -> torch.Tensor:
+        inputs, modality, times, n_probe = prompt.inputs, prompt.modality, prompt.times, 0
+        if probe:  # the proxy queries after the chunk: they score the cache and leave it with the pass
+            ids = torch.tensor([self.adapter.proxy_ids()])
+            n_probe = ids.shape[1]
+            inputs = {**inputs, "input_ids": torch.cat([inputs["input_ids"], ids], dim=1)}
+            modality = torch.cat([modality, torch.full((n_probe,), int(Modality.TEXT), dtype=modality.dtype)])
+            times = torch.cat([times, torch.full((n_probe,), math.nan, dtype=times.dtype)])
+        position_ids = self.cache.tag(modality, times, prompt.mrope, probe=n_probe)  # M-RoPE only, else None
+        logits = self._run(inputs if position_ids is None else {**inputs, "position_ids": position_ids})
         self.conv = prompt.after
         return logits
 

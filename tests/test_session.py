@@ -149,3 +149,20 @@ def test_sessions_sharing_a_model_keep_separate_state(adapter):
     assert a.stats()["frames_ingested"] == 2 and b.stats()["frames_ingested"] == 2
     assert a.stats()["video_times"] == [0.0, 1.0] and b.stats()["video_times"] == [10.0, 11.0]
     assert b.stats()["turns"] == 0
+
+
+def test_proxy_queries_score_each_chunk_and_leave_no_token(adapter):
+    """With the `proxy` scorer every chunk is followed by the family's assistant opening as proxy queries: they
+    score the cache, none of their tokens stays, and the answers go on as usual."""
+    s = session(adapter, budget=64, policy="proxy+pool=9")
+    fed = 0
+    for i in range(6):
+        prompt = adapter.chunk_prompt(chunk(i), s.conv)
+        fed += prompt.n_tokens
+        s.ingest(chunk(i))
+        layer = s.cache.layers[0]
+        assert layer.n_seen == fed and layer.probe == 0  # the proxy tokens came and went
+        assert layer.get_seq_length() <= 64
+        assert layer.acc.any()  # scored by the proxy queries
+    assert adapter.proxy_ids() and s.answer("What is on screen?", max_new_tokens=3) is not None
+    assert s.stats()["composition"] == "proxy+pool=9"
