@@ -49,6 +49,7 @@ from streamer.options import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_UPLOAD_MB = 200
+UI_BUDGET = 512  # tokens per layer the page starts with (the CLI's 2048 never fills on the one-minute sample)
 MAX_SESSIONS = 1024  # --max-sessions and --max-sessions-per-client accept 1 to this
 # Gradio keeps, for every session_hash it has seen, a copy of the page's config and the last value of each
 # output (about 80 KB here: the panel HTML, the plot as a PNG), up to `state_session_capacity` hashes, the
@@ -358,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m streamer.app.ui", description=__doc__.split("\n\n")[0])
     add_model_options(p)
     add_cache_options(p)
+    p.set_defaults(budget=UI_BUDGET)  # the page starts where the one-minute sample evicts; the page can change it
     p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep")
     p.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, default=64, help="longest answer in tokens")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
