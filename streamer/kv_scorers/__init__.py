@@ -16,6 +16,7 @@ apply to whatever the scorers say. Adding a scorer: a file here with a `Scorer` 
 | `vnorm`     | the norm of its value                                              | InfiniPot-V          |
 | `keydiff`   | minus the cosine of its key with the mean normalised key           | KeyDiff 2504.15364   |
 | `novelty`   | minus its value's highest cosine with any other held value         | this project         |
+| `peak`      | the highest attention it ever received from an observation query    | H2O-style, max       |
 
 Several scorers in one composition are averaged as ranks (each head's tokens ranked 0..1 per scorer),
 so scores on different scales combine; one scorer's score is used as it is. A scorer may rank only the
@@ -31,12 +32,13 @@ from streamer.kv_scorers.base import Scorer
 from streamer.kv_scorers.keydiff import KeyDiff
 from streamer.kv_scorers.knorm import KNorm
 from streamer.kv_scorers.novelty import Novelty
+from streamer.kv_scorers.peak import Peak
 from streamer.kv_scorers.proxy import Proxy
 from streamer.kv_scorers.recency import Recency
 from streamer.kv_scorers.tova import Tova
 from streamer.kv_scorers.vnorm import VNorm
 
-SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (Recency, Attention, Tova, Proxy, KNorm, VNorm, KeyDiff, Novelty)}
+SCORERS: dict[str, type[Scorer]] = {s.name: s for s in (Recency, Attention, Tova, Proxy, KNorm, VNorm, KeyDiff, Novelty, Peak)}
 
 __all__ = ["SCORERS", "SCOPES", "Scorer", "combine", "combine_scoped"]
 SCOPES = ("all", "text", "frames")
