@@ -198,6 +198,11 @@ def parse_label(label: str) -> dict:
     ("+tensorops": the cut without the compiled CPU loop)."""
     head, *options = label.split("+")
     policy, _, merge = head.partition("/")
+    known = ("slack", "elite", "adaptive", "gap", "tensorops")
+    while options and not options[0].startswith(known):  # a spec's own parts: "knorm+pool=9/none+gap"
+        part = options.pop(0)
+        part, _, merge = part.partition("/") if "/" in part else (part, "", merge)
+        policy += "+" + part
     out = dict(policy=policy, merge=merge or None)
     for opt in options:
         if opt.startswith("slack"):
