@@ -37,7 +37,7 @@ def test_json_answer_within_budget(video):
                 "peak_kv_bytes", "rss_bytes", "ingest_seconds", "policy", "budget", "skip_static", "model"):
         assert key in ans
     assert ans["question"] == "what happened?" and ans["model"] == "tiny-random"
-    assert ans["kv_tokens"] <= 256 and ans["budget"] == 256 and ans["policy"] == "combined"
+    assert ans["kv_tokens"] <= 256 and ans["budget"] == 256 and ans["policy"] == "recall"
     assert ans["frames_ingested"] + ans["frames_skipped"] == 20 and ans["video_time_s"] == pytest.approx(19.0, abs=0.3)
     assert 0 < ans["kv_bytes"] <= ans["peak_kv_bytes"]
     assert "random weights" in out.stderr and "Traceback" not in out.stderr

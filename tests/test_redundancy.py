@@ -328,7 +328,7 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
             assert row["skip_static"] is None and row["frames_skipped"] == 0
         else:  # on by default, and with the bare flag: the static stretches are not fed
             assert row["skip_static"] == (0.5 if "0.5" in flags else SkipConfig.min_area) and row["frames_ingested"] < 30
-    assert row["redundancy"] == 0.9 and row["policy"] == "combined"
+    assert row["redundancy"] == 0.9 and row["policy"] == "recall"  # the default policy
     for bad, says in ((["--skip-static", "1.5"], "[0, 1) or off"), (["--skip-static", "of"], "[0, 1) or off"),
                       (["--redundancy", "2"], "(-1, 1], off or policy"), (["--redundancy", "-1"], "(-1, 1], off or policy"),
                       (["--redundancy", "polcy"], "(-1, 1], off or policy")):
