@@ -20,18 +20,21 @@ def hms(t: int) -> str:
     return f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
 
 
+def _log(r: random.Random, n_lines: int, facts: dict[int, str]) -> list[str]:
+    """`n_lines` timestamped log lines: the routine events of EVENTS, and the text of `facts` at their line numbers."""
+    lines, t = [], 0
+    for i in range(n_lines):
+        t += r.randint(3, 20)
+        lines.append(f"[{hms(t)}] " + (facts[i] if i in facts else r.choice(EVENTS).format(r.randint(1, 99))))
+    return lines
+
+
 def make_prompt(seed: int, n_lines: int) -> dict:
     """{context, question, answer, depth}: context = chat opening + log; question = the rest up to the code."""
     r = random.Random(seed)
     obj, num, code = r.choice(OBJECTS), r.randint(1, 9), r.randint(1000, 9999)
     at = r.randint(2, n_lines - 3)
-    lines, t = [], 0
-    for i in range(n_lines):
-        t += r.randint(3, 20)
-        if i == at:
-            lines.append(f"[{hms(t)}] The code for {obj} {num} is {code}.")
-        else:
-            lines.append(f"[{hms(t)}] " + r.choice(EVENTS).format(r.randint(1, 99)))
+    lines = _log(r, n_lines, {at: f"The code for {obj} {num} is {code}."})
     context = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
                "<|im_start|>user\nHere is a system log.\n\n" + "\n".join(lines) + "\n\n")
     question = (f"Question: What is the code for {obj} {num}? Answer with the number only.<|im_end|>\n"
@@ -58,14 +61,7 @@ def make_multikey(seed: int, n_lines: int, keys: int = 4) -> dict:
     codes = r.sample(range(1000, 10000), keys)
     at = dict(zip(r.sample(range(2, n_lines - 3), keys), range(keys)))
     asked = r.randrange(keys)
-    lines, t = [], 0
-    for i in range(n_lines):
-        t += r.randint(3, 20)
-        if i in at:
-            (obj, num), code = objs[at[i]], codes[at[i]]
-            lines.append(f"[{hms(t)}] The code for {obj} {num} is {code}.")
-        else:
-            lines.append(f"[{hms(t)}] " + r.choice(EVENTS).format(r.randint(1, 99)))
+    lines = _log(r, n_lines, {i: "The code for {} {} is {}.".format(*objs[k], codes[k]) for i, k in at.items()})
     (obj, num), code = objs[asked], codes[asked]
     depth = [i for i, k in at.items() if k == asked][0] / n_lines
     context = SYSTEM + "<|im_start|>user\nHere is a system log.\n\n" + "\n".join(lines) + "\n\n"
