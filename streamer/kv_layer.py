@@ -3,15 +3,18 @@
 How one append goes. `update()` appends the new chunk's keys/values with their tags (modality, video
 time, stream position) and returns the whole layer, so a forward pass attends to at most
 `budget + len(chunk)` tokens. `observe()` (called by the `kv_window` attention, `kv_attention.py`)
-scores the cached tokens with this pass's queries and compresses back to `budget` right away.
+hands this pass's attention to the composition's scorers that observe (`kv_scorers/`: each keeps one
+accumulator column of `acc`) and compresses back to `budget` right away; `priority()` combines every
+scorer's score with the composition's parts (pooling, text prior, redundancy, sinks and recent window).
+Proxy-query tokens at the end of a pass (`probe`) score the cache and leave it before the cut.
 `compress()` gathers the survivors, merges the evicted into them, and re-rotates the kept keys to
 contiguous positions 0..budget-1, so the layer looks like an ordinary cache of `get_seq_length()` tokens.
 Once a layer has been cut, its keys and values are the first slots of a store with room up to its budget
 (`_append`), so a decoding step writes one token instead of copying the whole layer the way a
 concatenation does; the step that goes over the budget concatenates and cuts.
-For float32 keys on the CPU the priorities, the kept tokens' tags and those three steps on keys and values
-are compiled loops (`kv_kernels.py`); otherwise (and with `compiled=False`) they are the tensor functions of
-`kv_scoring.py`, `kv_merge.py` and `rope.py`, with the same result.
+The gather, merge and re-rotation run on one of two backends chosen once per layer (`kv_cut.py`): compiled
+loops for float32 CPU caches (`kv_kernels.py`), tensor operations otherwise (and with `compiled=False`),
+with the same result.
 With `max_gap` > 0 (1-D RoPE) kept keys stay where they are until the positions left empty by evicted
 tokens add up to more than `max_gap`; until then the layer's positions run ahead of the model's by its
 `shift`, which moves the new keys here and the queries in the `kv_window` attention.
