@@ -110,8 +110,9 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
 
     def chosen_window(policy: str | None, budget) -> WindowConfig:
         """The cache settings picked on the page (policy name or spec, budget), checked; gr.Error if bad."""
-        try:
-            if budget is None or float(budget) != int(float(budget)):
+        try:  # None (an API client that leaves them out): the server's settings
+            budget = window.budget or DEFAULT_BUDGET if budget is None else budget
+            if float(budget) != int(float(budget)):
                 raise ConfigError(f"the budget must be a whole number of tokens, got {budget!r}")
             policy = (policy or window.policy).strip()
             return dataclasses.replace(window, policy=policy, budget=None if policy == "full" else int(budget),

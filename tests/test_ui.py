@@ -252,7 +252,7 @@ def test_made_up_sessions_cannot_lock_out_a_new_user(adapter, videos):
         # one client floods the server: questions, then videos, each with a made-up session hash
         asked = [call_api(url, "ask", ["what is there?"], f"made-up-{i}") for i in range(16)]
         video = upload(url, videos[3])
-        loaded = [call_api(url, "load_video", [video], f"flood-{i}") for i in range(6)]
+        loaded = [call_api(url, "load_video", [video, None, None], f"flood-{i}") for i in range(6)]
 
         user = Client(url, verbose=False, headers={"X-Forwarded-For": "10.1.2.3"})  # somebody else
         user.predict(handle_file(videos[3]), api_name="/load_video")  # still gets a slot
