@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamer.errors import ConfigError
+from streamer.errors import check_number
 from streamer.sources import Frame
 
 
@@ -43,14 +43,10 @@ class SkipConfig:
     cells: int = 24  # the signature grid is cells x cells (each cell averages many pixels: noise cancels)
 
     def __post_init__(self):
-        if not 0.0 <= self.min_area < 1.0:
-            raise ConfigError(f"skip min_area must be a fraction in [0, 1), got {self.min_area!r}")
-        if not 0.0 < self.level < 1.0:
-            raise ConfigError(f"skip level must be in (0, 1), got {self.level!r}")
-        if not self.max_gap_s > 0:
-            raise ConfigError(f"skip max_gap_s must be > 0 seconds, got {self.max_gap_s!r}")
-        if not (isinstance(self.cells, int) and 4 <= self.cells <= 256):
-            raise ConfigError(f"skip cells must be an integer in [4, 256], got {self.cells!r}")
+        check_number("skip min_area", self.min_area, 0, 1, high_open=True)
+        check_number("skip level", self.level, 0, 1, low_open=True, high_open=True)
+        check_number("skip max_gap_s", self.max_gap_s, 0, low_open=True)
+        check_number("skip cells", self.cells, 4, 256, integer=True)
 
 
 def signature(image: np.ndarray, cells: int) -> np.ndarray:

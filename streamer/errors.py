@@ -7,6 +7,8 @@ Programming errors stay ordinary exceptions: they are bugs, not user mistakes. `
 library's error to the one line such a message quotes.
 """
 
+import math
+import numbers
 import re
 
 
@@ -69,3 +71,24 @@ class BudgetError(StreamerError):
 
 class QuestionError(StreamerError, ValueError):
     """A question that is not usable text: empty, not valid UTF-8, or holding control characters."""
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None, *, integer: bool = False,
+                 low_open: bool = False, high_open: bool = False, none_ok: bool = False):
+    """`value` if it is a finite real number (an `int` when `integer`) in the range, else ConfigError naming
+    `name` and the range. bool is not a number here; numpy scalars are. `none_ok`: None passes too."""
+    if value is None and none_ok:
+        return value
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if ok:
+        return value
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+    rng = " and ".join(p for p in (lo, hi) if p)
+    want = f"{'an integer' if integer else 'a finite number'}{' ' + rng if rng else ''}{' or None' if none_ok else ''}"
+    raise ConfigError(f"{name} must be {want}, got {value!r}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, check_number
 from streamer.sources import EPS, Frame, VideoSource
 from streamer.video_backends import open_video
 
@@ -43,6 +43,11 @@ class Chunk:
 
     frames: tuple[Frame, ...]
     index: int = 0  # 0-based chunk number within the stream
+
+    def __post_init__(self):
+        if not isinstance(self.frames, tuple | list) or not all(isinstance(f, Frame) for f in self.frames):
+            raise ConfigError(f"Chunk.frames must be a sequence of Frame, got {type(self.frames).__name__}")
+        check_number("Chunk.index", self.index, 0, integer=True)
 
     @property
     def times(self) -> list[float]:
@@ -63,24 +68,22 @@ class SamplerConfig:
     backend: str = "auto"  # decoder used when a path/URL is given: auto | decord | pyav | opencv
 
     def __post_init__(self):
-        if not (isinstance(self.fps, int | float) and math.isfinite(self.fps) and self.fps > 0):
-            raise ConfigError(f"fps must be a positive number of frames per second, got {self.fps!r}")
-        if not (math.isfinite(self.start_s) and self.start_s >= 0):
-            raise ConfigError(f"start_s must be >= 0 seconds, got {self.start_s!r}")
+        check_number("fps", self.fps, 0, low_open=True)
+        check_number("start_s", self.start_s, 0)
+        check_number("end_s", self.end_s, none_ok=True)
         if self.end_s is not None and not self.end_s > self.start_s:
             raise ConfigError(f"end_s ({self.end_s!r}) must be after start_s ({self.start_s!r}), or None")
-        if self.max_side is not None and not (isinstance(self.max_side, int) and self.max_side >= 1):
-            raise ConfigError(f"max_side must be a positive number of pixels or None, got {self.max_side!r}")
+        check_number("max_side", self.max_side, 1, integer=True, none_ok=True)
         if self.chunk_frames is not None and self.chunk_seconds is not None:
             raise ConfigError(
                 "set either chunk_frames or chunk_seconds, not both (use chunk_frames=None to chunk by duration)"
             )
         if self.chunk_frames is None and self.chunk_seconds is None:
             raise ConfigError("set chunk_frames (frames per chunk) or chunk_seconds (seconds per chunk)")
-        if self.chunk_frames is not None and not (isinstance(self.chunk_frames, int) and self.chunk_frames >= 1):
-            raise ConfigError(f"chunk_frames must be an integer >= 1, got {self.chunk_frames!r}")
-        if self.chunk_seconds is not None and not (math.isfinite(self.chunk_seconds) and self.chunk_seconds > 0):
-            raise ConfigError(f"chunk_seconds must be > 0, got {self.chunk_seconds!r}")
+        check_number("chunk_frames", self.chunk_frames, 1, integer=True, none_ok=True)
+        check_number("chunk_seconds", self.chunk_seconds, 0, low_open=True, none_ok=True)
+        if not isinstance(self.realtime, bool):
+            raise ConfigError(f"realtime must be True or False, got {self.realtime!r}")
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
 
@@ -134,6 +137,8 @@ class LagMeter:
     """
 
     def __init__(self, fps: float, warn_s: float = 5.0, clock=time.monotonic):
+        check_number("fps", fps, 0, low_open=True)
+        check_number("warn_s", warn_s, 0, low_open=True)
         self.fps, self.warn_s, self.clock = fps, warn_s, clock
         self.lag_s = 0.0
         self.missed = 0  # grid frames that never reached the model

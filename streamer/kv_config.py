@@ -37,7 +37,7 @@ new config with those arguments. Deliberately not here: anything that holds or c
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, check_number
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_scorers import SCOPES, SCORERS, Scorer
 
@@ -193,11 +193,7 @@ class Window:
 
 
 def _int(cfg: WindowConfig, name: str, low: int, none_ok: bool = False) -> None:
-    v = getattr(cfg, name)
-    if v is None and none_ok:
-        return
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{name} must be an integer >= {low}{' or None' if none_ok else ''}, got {v!r}")
+    check_number(name, getattr(cfg, name), low, integer=True, none_ok=none_ok)
 
 
 def _resolve(cfg: WindowConfig) -> Window:

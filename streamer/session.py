@@ -24,7 +24,7 @@ import psutil
 import torch
 
 from streamer.change import SkipConfig, StaticSkipper
-from streamer.errors import BudgetError, ConfigError, QuestionError
+from streamer.errors import BudgetError, ConfigError, QuestionError, check_number
 from streamer.frames import Chunk
 from streamer.vocab import Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
@@ -76,11 +76,8 @@ def _not_utf8(byte: int, at: int) -> str:
 
 
 def _check_generation(max_new_tokens: int, temperature: float) -> None:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
-            math.isfinite(temperature) and temperature >= 0):
-        raise ConfigError(f"temperature must be a finite number >= 0, got {temperature!r}")
+    check_number("max_new_tokens", max_new_tokens, 1, integer=True)
+    check_number("temperature", temperature, 0)
 
 
 @dataclass
@@ -96,6 +93,10 @@ class StreamSession:
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
     def __init__(self, adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = SkipConfig()):
+        if not isinstance(window, WindowConfig | None):
+            raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
+        if not isinstance(skip, SkipConfig | None):
+            raise ConfigError(f"skip must be a SkipConfig or None, got {type(skip).__name__}")
         self.adapter = adapter
         self.window = window or WindowConfig()
         # skip: frames that barely differ from the last one fed never reach the model (`streamer.change`);
@@ -124,6 +125,8 @@ class StreamSession:
     def reset(self, window: WindowConfig | None = None) -> None:
         """Forget the video and the chat: empty cache, counters at zero. `window`: the cache settings from now
         on (a bad one raises ConfigError and changes nothing)."""
+        if not isinstance(window, WindowConfig | None):
+            raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
         with self.lock:
             if window is not None and window != self.window:
                 self.cache = self._new_cache(window)  # checks it against the model
@@ -141,6 +144,8 @@ class StreamSession:
     def ingest(self, chunk: Chunk) -> float:
         """Append one chunk of frames to the cache (compressing it back to the budget); returns the
         seconds it took (waiting for the lock not counted), which also add up in `ingest_seconds`."""
+        if not isinstance(chunk, Chunk):
+            raise ConfigError(f"ingest() takes a Chunk of frames, got {type(chunk).__name__}")
         if not chunk.frames:
             return 0.0
         with self.lock:
@@ -281,5 +286,6 @@ class StreamSession:
     def _pick(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> int:
         if temperature <= 0:
             return int(logits.argmax())
-        probs = torch.softmax(logits / temperature, dim=-1).cpu()
+        # float64 and shifted so the best logit is 0: a tiny temperature gives -inf elsewhere (greedy), not NaN
+        probs = torch.softmax((logits.double() - logits.max()) / temperature, dim=-1).cpu()
         return int(torch.multinomial(probs, 1, generator=gen))

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamer.errors import ConfigError, NoFramesError, first_line
+from streamer.errors import ConfigError, NoFramesError, check_number, first_line
 
 log = logging.getLogger(__name__)
 
 EPS = 1e-4  # s; timestamps closer than this count as equal (decord reports float32 times)
+MAX_TIME_S = 1e10  # s (317 years); a later frame time is a broken clock, not a video
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Frame:
                 and image.shape[2] == 3 and min(image.shape[:2]) >= 1):
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ConfigError(f"Frame.image must be an (H, W, 3) uint8 RGB image of at least 1x1 pixels, got {what}")
+        check_number("Frame.time_s", self.time_s, 0, MAX_TIME_S)
 
 
 class TimeGrid:
@@ -162,8 +164,7 @@ class PushSource(VideoSource):
     _empty_is_error = False  # closing before any push is a normal end
 
     def __init__(self, max_pending: int = 64, name: str = "pushed frames"):
-        if max_pending < 1:
-            raise ConfigError(f"max_pending must be >= 1, got {max_pending!r}")
+        check_number("max_pending", max_pending, 1, integer=True)
         self.name = name
         self.max_pending = max_pending
         self.dropped = 0
@@ -178,7 +179,7 @@ class PushSource(VideoSource):
         close()."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) < 1:
-            raise ValueError(f"push() expects an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
+            raise ConfigError(f"push() expects an (H, W, 3) uint8 RGB image, got {image.dtype} {image.shape}")
         image = np.array(image[:, :, :3], copy=True, order="C")  # (H, W, 3); the caller may reuse its buffer
         with self._cond:
             if self._closed:
@@ -187,9 +188,9 @@ class PushSource(VideoSource):
             now = time.monotonic()
             if self._t0 is None:
                 self._t0 = now
-            t = now - self._t0 if time_s is None else float(time_s)
+            t = now - self._t0 if time_s is None else float(check_number("time_s", time_s, 0, MAX_TIME_S))
             if t < self._last_s:
-                raise ValueError(f"push() times must not decrease: got {t:.3f} s after {self._last_s:.3f} s")
+                raise ConfigError(f"push() times must not decrease: got {t:.3f} s after {self._last_s:.3f} s")
             self._last_s = t
             if len(self._pending) >= self.max_pending:
                 self._pending.popleft()
