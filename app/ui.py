@@ -24,13 +24,19 @@ HTML (`app/plots.py`), the model and cache (`models/`, `streamer/`).
 
 from __future__ import annotations
 
-import argparse
+import sys
+
+if __name__ == "__main__":  # python -m streamer.app.ui: run_main imports this module again, with Ctrl-C handled
+    from streamer.entry import run_main
+
+    sys.exit(run_main("streamer.app.ui"))
+
+import argparse  # noqa: E402 (the imports below take seconds; Ctrl-C during them is run_main's)
 import dataclasses
 import errno
 import html
 import logging
 import socket
-import sys
 from pathlib import Path
 
 import gradio as gr
@@ -38,6 +44,7 @@ import gradio as gr
 from streamer.app import plots
 from streamer.app.registry import SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
+from streamer.entry import run_main
 from streamer.errors import ConfigError, StreamerError
 from streamer.frames import open_source
 from streamer.kv_window import POLICIES, WindowConfig
@@ -376,30 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
-                              max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args))
-        window_config(args)  # bad cache options and addresses fail before the slow model load
-        check_address(args.host, args.port)
-        from streamer.models.registry import load_model
+def run(args: argparse.Namespace) -> int:
+    settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
+                          max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args))
+    window_config(args)  # bad cache options and addresses fail before the slow model load
+    check_address(args.host, args.port)
+    from streamer.models.registry import load_model
 
-        adapter = load_model(args.model, device=args.device, dtype=args.dtype)
-        window = window_config(args, adapter.describe()["max_position_embeddings"])
-        demo = build_demo(adapter, window=window, settings=settings)
-        launch(demo, args.host, args.port, args.share, args.max_upload_mb, prevent_thread_lock=True)
-    except (StreamerError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C while the model loads
-        return 130
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype)
+    window = window_config(args, adapter.describe()["max_position_embeddings"])
+    demo = build_demo(adapter, window=window, settings=settings)
+    launch(demo, args.host, args.port, args.share, args.max_upload_mb, prevent_thread_lock=True)
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     demo.block_thread()
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def main(argv: list[str] | None = None) -> int:
+    return run_main("streamer.app.ui", argv)

@@ -8,30 +8,33 @@ control characters in text output (an answer's escape sequences, a file name's) 
 (`\\x1b`), never sent to the terminal as such.
 
 Every option is checked before any work starts (before the video is opened and the model loaded).
-Exit codes: 0 done; 2 a user error (missing file, bad option, bad question) or a stdout that cannot take
-the answers (`> /dev/full`), one line on stderr, no traceback; 130 interrupted (Ctrl-C); 141 stdout was closed (`streamer ... | head -c 5`): it stops
-quietly, with the status a shell reports for a program ended by SIGPIPE.
+Exit codes (`streamer.entry.run_main`): 0 done; 2 a user error (missing file, bad option, bad question) or
+a stdout that cannot take the answers (`> /dev/full`), one line on stderr, no traceback; 130 Ctrl-C, also
+while the modules import; 141 stdout was closed (`streamer ... | head -c 5`): a quiet stop.
 """
 
-import argparse
-import contextlib
+import sys
+
+if __name__ == "__main__":  # python -m streamer.cli: run_main imports this module again, with Ctrl-C handled
+    from streamer.entry import run_main
+
+    sys.exit(run_main("streamer.cli"))
+
+import argparse  # noqa: E402 (the imports below take seconds; Ctrl-C during them is run_main's)
 import json
 import logging
 import math
-import os
 import re
-import signal
-import sys
-import threading
 import time
 
 from tqdm import tqdm
 
+from streamer.entry import check_ctrl_c, printable, run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
 from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, open_source, sample_frames
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, printable, skip_config, window_config,
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
 )
 from streamer.session import StreamSession, check_question
 
@@ -39,7 +42,6 @@ log = logging.getLogger(__name__)
 
 
 MAX_TIME_S = 1e7  # latest --start/--end/--at in seconds (115 days)
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -c 5`
 _CLOCK = re.compile(r"(?:(\d+):)?(\d{1,2}):(\d{1,2}(?:\.\d*)?)")  # [HH:]MM:SS[.frac]
 
 
@@ -63,21 +65,6 @@ def parse_time(text: str) -> float:
             f"at most {MAX_TIME_S:.0f} s"
         )
     return value
-
-
-_ctrl_c = threading.Event()  # set by our SIGINT handler, so a KeyboardInterrupt a C library swallowed still counts
-
-
-def _on_ctrl_c(signum, frame):
-    _ctrl_c.set()
-    raise KeyboardInterrupt
-
-
-def _check_ctrl_c() -> None:
-    """Raise the KeyboardInterrupt that a library swallowed: PyAV's I/O callback loses the one raised
-    while FFmpeg waits on a stream, which then just ends (or fails) after the network timeout."""
-    if _ctrl_c.is_set():
-        raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     with source:
         # a question at time t sees exactly the frames up to t (questions without --at: after the last)
         for item in chunks_and_stops(sample_frames(source, sampler), sampler, [t for t, _ in plan]):
-            _check_ctrl_c()
+            check_ctrl_c()
             if isinstance(item, int):
                 bar.clear()
                 answer_one(session, plan[item][1], args)
@@ -150,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             bar.update(len(item.frames))
             bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
     bar.close()
-    _check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
+    check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
     if not args.question:
@@ -161,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
 def answer_one(session: StreamSession, question: str, args: argparse.Namespace) -> None:
     start = time.perf_counter()
     pieces = session.ask(question, args.max_new_tokens)  # a bad question is refused here, before any output
-    with _writing_stdout():
+    with writing_stdout():
         if args.json:
             _print_json(session, question, "".join(pieces), start, args)
             return
@@ -185,21 +172,6 @@ def _print_json(session: StreamSession, question: str, answer: str, start: float
         }), flush=True)  # json.dumps escapes control characters itself
 
 
-@contextlib.contextmanager
-def _writing_stdout():
-    """Turn a write to stdout that fails (`> /dev/full`: no space left) into an OutputError, one line; a
-    closed stdout stays a BrokenPipeError (a quiet stop). Stdout is pointed at /dev/null first, so the
-    interpreter's last flush of what is left cannot fail again with a traceback."""
-    try:
-        yield
-    except BrokenPipeError:
-        raise
-    except OSError as error:
-        _discard_stdout()
-        raise OutputError(f"cannot write the answers to stdout ({error.strerror or error}); free some space or "
-                          "send them elsewhere") from None
-
-
 def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
     """Interactive questions after ingestion; EOF or Ctrl-C ends it, a bad question does not."""
     print(f"watched {session.frames_ingested} frames up to {session.video_time_s:.1f}s; ask away "
@@ -208,7 +180,7 @@ def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
         sys.stdin.reconfigure(errors="surrogateescape")
     while True:
         try:
-            with _writing_stdout():  # the prompt goes to stdout
+            with writing_stdout():  # the prompt goes to stdout
                 question = input("you> ")
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
@@ -224,43 +196,4 @@ def prompt_loop(session: StreamSession, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ours = threading.current_thread() is threading.main_thread() and (
-        signal.getsignal(signal.SIGINT) is signal.default_int_handler)
-    if ours:
-        signal.signal(signal.SIGINT, _on_ctrl_c)
-    _ctrl_c.clear()
-    try:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        try:
-            return run(args)
-        except StreamerError:
-            _check_ctrl_c()  # a source that failed because Ctrl-C was swallowed: the Ctrl-C is the news
-            raise
-    except StreamerError as err:
-        print(f"error: {printable(str(err))}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like a Unix tool
-        _discard_stdout()
-        return EXIT_BROKEN_PIPE
-    finally:
-        if ours:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def _discard_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's last flush of it cannot fail again."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (tests capture it)
-        pass
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_main("streamer.cli", argv)

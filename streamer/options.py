@@ -9,25 +9,16 @@ before any work starts.
 
 import argparse
 import math
-import re
 from collections.abc import Callable
 
 from streamer.change import SkipConfig
+from streamer.entry import printable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_config import DEFAULT_POLICY
 from streamer.kv_scorers import SCORERS
 from streamer.kv_window import POLICIES, WindowConfig
 
 # control characters but newline and tab, bidirectional overrides and lone surrogates
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def printable(text: str) -> str:
-    """`text` with control characters shown escaped (`\\x1b`, `\\r`) instead of acted on by a terminal;
-    newlines and tabs stay."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad option is one line on stderr (exit 2), like every other user error."""
 

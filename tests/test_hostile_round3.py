@@ -154,7 +154,7 @@ def test_a_full_disk_on_stdout_is_one_line(tmp_path, mode):
     err = done.stderr.decode()
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("note:", "watched"))]
     assert done.returncode == 2 and "Traceback" not in err and "Exception ignored" not in err, err
-    assert len(lines) == 1 and "cannot write the answers to stdout (No space left on device)" in lines[0], err
+    assert len(lines) == 1 and "cannot write to stdout (No space left on device)" in lines[0], err
 
 
 # --- 7. chat text rendered as HTML ----------------------------------------------------------------------

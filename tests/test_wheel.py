@@ -54,8 +54,8 @@ def test_wheel_metadata_declares_dependencies_extras_and_scripts(wheel):
     assert not runtime & {"pytest", "pytest-timeout", "playwright", "gradio_client"}, runtime  # test tools are extras
     assert any(r.startswith("pytest") and 'extra == "test"' in r for r in requires)
     scripts = z.read(info.replace("METADATA", "entry_points.txt")).decode()
-    for line in ("streamer = streamer.cli:main", "streamer-demo = streamer.world.demo:main",
-                 "streamer-ui = streamer.app.ui:main"):
+    for line in ("streamer = streamer.entry:cli", "streamer-demo = streamer.entry:demo",
+                 "streamer-ui = streamer.entry:ui"):
         assert line in scripts
 
 

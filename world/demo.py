@@ -17,15 +17,20 @@ then answers about it (see README, "Built-in models").
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
+
+if __name__ == "__main__":  # python -m streamer.world.demo: run_main imports this module again, with Ctrl-C handled
+    from streamer.entry import run_main
+
+    sys.exit(run_main("streamer.world.demo"))
+
+import argparse  # noqa: E402 (the imports below take seconds; Ctrl-C during them is run_main's)
 import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
-from streamer.errors import StreamerError
+from streamer.entry import run_main
 from streamer.frames import SamplerConfig, chunks_and_stops, sample_frames
 from streamer.kv_window import POLICIES, WindowConfig
 from streamer.kv_config import DEFAULT_POLICY
@@ -99,17 +104,4 @@ def ask(session: StreamSession, at: float, question: str, expected: str) -> bool
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except StreamerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_main("streamer.world.demo", argv)
