@@ -69,6 +69,42 @@ class TimeGrid:
         return True
 
 
+JUMP_S = 10.0  # s; where timestamps may restart (live, MPEG-TS), a leap further ahead is a discontinuity (as FFmpeg)
+REORDER_S = 0.25  # s; a step back within this (or 5 frames) is frames out of order, not a discontinuity
+
+
+class StreamClock:
+    """Stream time from a decoder's timestamps that keeps moving across a discontinuity, as players do.
+
+    A timestamp that goes back by more than REORDER_S or five frames (segments of a TS file written one after
+    another, a camera whose encoder restarted), or with `leaps` (live sources, MPEG-TS) one more than JUMP_S or
+    three frames ahead, is a discontinuity: the stream time goes on one frame interval after the latest. The
+    first one of a read is logged as a warning; `jumped` says there was one. A smaller step back (frames out of
+    order) passes as it is. Deterministic: a file gives the same times every run.
+    """
+
+    def __init__(self, name: str, fps: float | None, leaps: bool):
+        self.name, self.step, self.leaps = name, 1 / fps if fps else 1 / 30, leaps
+        self.offset, self.last, self.jumped = 0.0, None, False
+
+    def time(self, t: float | None) -> float:
+        """Stream time of a frame whose timestamp is `t` seconds (None: one frame after the last)."""
+        last = self.last
+        if t is None:
+            now = last + self.step if last is not None else 0.0
+        else:
+            now = t + self.offset
+            back = last - now if last is not None else 0.0
+            if back > max(REORDER_S, 5 * self.step) or (self.leaps and -back > max(JUMP_S, 3 * self.step)):
+                if not self.jumped:
+                    log.warning("%s: timestamps jump from %.2f s to %.2f s; treated as a discontinuity, the stream "
+                                "time goes on from %.2f s", self.name, last - self.offset, t, last + self.step)
+                self.offset += last + self.step - now
+                self.jumped, now = True, last + self.step
+        self.last = now if last is None else max(last, now)
+        return now
+
+
 class VideoSource:
     """A source of timed frames; iterate for every frame at the native rate, or call `sample()`.
 
@@ -134,12 +170,15 @@ class VideoSource:
 
     def _warn_if_cut(self, last_s: float | None, error: Exception | None = None) -> None:
         """Log a warning, and keep it in `cut`, when decoding stopped on an error or well before the length
-        the header announces."""
+        the header announces, or a live stream ended (its server stopped sending or went away)."""
         self.cut = None
+        where = f"{last_s:.2f} s" if last_s is not None else "the start"
         if error is not None:
-            where = f"{last_s:.2f} s" if last_s is not None else "the start"
-            self.cut = (f"decoding stopped at {where} ({first_line(error)}); the file is truncated or corrupt, "
-                        "frames up to there were kept")
+            self.cut = (f"the stream broke off at {where} ({first_line(error)}); frames up to there were kept"
+                        if self.is_live else f"decoding stopped at {where} ({first_line(error)}); the file is "
+                        "truncated or corrupt, frames up to there were kept")
+        elif self.is_live:
+            self.cut = f"the stream ended at {where} (its server stopped sending); frames up to there were kept"
         elif self.duration_s and last_s is not None and not self.is_live:
             slack = max(1.0, 3.0 / self.fps) if self.fps else 1.0
             if last_s < self.duration_s - slack:

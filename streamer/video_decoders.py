@@ -3,12 +3,13 @@
 Each backend only yields the frames a `TimeGrid` keeps, converting to RGB only those, and skips the
 others as cheaply as it can: decord steps over short gaps with `next()` and jumps long ones with
 `skip_frames()` (which seeks to a keyframe); PyAV seeks to the keyframe before the next tick when that
-keyframe lies ahead (demuxer index, or the keyframe spacing seen so far), else decodes without
-converting; OpenCV `grab()`s without `retrieve()`. Times are presentation times in seconds from the
-stream's start. Frames come out as a player shows them: a display-matrix rotation (phone videos) is
-applied (PyAV per frame, OpenCV by its own orientation handling, decord by itself for 180 degrees;
-decord 0.6 scrambles 90/270 degrees, so it refuses those files). Network opens and reads give up after
-`NETWORK_TIMEOUT_S`; Ctrl-C while FFmpeg waits is a KeyboardInterrupt, never a "bad file" error.
+keyframe lies ahead (demuxer index, or the keyframe spacing seen so far; never in MPEG-TS and live streams),
+else decodes without converting; OpenCV `grab()`s without `retrieve()`. Times are presentation times in s from
+the stream's start, kept moving by `StreamClock` where they jump. Frames come out as a player shows them: a
+display-matrix rotation (phone videos) is applied (PyAV per frame, OpenCV by its own orientation handling,
+decord by itself for 180 degrees; decord 0.6 scrambles 90/270 degrees and joined segments, so it refuses those
+files). Network opens and reads give up after `NETWORK_TIMEOUT_S`; Ctrl-C while FFmpeg waits is a
+KeyboardInterrupt, never a "bad file" error.
 
 Not here: which backend reads what, checking a path before opening it, and wording what is wrong with
 a file no backend can read (`streamer.video_backends`); resizing, chunking and pacing
@@ -38,7 +39,7 @@ from streamer.errors import (
     WebcamError,
     first_line,
 )
-from streamer.sources import Frame, TimeGrid, VideoSource
+from streamer.sources import Frame, StreamClock, TimeGrid, VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ TEXT_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 # lavfi, rtsp, rtp, sap); the CLI reads them where the user named them (docs/sources.md).
 REFERENCE_FORMATS = frozenset({"hls", "dash", "concat", "imf", "image2", "mlv", "vobsub", "sdp", "avisynth",
                                "vapoursynth"})
+_TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: a format whose timestamps may restart mid-file (MPEG-TS, ...)
 _MAX_BAD_PACKETS = 50  # consecutive undecodable packets before PyAV gives up on a file
 _DECORD_SKIP_AT = 12  # frames; longer gaps use decord's skip_frames() (fixed cost of a few ms per call)
 
@@ -90,6 +92,8 @@ class DecordSource(VideoSource):
         if n == 0:
             raise NoFramesError(f"{path} has a video stream but no frames; re-encode or re-download it")
         self._times = self._vr.get_frame_timestamp(range(n))[:, 0].astype(np.float64)  # (n,) start times in s
+        if n > 1 and np.diff(self._times).min() <= 0:  # decord sorts by timestamp: joined segments interleave
+            raise UnsupportedCodecError(f"{path} has timestamps going back, which decord scrambles; use backend='pyav'")
         self.height, self.width = self._vr.next().shape[:2]  # decodes frame 0: proves the stream decodes
         self.fps = float(self._vr.get_avg_fps()) or None
         self.duration_s = duration or float(self._times[-1]) + (1 / self.fps if self.fps else 0)
@@ -174,21 +178,20 @@ class PyAVSource(VideoSource):
         self.duration_s = _duration(self._container, stream)
         self.is_live = scheme in _LIVE_SCHEMES or self.duration_s is None
         self._origin = stream.start_time if stream.start_time is not None and not self.is_live else None  # pts of t=0
+        self._leaps = self.is_live or bool(self._container.format.flags & _TS_DISCONT)  # timestamps may restart
         entries = stream.index_entries
         first_ts = entries[0].timestamp if len(entries) else None
         # Index timestamps can be decode times (mp4): a keyframe shows `delay` ticks after its index time.
         self._delay = max(0, (stream.start_time or 0) - first_ts) if first_ts is not None else 0
-        self._seeking = not self.is_live  # turned off if a seek ever lands behind where we were
+        self._seeking = not self._leaps  # not where timestamps restart; off once a seek lands behind or time jumps
         self._gop_s = None  # longest keyframe interval seen while decoding, s
         self._reads = 0
         self._error: Exception | None = None
 
-    def _time(self, frame: av.VideoFrame, previous: float | None) -> float:
-        if frame.pts is None:  # no timestamp: assume the nominal frame rate
-            return (previous + 1 / self.fps) if previous is not None and self.fps else (previous or 0.0)
-        if self._origin is None:
+    def _time(self, frame: av.VideoFrame, clock: StreamClock) -> float:
+        if self._origin is None and frame.pts is not None:
             self._origin = frame.pts
-        return (frame.pts - self._origin) * self._tb
+        return clock.time(None if frame.pts is None else (frame.pts - self._origin) * self._tb)
 
     def _seek(self, t: float) -> bool:
         """Seek to the last keyframe at or before video time t; False if the container cannot."""
@@ -210,9 +213,7 @@ class PyAVSource(VideoSource):
         if entries[len(entries) - 1].timestamp < ts:  # index not built that far yet (mkv grows it while reading)
             return None
         i = entries.search_timestamp(ts, backward=True)
-        if i < 0:
-            return None
-        return (entries[i].timestamp + self._delay - (self._origin or 0)) * self._tb
+        return (entries[i].timestamp + self._delay - (self._origin or 0)) * self._tb if i >= 0 else None
 
     def _worth_seeking(self, now: float, target: float) -> bool:
         if not self._seeking or self.fps is None or target - now <= 2 / self.fps:
@@ -231,8 +232,10 @@ class PyAVSource(VideoSource):
                 packet = next(packets)
             except StopIteration:
                 return
-            except (av.FFmpegError, OSError) as error:  # unreadable data (e.g. a truncated file)
+            except (av.FFmpegError, OSError) as error:  # unreadable data (a truncated file), a stream gone silent
                 _reraise_interrupt(error)
+                if isinstance(error, av.ExitError):  # the interrupt callback gave up waiting
+                    error = TimeoutError(f"nothing came for {NETWORK_TIMEOUT_S:g} s")
                 self._error = self._error or error
                 return
             try:
@@ -249,24 +252,20 @@ class PyAVSource(VideoSource):
     def _read(self, grid: TimeGrid) -> Iterator[Frame]:
         self._reads += 1
         if not self.is_live and (self._reads > 1 or grid.start_s > 0):
-            self._seek(grid.start_s)
+            self._seek(grid.start_s if self._seeking else 0.0)  # without seeking: from the start
         self._error = None
-        frames = self._decode()
+        frames, clock = self._decode(), StreamClock(self.name, self.fps, self._leaps)
         last = last_key = None
         went_back_from = None  # time we seeked away from, to check the seek moved forward
         reached_end = True  # False when end_s stopped us: then a short file is no news
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
+        while (frame := next(frames, None)) is not None:
             self.frames_decoded += 1
-            t = self._time(frame, last)
-            if went_back_from is not None:
-                if t < went_back_from:
-                    log.debug("%s: seek landed at %.2f s, behind %.2f s: seeking off", self.name, t, went_back_from)
-                    self._seeking = False
-                went_back_from = None
+            t = self._time(frame, clock)
+            self._seeking = self._seeking and not clock.jumped
+            if went_back_from is not None and t < went_back_from:
+                log.debug("%s: seek landed at %.2f s, behind %.2f s: seeking off", self.name, t, went_back_from)
+                self._seeking = False
+            went_back_from = None
             if frame.key_frame:
                 if last_key is not None and t > last_key:
                     self._gop_s = max(self._gop_s or 0.0, t - last_key)
@@ -285,7 +284,7 @@ class PyAVSource(VideoSource):
             yield Frame(np.ascontiguousarray(image), t)
             if self._worth_seeking(t, grid.next_tick) and self._seek(grid.next_tick):
                 frames.close()
-                frames = self._decode()
+                frames, clock = self._decode(), StreamClock(self.name, self.fps, self._leaps)
                 went_back_from, last_key = t, None
         frames.close()
         if reached_end:
@@ -400,12 +399,13 @@ class OpenCVSource(VideoSource):
             now = time.monotonic()
             self._t0 = self._t0 if self._t0 is not None else now
             return True, now - self._t0, None
-        return True, self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0, None
+        return True, self._clock.time(self._cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0), None
 
     def _read(self, grid: TimeGrid) -> Iterator[Frame]:
         self._reads += 1
         if self._reads > 1 and not self.is_live:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        self._clock = StreamClock(self.name, self.fps, False)
         last = None
         while True:
             ok, t, image = self._grab()
