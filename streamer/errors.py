@@ -57,6 +57,10 @@ class WebcamError(SourceError):
     """No webcam at that index/device, or it cannot be opened."""
 
 
+class BusyError(StreamerError):
+    """The session cannot do this now: this thread is still reading one of its answers."""
+
+
 class OutputError(StreamerError):
     """The answers cannot be written: stdout refuses them (a full disk, a quota), other than by closing."""
 

@@ -101,6 +101,10 @@ def open_source(source: str | int | os.PathLike, backend: str = "auto", single_f
     """
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    if isinstance(source, bool) or not isinstance(source, str | int | os.PathLike):
+        raise ConfigError(f"a source is a path, URL or webcam index, got {type(source).__name__}")
     return open_video(source, backend, single_file)
 
 
@@ -176,6 +180,8 @@ def sample_frames(source: VideoSource | str | int | os.PathLike, cfg: SamplerCon
     A path/URL/device is opened with `cfg.backend` on the first `next()` (errors surface there) and
     closed when the iterator ends; a VideoSource/PushSource passed in stays open.
     """
+    if not isinstance(cfg, SamplerConfig):
+        raise ConfigError(f"sampling takes a SamplerConfig, got {type(cfg).__name__}")
     if isinstance(source, VideoSource):
         yield from _sample_open(source, cfg)
         return

@@ -198,8 +198,8 @@ def _int(cfg: WindowConfig, name: str, low: int, none_ok: bool = False) -> None:
 
 def _resolve(cfg: WindowConfig) -> Window:
     """Check `cfg` and work out its defaults (the one place they are)."""
-    if not isinstance(cfg.policy, str):
-        raise ConfigError(f"policy must be a name or a spec string, got {cfg.policy!r}")
+    if not isinstance(cfg.policy, str) or not cfg.policy.strip():
+        raise ConfigError(f"policy must be a name ({', '.join(POLICIES)}) or a spec string, got {cfg.policy!r}")
     comp = Composition.parse(cfg.policy)
     if cfg.budget is None and comp.evicts:
         raise ConfigError(f"policy {cfg.policy!r} needs a budget (tokens per layer)")

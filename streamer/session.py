@@ -12,6 +12,7 @@ frames arriving meanwhile wait instead of splitting the answer.
 Not here: reading video (`frames.py`), prompt formats (`models/`), cache policy (`kv_window.py`).
 """
 
+import contextvars
 import logging
 import math
 import re
@@ -24,7 +25,7 @@ import psutil
 import torch
 
 from streamer.change import SkipConfig, StaticSkipper
-from streamer.errors import BudgetError, ConfigError, QuestionError, check_number
+from streamer.errors import BudgetError, BusyError, ConfigError, QuestionError, check_number
 from streamer.frames import Chunk
 from streamer.vocab import Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
@@ -80,6 +81,19 @@ def _check_generation(max_new_tokens: int, temperature: float) -> None:
     check_number("temperature", temperature, 0)
 
 
+# (lock, still reading?) of the answers begun in this context: this thread, or one step of a server's worker
+# that copies the context for each step (anyio, so Gradio) and so never sees another request's answers
+_reading: contextvars.ContextVar[tuple] = contextvars.ContextVar("streamer_reading", default=())
+
+
+def _check_not_reading(lock) -> None:
+    """BusyError instead of a deadlock: the caller has an answer of a session with this lock that it has not
+    read to the end, so waiting for the lock would wait for ever."""
+    if any(held is lock and active[0] for held, active in _reading.get()):
+        raise BusyError("an answer is still being read: read it to the end or close() it before asking, "
+                        "feeding frames or resetting")
+
+
 @dataclass
 class Turn:
     """One question and its answer, with the video time it was asked at."""
@@ -127,6 +141,7 @@ class StreamSession:
         on (a bad one raises ConfigError and changes nothing)."""
         if not isinstance(window, WindowConfig | None):
             raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
+        _check_not_reading(self.lock)
         with self.lock:
             if window is not None and window != self.window:
                 self.cache = self._new_cache(window)  # checks it against the model
@@ -148,6 +163,7 @@ class StreamSession:
             raise ConfigError(f"ingest() takes a Chunk of frames, got {type(chunk).__name__}")
         if not chunk.frames:
             return 0.0
+        _check_not_reading(self.lock)
         with self.lock:
             start = time.perf_counter()
             self._feed_frames(chunk)  # a refused chunk raises before it counts
@@ -178,6 +194,7 @@ class StreamSession:
         """
         question = check_question(question)
         _check_generation(max_new_tokens, temperature)
+        _check_not_reading(self.lock)
         with self.lock:
             asked_at = self.conv
             prompt = self._question_prompt(question, max_new_tokens)
@@ -195,6 +212,8 @@ class StreamSession:
             logits = self._forward(prompt)
             ids: list[int] = []
             gen = torch.Generator().manual_seed(len(self.history))
+            active = [True]  # False once the answer is over, wherever the iterator was finished
+            _reading.set(tuple(e for e in _reading.get() if e[1][0]) + ((self.lock, active),))
             try:
                 for _ in range(max_new_tokens):
                     token = self._pick(logits, temperature, gen)
@@ -207,6 +226,7 @@ class StreamSession:
                         yield piece
                     logits = self._forward_ids([token])
             finally:  # also when the consumer stops early: close the turn so the cache stays well-formed
+                active[0] = False
                 self._forward(self.adapter.answer_end(self.conv))
 
     def answer(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> str:

@@ -167,6 +167,9 @@ class PyAVSource(VideoSource):
         stream = self._stream = self._container.streams.video[0]
         if stream.codec_context is None:
             self._container.close()
+            if not scheme and not stream.frames and not len(stream.index_entries):  # FFmpeg found no codec, no frame
+                raise NotAVideoError(f"{source} is damaged or cut short (its video stream names no codec and holds "
+                                     "no frames); check it is a complete video")
             raise UnsupportedCodecError(
                 f"no decoder for the video codec of {source}; re-encode it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4"
             )
@@ -176,7 +179,7 @@ class PyAVSource(VideoSource):
         self.fps = float(rate) if rate else None
         self._tb = float(stream.time_base)  # seconds per pts tick
         self.duration_s = _duration(self._container, stream)
-        self.is_live = scheme in _LIVE_SCHEMES or self.duration_s is None
+        self.is_live = scheme in _LIVE_SCHEMES or (scheme is not None and self.duration_s is None)  # a file ends
         self._origin = stream.start_time if stream.start_time is not None and not self.is_live else None  # pts of t=0
         self._leaps = self.is_live or bool(self._container.format.flags & _TS_DISCONT)  # timestamps may restart
         entries = stream.index_entries
@@ -326,9 +329,8 @@ def _open_error(source: str, scheme: str | None, error: Exception) -> SourceErro
     if isinstance(error, PermissionError):
         return SourceError(f"cannot read {source}: permission denied; check the file's permissions")
     if scheme and isinstance(error, av.ExitError):  # the interrupt callback gave up waiting
-        return SourceNotFoundError(
-            f"no answer from {source} within {NETWORK_TIMEOUT_S:g} s; check the URL and that the server is up"
-        )
+        return SourceNotFoundError(f"no video from {source} within {NETWORK_TIMEOUT_S:g} s (the server did not answer, "
+                                   "or what it sends is not a video stream); check the URL and that the server is up")
     if scheme:
         return SourceNotFoundError(
             f"cannot open stream {source} ({first_line(error)}); check the URL and that the server is reachable"
@@ -346,7 +348,8 @@ class OpenCVSource(VideoSource):
         url = URL.match(str(source))
         self.is_live = webcam or bool(url and url.group(1).lower() in _LIVE_SCHEMES)
         previous = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a missing camera is our error to report
+        # what OpenCV cannot open is our error to report, in one line (its own go to stderr unless -v shows debug)
+        cv2.utils.logging.setLogLevel(previous if log.isEnabledFor(logging.DEBUG) else cv2.utils.logging.LOG_LEVEL_SILENT)
         # a URL gives up after NETWORK_TIMEOUT_S, like PyAV (OpenCV's own default is 30 s)
         ms = round(NETWORK_TIMEOUT_S * 1000)
         timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms] if url else []
