@@ -150,6 +150,8 @@ class VideoSource:
                     f"{self.name} (video is {length}); choose start_s/end_s inside the video"
                 )
             raise NoFramesError(
+                f"no frame came from {self.name} before the stream ended; check that it is sending video"
+                if self.is_live else
                 f"no frame could be decoded from {self.name}; it is empty or corrupt: re-encode or re-download it"
             )
 
@@ -172,14 +174,16 @@ class VideoSource:
         """Log a warning, and keep it in `cut`, when decoding stopped on an error or well before the length
         the header announces, or a live stream ended (its server stopped sending or went away)."""
         self.cut = None
-        where = f"{last_s:.2f} s" if last_s is not None else "the start"
+        if last_s is None:  # nothing was read: the caller's NoFramesError says so, in one line
+            return
+        where = f"{last_s:.2f} s"
         if error is not None:
             self.cut = (f"the stream broke off at {where} ({first_line(error)}); frames up to there were kept"
                         if self.is_live else f"decoding stopped at {where} ({first_line(error)}); the file is "
                         "truncated or corrupt, frames up to there were kept")
         elif self.is_live:
             self.cut = f"the stream ended at {where} (its server stopped sending); frames up to there were kept"
-        elif self.duration_s and last_s is not None and not self.is_live:
+        elif self.duration_s and not self.is_live:
             slack = max(1.0, 3.0 / self.fps) if self.fps else 1.0
             if last_s < self.duration_s - slack:
                 self.cut = (f"video ends at {last_s:.2f} s but its header says {self.duration_s:.2f} s; the file "

@@ -109,3 +109,20 @@ def test_sampling_needs_a_sampler_config(sample):
 def test_a_blank_policy_is_refused_not_taken_for_full(policy):
     with pytest.raises(ConfigError, match="policy must be a name"):
         WindowConfig(policy=policy, budget=256)
+
+
+def test_a_live_stream_that_ends_before_its_first_frame_is_one_stream_message(caplog):
+    from streamer.errors import NoFramesError
+    from streamer.sources import VideoSource
+
+    class Silent(VideoSource):  # a live source whose server hangs up before the first frame
+        name, is_live, backend = "rtsp://cam/1", True, "pyav"
+
+        def _read(self, grid):
+            self._warn_if_cut(None)
+            return iter(())
+
+    with caplog.at_level(logging.WARNING), pytest.raises(NoFramesError) as caught:
+        list(Silent().sample())
+    assert "before the stream ended" in str(caught.value) and "corrupt" not in str(caught.value)
+    assert not caplog.records, caplog.text  # no second line saying the same
