@@ -1,11 +1,18 @@
 """Model adapters: turn video frames and questions into inputs of a vision-language model.
 
 Public surface: `load_model(name_or_path, device, dtype)`, `list_builtin()`, and the `ModelAdapter`
-/ `Prompt` types (see base.py and prompt.py). One file per model family.
+/ `Prompt` types (see base.py and prompt.py). One file per model family. Importing this package loads
+nothing heavy: each name is imported on first use (the CLI reads its options before torch loads).
 """
 
-from streamer.models.base import ModelAdapter
-from streamer.vocab import Prompt
-from streamer.models.registry import list_builtin, load_model
+import importlib
 
 __all__ = ["ModelAdapter", "Prompt", "list_builtin", "load_model"]
+_HOME = {"ModelAdapter": "streamer.models.base", "Prompt": "streamer.vocab",
+         "list_builtin": "streamer.models.registry", "load_model": "streamer.models.registry"}
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,8 +27,7 @@ import torch
 from streamer.errors import ModelLoadError
 from streamer.models.prompt import encode_segments
 from streamer.vocab import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
-from streamer.frames import Chunk
-from streamer.sources import Frame
+from streamer.sources import Chunk, Frame
 
 __all__ = ["ModelAdapter"]
 
@@ -38,21 +37,31 @@ logger = logging.getLogger(__name__)
 class ModelAdapter:
     """Base class: one subclass per model family (SmolVLM, LLaVA-OneVision, ...).
 
-    Attributes set by subclasses' constructors:
+    Set here, from the constructor's arguments:
         name: the built-in name, hub id or directory it was loaded from
         model: the transformers PreTrainedModel (eval mode, on `device` in `dtype`)
-        tokenizer: its (fast) tokenizer
+        tokenizer: its (fast) tokenizer; image_processor: its image processor (pixel sizes and statistics)
         is_random: True when the weights are random (answers are noise; for tests and demos)
         note: what a user should know about this model's answers (None for a real checkpoint); the CLI
             prints it and the UI shows it
+    Set by each family's constructor (read everywhere, never changed):
+        image_token_id: the placeholder token that receives one vision feature vector
+        tokens_per_frame: placeholder tokens (IMAGE) one frame expands to
+        other_token_ids: image-boundary markers (tagged OTHER); empty when the family has none
+        eos_token_ids: tokens that end an answer (`_eos_ids_with` the family's end of turn)
     """
 
     family: ClassVar[str] = "base"
+    image_token_id: int
+    tokens_per_frame: int
+    other_token_ids: tuple[int, ...] = ()
+    eos_token_ids: list[int]
 
-    def __init__(self, name: str, model, tokenizer, *, is_random: bool = False) -> None:
+    def __init__(self, name: str, model, tokenizer, image_processor=None, *, is_random: bool = False) -> None:
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
+        self.image_processor = image_processor
         self.is_random = is_random
         self.note: str | None = (
             f"'{name}' has random weights: its answers are noise, useful only to test the pipeline; "
@@ -89,26 +98,6 @@ class ModelAdapter:
         return cls(source, model.to(device).eval(), tokenizer, image_processor)
 
     # ----------------------------------------------------------------- family hooks (override)
-
-    @property
-    def image_token_id(self) -> int:
-        """Id of the placeholder token that receives one vision feature vector."""
-        raise NotImplementedError
-
-    @property
-    def tokens_per_frame(self) -> int:
-        """Number of placeholder tokens (IMAGE) one frame expands to."""
-        raise NotImplementedError
-
-    @property
-    def other_token_ids(self) -> tuple[int, ...]:
-        """Ids of image-boundary markers (tagged OTHER); empty when the family has none."""
-        return ()
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        """Token ids that end an answer."""
-        raise NotImplementedError
 
     def _opening_text(self) -> str:
         """Text before the first user turn (system prompt, BOS-like markers)."""

@@ -20,14 +20,9 @@ class ChatMLAdapter(ModelAdapter):
     def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool, system_prompt: str | None,
                  needed: Sequence[str], config_ids: dict[str, str]) -> None:
         """`needed`, `config_ids`: the family's own tokens, checked with the chat tokens (`_check_tokens`)."""
-        super().__init__(name, model, tokenizer, is_random=is_random)
-        self.image_processor = image_processor
+        super().__init__(name, model, tokenizer, image_processor, is_random=is_random)
         self.system_prompt = system_prompt  # None: no system turn
-        self._im_end_id = self._check_tokens((IM_START, IM_END, *needed), config_ids)[IM_END]
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return self._eos_ids_with(self._im_end_id)
+        self.eos_token_ids = self._eos_ids_with(self._check_tokens((IM_START, IM_END, *needed), config_ids)[IM_END])
 
     def _opening_text(self) -> str:
         return f"{IM_START}system\n{self.system_prompt}{IM_END}\n" if self.system_prompt else ""

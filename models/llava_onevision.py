@@ -74,25 +74,17 @@ class LlavaOnevisionAdapter(ChatMLAdapter):
                 f"model {name!r}: vision_feature_select_strategy={config.vision_feature_select_strategy!r} "
                 "is not supported (video frames need 'full')"
             )
-        self._video_token_id = video_id
+        self.image_token_id = video_id
         vision = config.vision_config
         side = int(vision.image_size) // int(vision.patch_size)
-        self._tokens_per_frame = math.ceil(side / 2) ** 2  # pooled grid; + one newline vector per chunk
+        self.tokens_per_frame = math.ceil(side / 2) ** 2  # pooled grid; + one newline vector per chunk
         self.frame_size = int(vision.image_size)  # px, square input of the vision tower (pooling assumes it)
 
     # ----------------------------------------------------------------- family hooks
 
-    @property
-    def image_token_id(self) -> int:
-        return self._video_token_id
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self._tokens_per_frame
-
     def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
         """One video: each frame's pooled features at its time, then the newline vector and "\n"."""
-        segments = [Segment(VIDEO_TOKEN * self._tokens_per_frame, float(f.time_s)) for f in frames]
+        segments = [Segment(VIDEO_TOKEN * self.tokens_per_frame, float(f.time_s)) for f in frames]
         return segments + [Segment(VIDEO_TOKEN + "\n", float(frames[-1].time_s))]
 
     def _pixel_inputs(self, images: list[np.ndarray]) -> dict[str, torch.Tensor]:

@@ -89,8 +89,8 @@ class QwenVLAdapter(ChatMLAdapter):
         super().__init__(name, model, tokenizer, image_processor, is_random=is_random, system_prompt=system_prompt,
                          needed=(VISION_END,), config_ids={VIDEO_PAD: "video_token_id", VISION_START: "vision_start_token_id"})
         config = model.config
-        self._video_token_id = int(config.video_token_id)
-        self._other_ids = tuple(tokenizer.convert_tokens_to_ids([VISION_START, VISION_END]))
+        self.image_token_id = int(config.video_token_id)
+        self.other_token_ids = tuple(tokenizer.convert_tokens_to_ids([VISION_START, VISION_END]))
         vision = config.vision_config
         self.patch = int(vision.patch_size)
         self.merge = int(vision.spatial_merge_size)
@@ -99,6 +99,8 @@ class QwenVLAdapter(ChatMLAdapter):
         size = image_processor.size
         self.min_pixels = int(size.get("shortest_edge") or image_processor.min_pixels)
         self.max_pixels = int(size.get("longest_edge") or image_processor.max_pixels)
+        # per frame (a temporal patch over its frames) of a 384x216 frame; other sizes: tokens_per_patch
+        self.tokens_per_frame = self.tokens_per_patch(*REFERENCE_FRAME) // self.temporal
 
     # ----------------------------------------------------------------- sizes
 
@@ -112,19 +114,6 @@ class QwenVLAdapter(ChatMLAdapter):
         return (h // self.patch) * (w // self.patch) // self.merge**2
 
     # ----------------------------------------------------------------- family hooks
-
-    @property
-    def image_token_id(self) -> int:
-        return self._video_token_id
-
-    @property
-    def tokens_per_frame(self) -> int:
-        """Tokens per frame (a temporal patch over its frames) for a 384x216 frame; others: tokens_per_patch."""
-        return self.tokens_per_patch(*REFERENCE_FRAME) // self.temporal
-
-    @property
-    def other_token_ids(self) -> tuple[int, ...]:
-        return self._other_ids
 
     def _frame_segments(self, frames, opens_turn: bool) -> list[Segment]:
         """One video block: <|vision_start|>, each temporal patch's tokens (at its first frame's time), <|vision_end|>."""
@@ -152,7 +141,7 @@ class QwenVLAdapter(ChatMLAdapter):
         grid = pixel_inputs["video_grid_thw"][0]
         ids = input_ids[0]
         per_patch = int(grid[1] * grid[2]) // self.merge**2
-        is_video = ids == self._video_token_id
+        is_video = ids == self.image_token_id
         blocks = iter(self._position_blocks(grid, times[is_video][::per_patch]))
         pos, anchor, adv = [], [], []
         cur, i, n = 0, 0, ids.numel()

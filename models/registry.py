@@ -13,6 +13,7 @@ Deliberately not here: how a family writes prompts (one file per family) or runs
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -20,7 +21,6 @@ import re
 import socket
 import time
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 import torch
@@ -34,41 +34,15 @@ from streamer.errors import ModelLoadError, first_line
 
 logger = logging.getLogger(__name__)
 
-BuiltinFactory = Callable[[torch.device, torch.dtype], ModelAdapter]
-
-
-def _tiny_random(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from streamer.models.tiny_random import build_tiny_random
-
-    return build_tiny_random(device, dtype)
-
-
-def _tiny_random_llava(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from streamer.models.tiny_random import build_tiny_random_llava
-
-    return build_tiny_random_llava(device, dtype)
-
-
-def _tiny_random_qwen(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from streamer.models.tiny_random import build_tiny_random_qwen
-
-    return build_tiny_random_qwen(device, dtype)
-
-
-def _tiny_random_qwen3(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from streamer.models.tiny_random import build_tiny_random_qwen3
-
-    return build_tiny_random_qwen3(device, dtype)
-
-
-_BUILTINS: dict[str, BuiltinFactory] = {
-    "tiny-random": _tiny_random,  # random SmolVLM, answers are noise
-    "tiny-random-llava": _tiny_random_llava,  # random LLaVA-OneVision, answers are noise
-    "tiny-random-qwen": _tiny_random_qwen,  # random Qwen2.5-VL (M-RoPE), answers are noise
-    "tiny-random-qwen3": _tiny_random_qwen3,  # random Qwen3-VL (interleaved M-RoPE), answers are noise
+# built-in name -> (module, function(device, dtype) -> ModelAdapter), imported on first use; no files needed
+_BUILTINS: dict[str, tuple[str, str]] = {
+    "tiny-random": ("streamer.models.tiny_random", "build_tiny_random"),  # random SmolVLM, answers are noise
+    "tiny-random-llava": ("streamer.models.tiny_random", "build_tiny_random_llava"),  # random LLaVA-OneVision
+    "tiny-random-qwen": ("streamer.models.tiny_random", "build_tiny_random_qwen"),  # random Qwen2.5-VL (M-RoPE)
+    "tiny-random-qwen3": ("streamer.models.tiny_random", "build_tiny_random_qwen3"),  # random Qwen3-VL
+    # SmolLM2-135M-Instruct + a small vision tower trained on streamer.world (models/tiny.py, train/)
+    "tiny": ("streamer.models.tiny", "load_tiny"),
 }
-# Names kept for built-ins that are planned but not shipped yet (register them with register_builtin).
-_PLANNED_BUILTINS = {"tiny": "a small trained model"}
 
 FAMILIES: dict[str, type[ModelAdapter]] = {
     "smolvlm": SmolVLMAdapter,
@@ -87,12 +61,6 @@ def list_builtin() -> list[str]:
     return list(_BUILTINS)
 
 
-def register_builtin(name: str, factory: BuiltinFactory) -> None:
-    """Add a built-in model (e.g. the trained `tiny` model once it ships)."""
-    _BUILTINS[name] = factory
-    _PLANNED_BUILTINS.pop(name, None)
-
-
 def load_model(
     name_or_path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
 ) -> ModelAdapter:
@@ -104,12 +72,8 @@ def load_model(
     name = settings.name_or_path
     start = time.perf_counter()
     if name in _BUILTINS:
-        adapter = _BUILTINS[name](settings.device, settings.dtype)
-    elif name in _PLANNED_BUILTINS:
-        raise ModelLoadError(
-            f"built-in model {name!r} ({_PLANNED_BUILTINS[name]}) is not available in this version; "
-            f"{_choices()}"
-        )
+        module, function = _BUILTINS[name]
+        adapter = getattr(importlib.import_module(module), function)(settings.device, settings.dtype)
     else:
         adapter = _load_checkpoint(name, settings.device, settings.dtype)
     logger.info(
@@ -210,13 +174,3 @@ def _read_model_type(name: str, config_file: Path) -> str | None:
     if not isinstance(config, dict):
         raise ModelLoadError(f"cannot load model {name!r}: config.json is not a JSON object; {_choices()}")
     return config.get("model_type")
-
-
-def _tiny(device: torch.device, dtype: torch.dtype) -> ModelAdapter:
-    from streamer.models.tiny import load_tiny
-
-    return load_tiny(device, dtype)
-
-
-# SmolLM2-135M-Instruct + a small vision tower trained on streamer.world (models/tiny.py, train/)
-register_builtin("tiny", _tiny)

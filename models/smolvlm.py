@@ -57,38 +57,21 @@ class SmolVLMAdapter(ModelAdapter):
     official_prompt: ClassVar[bool] = True  # False: no space between "User:" and the frames (`tiny`, see the module docstring)
 
     def __init__(self, name: str, model, tokenizer, image_processor, *, is_random: bool = False) -> None:
-        super().__init__(name, model, tokenizer, is_random=is_random)
-        self.image_processor = image_processor
+        super().__init__(name, model, tokenizer, image_processor, is_random=is_random)
         config = model.config
         vocab = self._check_tokens(SPECIAL_TOKENS, {IMAGE_TOKEN: "image_token_id"})
-        self._image_token_id = int(config.image_token_id)
-        self._other_ids = (vocab[FAKE_IMAGE_TOKEN], vocab[GLOBAL_IMAGE_TOKEN])
-        self._end_of_utterance_id = vocab[END_OF_UTTERANCE]
+        self.image_token_id = int(config.image_token_id)
+        self.other_token_ids = (vocab[FAKE_IMAGE_TOKEN], vocab[GLOBAL_IMAGE_TOKEN])
+        self.eos_token_ids = self._eos_ids_with(vocab[END_OF_UTTERANCE])
         vision = config.vision_config
         self.frame_size = int(vision.image_size)  # px, square input of the vision tower
         side = self.frame_size // int(vision.patch_size)
-        self._tokens_per_frame = side * side // (int(config.scale_factor) ** 2)
+        self.tokens_per_frame = side * side // (int(config.scale_factor) ** 2)
         self._image_block = (
-            FAKE_IMAGE_TOKEN + GLOBAL_IMAGE_TOKEN + IMAGE_TOKEN * self._tokens_per_frame + FAKE_IMAGE_TOKEN
+            FAKE_IMAGE_TOKEN + GLOBAL_IMAGE_TOKEN + IMAGE_TOKEN * self.tokens_per_frame + FAKE_IMAGE_TOKEN
         )
 
     # ----------------------------------------------------------------- family hooks
-
-    @property
-    def image_token_id(self) -> int:
-        return self._image_token_id
-
-    @property
-    def tokens_per_frame(self) -> int:
-        return self._tokens_per_frame
-
-    @property
-    def other_token_ids(self) -> tuple[int, ...]:
-        return self._other_ids
-
-    @property
-    def eos_token_ids(self) -> list[int]:
-        return self._eos_ids_with(self._end_of_utterance_id)
 
     def _opening_text(self) -> str:
         return "<|im_start|>"

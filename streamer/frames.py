@@ -29,29 +29,12 @@ import cv2
 import numpy as np
 
 from streamer.errors import ConfigError, check_number
-from streamer.sources import EPS, Frame, VideoSource
+from streamer.sources import EPS, Chunk, Frame, VideoSource  # noqa: F401 (Chunk: part of this module's API)
 from streamer.video_backends import open_video
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "decord", "pyav", "opencv")
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A group of consecutive sampled frames, fed to the model in one forward pass."""
-
-    frames: tuple[Frame, ...]
-    index: int = 0  # 0-based chunk number within the stream
-
-    def __post_init__(self):
-        if not isinstance(self.frames, tuple | list) or not all(isinstance(f, Frame) for f in self.frames):
-            raise ConfigError(f"Chunk.frames must be a sequence of Frame, got {type(self.frames).__name__}")
-        check_number("Chunk.index", self.index, 0, integer=True)
-
-    @property
-    def times(self) -> list[float]:
-        return [f.time_s for f in self.frames]
 
 
 @dataclass

@@ -26,8 +26,8 @@ import torch
 
 from streamer.change import SkipConfig, StaticSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, QuestionError, check_number
-from streamer.frames import Chunk
-from streamer.vocab import Conversation, Modality
+from streamer.sources import Chunk
+from streamer.vocab import Adapter, Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Turn:
 class StreamSession:
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
-    def __init__(self, adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = SkipConfig()):
+    def __init__(self, adapter: Adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = SkipConfig()):
         if not isinstance(window, WindowConfig | None):
             raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
         if not isinstance(skip, SkipConfig | None):

@@ -1,5 +1,6 @@
-"""What every video source is: timed frames (`Frame`), the time grid that picks which to keep
-(`TimeGrid`), the source interface (`VideoSource`) and the source fed from another thread (`PushSource`).
+"""What every video source is: timed frames (`Frame`) and the groups fed to a model at once (`Chunk`), the
+time grid that picks which to keep (`TimeGrid`), the source interface (`VideoSource`) and the source fed
+from another thread (`PushSource`).
 
 The decoders (`video_decoders.py`) implement `VideoSource`; the sampler (`frames.py`) consumes it.
 This module decodes nothing and imports neither of them.
@@ -39,6 +40,23 @@ class Frame:
             what = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
             raise ConfigError(f"Frame.image must be an (H, W, 3) uint8 RGB image of at least 1x1 pixels, got {what}")
         check_number("Frame.time_s", self.time_s, 0, MAX_TIME_S)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A group of consecutive sampled frames, fed to the model in one forward pass."""
+
+    frames: tuple[Frame, ...]
+    index: int = 0  # 0-based chunk number within the stream
+
+    def __post_init__(self):
+        if not isinstance(self.frames, tuple | list) or not all(isinstance(f, Frame) for f in self.frames):
+            raise ConfigError(f"Chunk.frames must be a sequence of Frame, got {type(self.frames).__name__}")
+        check_number("Chunk.index", self.index, 0, integer=True)
+
+    @property
+    def times(self) -> list[float]:
+        return [f.time_s for f in self.frames]
 
 
 class TimeGrid:

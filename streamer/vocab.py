@@ -2,8 +2,8 @@
 
 What a cached token is (`Modality`), where a chat stands (`Phase`, `Conversation`), one model step's
 input with its per-token tags (`Prompt`, built from `Segment`s; `MRopeLayout` for 3-D positions) and the
-one video-time format of the prompts (`format_timestamp`). Both sides import this module; it imports
-nothing of the project.
+one video-time format of the prompts (`format_timestamp`), and what the session and the UI use of a model
+adapter (`Adapter`). Both sides import this module; it imports nothing of the project.
 
 Deliberately not here: tokenizing (`streamer.models.prompt`), chat templates (each family adapter),
 cache policy (`kv_window.py`).
@@ -13,9 +13,14 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
+
+if TYPE_CHECKING:
+    from streamer.sources import Chunk
 
 
 class Modality(enum.IntEnum):
@@ -123,3 +128,25 @@ def format_timestamp(time_s: float, hours: bool = True) -> str:
     if not hours:
         return f"{total // 60:02d}:{total % 60:02d}"
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What the session and the UI use of a model adapter; `streamer.models.base.ModelAdapter` implements it."""
+
+    name: str  # the built-in name, hub id or directory it was loaded from
+    model: Any  # the transformers model the session runs, with the cache as past_key_values
+    note: str | None  # what a user should know about its answers (random weights), or None
+    eos_token_ids: list[int]  # tokens that end an answer
+
+    def chunk_prompt(self, chunk: Chunk, conv: Conversation) -> Prompt: ...
+
+    def question_prompt(self, question: str, conv: Conversation) -> Prompt: ...
+
+    def answer_end(self, conv: Conversation) -> Prompt: ...
+
+    def proxy_ids(self) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...

@@ -473,3 +473,25 @@ def test_special_token_strings_in_a_question_stay_plain_text(adapter):
     assert sneaky in text_of(adapter, prompt)
     with torch.no_grad():  # and the model accepts it (no placeholder/feature mismatch)
         adapter.model(**prompt.inputs)
+
+
+@pytest.mark.parametrize("name", ["tiny-random", "tiny-random-llava", "tiny-random-qwen", "tiny-random-qwen3"])
+def test_every_family_is_the_adapter_the_session_expects(name):
+    from streamer.vocab import Adapter
+
+    adapter = load_model(name)
+    assert isinstance(adapter, Adapter) and isinstance(adapter, ModelAdapter)
+    facts = adapter.describe()
+    assert facts["tokens_per_frame"] == adapter.tokens_per_frame > 0 and facts["image_token_id"] == adapter.image_token_id
+    assert adapter.eos_token_ids and all(isinstance(i, int) for i in adapter.eos_token_ids)
+    assert adapter.image_processor is not None
+
+
+def test_importing_the_models_package_loads_no_adapter():
+    import subprocess
+    import sys
+
+    code = ("import sys, streamer.models; print(sorted(m for m in sys.modules if m.startswith('streamer.models.')));"
+            "streamer.models.load_model; print('streamer.models.registry' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
+    assert out[0] == "[]" and out[1] == "True", out
