@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ import cv2
 import numpy as np
 
 from streamer.errors import ConfigError, check_number
+from streamer import sources
 from streamer.sources import EPS, Chunk, Frame, VideoSource  # noqa: F401 (Chunk: part of this module's API)
 from streamer.video_backends import open_video
 
@@ -102,14 +102,14 @@ def resize_max_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
 
 
 def _paced(frames: Iterable[Frame]) -> Iterator[Frame]:
-    """Release each frame no earlier than its video time after the first one, on the wall clock."""
+    """Release each frame no earlier than its video time after the first one, on the wall clock (`WALL`)."""
     wall0 = video0 = None
     for frame in frames:
         if wall0 is None:
-            wall0, video0 = time.monotonic(), frame.time_s
-        delay = wall0 + (frame.time_s - video0) - time.monotonic()
+            wall0, video0 = sources.WALL.now(), frame.time_s
+        delay = wall0 + (frame.time_s - video0) - sources.WALL.now()
         if delay > 0:
-            time.sleep(delay)
+            sources.WALL.sleep(delay)
         yield frame
 
 
@@ -123,10 +123,10 @@ class LagMeter:
     naming a frame rate the model keeps up with; otherwise None.
     """
 
-    def __init__(self, fps: float, warn_s: float = 5.0, clock=time.monotonic):
+    def __init__(self, fps: float, warn_s: float = 5.0, clock=None):
         check_number("fps", fps, 0, low_open=True)
         check_number("warn_s", warn_s, 0, low_open=True)
-        self.fps, self.warn_s, self.clock = fps, warn_s, clock
+        self.fps, self.warn_s, self.clock = fps, warn_s, clock or sources.WALL.now
         self.lag_s = 0.0
         self.missed = 0  # grid frames that never reached the model
         self._wall0 = self._video0 = None

@@ -22,6 +22,18 @@ from streamer.errors import ConfigError, NoFramesError, check_number, first_line
 
 log = logging.getLogger(__name__)
 
+class WallClock:
+    """Wall time where the stream meets it: a pushed frame's default time, the pacing of `realtime` replay and the
+    lag behind a live stream (`streamer.frames`). Tests swap `sources.WALL` for a clock they move themselves."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+WALL = WallClock()
 EPS = 1e-4  # s; timestamps closer than this count as equal (decord reports float32 times)
 MAX_TIME_S = 1e10  # s (317 years); a later frame time is a broken clock, not a video
 
@@ -232,7 +244,7 @@ class PushSource(VideoSource):
         self._pending: collections.deque[Frame] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._t0: float | None = None  # time.monotonic() of the first push
+        self._t0: float | None = None  # WALL.now() at the first push
         self._last_s = -math.inf
 
     def push(self, image: np.ndarray, time_s: float | None = None) -> bool:
@@ -246,7 +258,7 @@ class PushSource(VideoSource):
             if self._closed:
                 log.debug("%s: frame pushed after close() ignored", self.name)
                 return False
-            now = time.monotonic()
+            now = WALL.now()
             if self._t0 is None:
                 self._t0 = now
             t = now - self._t0 if time_s is None else float(check_number("time_s", time_s, 0, MAX_TIME_S))

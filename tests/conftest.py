@@ -149,3 +149,29 @@ class OneLayerCache:
 def one_layer():
     """Factory: one_layer(policy, budget, **WindowConfig options) -> OneLayerCache."""
     return OneLayerCache
+
+
+class FakeClock:
+    """A wall clock the test moves: `sleep` advances it at once (and is recorded), nothing waits."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.t += seconds
+
+
+@pytest.fixture
+def wall(monkeypatch) -> FakeClock:
+    """The project's wall clock (`streamer.sources.WALL`: pushed frames' default times, realtime pacing, lag)
+    replaced by a `FakeClock` for this test."""
+    from streamer import sources
+
+    clock = FakeClock()
+    monkeypatch.setattr(sources, "WALL", clock)
+    return clock
