@@ -1,7 +1,7 @@
 """Model adapters: turn video frames and questions into inputs of a vision-language model.
 
 Public surface: `load_model(name_or_path, device, dtype)`, `list_builtin()`, and the `ModelAdapter`
-/ `Prompt` types (see base.py and prompt.py). One file per model family. Importing this package loads
+/ `Prompt` types (base.py; `Prompt` lives in streamer/vocab.py, shared with the cache). One file per model family. Importing this package loads
 nothing heavy: each name is imported on first use (the CLI reads its options before torch loads).
 """
 

@@ -21,8 +21,8 @@ What differs from a real download, and why:
 - SmolVLM2's added tokens between `<image>` (49190) and `<end_of_utterance>` (49279) are placeholders:
   the prompts never use them and their hub names were not recorded.
 
-Config values are the published ones as recorded in ../shared/DESIGN.md and the model cards; a value not
-recorded there is transformers' default for the config class.
+Config values are the published ones, as on the model cards; a value not
+given there is transformers' default for the config class.
 
 Deliberately not here: loading (registry.py) and how a family writes prompts (one file per family).
 """

@@ -8,7 +8,7 @@ answers are noise (`is_random=True`). `tiny-random-llava` is the same idea for L
 plus the family's special tokens, and are deterministic: the same seed gives the same weights on
 every machine and device (they are drawn on the CPU in float32, then moved).
 
-Deliberately not here: trained weights (the future built-in `tiny` model).
+Deliberately not here: trained weights (the built-in `tiny` model, models/tiny.py).
 """
 
 from __future__ import annotations

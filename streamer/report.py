@@ -1,6 +1,6 @@
 """What the bounded cache holds, said in words: one line for a terminal, from `StreamSession.stats()`.
 
-The CLI and the demo print it; the web UI draws the same numbers in its cache panel. Nothing here
+The demo prints it; the web UI draws the same numbers in its cache panel. Nothing here
 measures anything: it only formats the measured stats.
 """
 

@@ -1,6 +1,7 @@
-"""The import graph: imports flow one way, from the entry points down, with no cycles (DESIGN.md §3.11).
+"""The import graph: imports flow one way, from the entry points down, with no cycles.
 
-Reads every module's imports with `ast` (lazy imports inside functions included) and checks:
+Reads every module's imports with `ast` (lazy imports inside functions included; importing `a.b.c` counts as
+importing the packages `a` and `a.b` too, since Python runs their `__init__` first) and checks:
 - no cycle among the package's modules;
 - the streaming core (`streamer/*.py` below the entry points) imports neither the adapters
   (`streamer.models`), the UI (`streamer.app`) nor the synthetic world (`streamer.world`);
@@ -27,7 +28,8 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
-    """The package modules that `path` imports (a `from pkg import name` counts as pkg.name when that is a module)."""
+    """The package modules that `path` imports (a `from pkg import name` counts as pkg.name when that is a module),
+    with the packages above each of them."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
@@ -37,7 +39,16 @@ def imports(path: Path, known: set[str]) -> set[str]:
         else:
             continue
         out |= {n for n in names if n in known}
-    return out
+    return out | {parent for n in out for parent in _parents(n) if parent in known}
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def test_a_module_imports_the_packages_above_it():
+    assert {"streamer.models", "streamer"} <= imports(ROOT / "streamer" / "cli.py", set(modules()))
 
 
 def graph() -> dict[str, set[str]]:
@@ -61,8 +72,7 @@ def test_no_import_cycles():
         if node in done:
             return
         for nxt in sorted(g[node]):
-            if not nxt.endswith("__init__"):
-                visit(nxt, path + [node])
+            visit(nxt, path + [node])
         done.add(node)
 
     for name in sorted(g):

@@ -18,7 +18,6 @@ from streamer.session import StreamSession
 from streamer.world.scene import frame_questions, single_frame
 from train.data import HELD_OUT_SEED
 
-pytestmark = pytest.mark.skipif(not WEIGHTS_FILE.is_file(), reason="the tiny model's weights are not trained yet")
 
 
 @pytest.fixture(scope="module")
