@@ -175,3 +175,74 @@ def wall(monkeypatch) -> FakeClock:
     clock = FakeClock()
     monkeypatch.setattr(sources, "WALL", clock)
     return clock
+
+
+# ---- a tiny random Llama and cache settings for the cache's tests (test_kv_window, test_kv_kernels, ...) ----
+
+SLOW_A, SLOW_B = 7, 15  # head dimensions with the slowest RoPE rotation: a crafted key or query there keeps its direction
+
+
+def tiny_config(**kw):
+    """A 2-layer Llama config small enough for property tests (64 hidden, 4 heads, 2 KV heads, 256 positions)."""
+    from transformers import LlamaConfig
+
+    base = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaConfig(**{**base, **kw})
+
+
+def window(policy="combined", merge=None, budget=64, **kw):
+    """WindowConfig for `policy`, with no budget for "full"."""
+    from streamer.kv_window import WindowConfig
+
+    return WindowConfig(policy=policy, merge=merge, budget=None if policy == "full" else budget, **kw)
+
+
+def _variants():
+    from streamer.kv_merge import MERGE_MODES
+    from streamer.kv_window import POLICIES
+
+    return [(p, None) for p in POLICIES] + [(p, m) for p in ("text-prior", "combined") for m in MERGE_MODES]
+
+
+VARIANTS = _variants()  # every policy, and every merge variant under the policies that merge by default
+
+
+# ---- the CLI as a user runs it --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> str:
+    """A 4-second sample of the synthetic world at 2 fps (H.264 mp4)."""
+    from streamer.world.sample_video import write_sample
+
+    return str(write_sample(tmp_path_factory.mktemp("sample") / "sample.mp4", seconds=4, fps=2))
+
+
+def cli_process(*args: str, **kwargs):
+    """The CLI in a child process with Ctrl-C delivered as in a terminal (a background job ignores it)."""
+    import signal
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "streamer.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                            **kwargs)
+
+
+def one_line(err: str) -> str:
+    """The single error line of a CLI run (the random model's note aside)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("note:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def world_chunks(seconds: int = 24, per_chunk: int = 4):
+    """(script, chunks): `seconds` of the synthetic world with two objects, at 1 fps, `per_chunk` frames a chunk."""
+    from streamer.sources import Chunk
+    from streamer.world.scene import random_script
+
+    script = random_script(5, duration_s=seconds, n_events=2, event_s=(3, 4))
+    frames = list(script.frames(1.0))
+    return script, [Chunk(tuple(frames[i:i + per_chunk]), i // per_chunk) for i in range(0, len(frames), per_chunk)]
+

@@ -10,7 +10,7 @@ from streamer.kv_scoring import attention_spread, elite_attention, observed_atte
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention, window_attention
 from streamer.vocab import Modality
 from streamer.rope import rope_inv_freq, rotate
-from tests.test_kv_window import SLOW_A, tiny_config
+from conftest import SLOW_A, tiny_config
 
 
 def adaptive(budget=96, **kw) -> WindowConfig:

@@ -16,6 +16,8 @@ import textwrap
 
 import pytest
 
+from conftest import cli_process
+
 pytestmark = pytest.mark.timeout(120)
 
 PROGRAMS = ["streamer.cli", "streamer.world.demo", "streamer.app.ui"]
@@ -103,3 +105,17 @@ def test_a_closed_stdout_stops_quietly(program):
     with os.fdopen(write, "w") as closed:
         code, messages, _ = program("done", stdout=closed)
     assert (code, messages) == (141, []), messages
+
+
+def test_closed_stdout_stops_quietly_with_141(video):
+    proc = cli_process(video, "--model", "tiny-random", "--max-new-tokens", "2", stdin=subprocess.PIPE)
+    try:
+        assert proc.stdout.read(5) == b"you> "  # ingested; the prompt waits for a question
+        proc.stdout.close()  # like `| head -c 5`
+        proc.stdin.write(b"what now?\n")
+        proc.stdin.close()
+        proc.wait(timeout=120)
+        err = proc.stderr.read().decode()
+    finally:
+        proc.kill()
+    assert proc.returncode == 141 and "Traceback" not in err and "Error" not in err, err

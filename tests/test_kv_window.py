@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from streamer.errors import ConfigError
@@ -13,9 +13,9 @@ from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window
 from streamer.vocab import Modality
 from streamer.rope import rope_inv_freq, rotate
 
+from conftest import SLOW_A, SLOW_B, VARIANTS, tiny_config, window
+
 EVICTING = [p for p in POLICIES if p != "full"]
-# every policy, and every merge variant under the policies that merge by default
-VARIANTS = [(p, None) for p in POLICIES] + [(p, m) for p in ("text-prior", "combined") for m in MERGE_MODES]
 # the AirCache options on top of the policies (issue: every earlier property must still hold with them)
 AIR = {
     "elite": {"obs_select": "elite"},
@@ -25,22 +25,12 @@ AIR = {
 AIR_CASES = [pytest.param(p, kw, id=f"{p}-{name}") for p in EVICTING for name, kw in AIR.items()]
 
 
-def tiny_config(**kw) -> LlamaConfig:
-    base = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaConfig(**{**base, **kw})
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
     m = LlamaForCausalLM(tiny_config()).eval()
     use_window_attention(m)
     return m
-
-
-def window(policy="combined", merge=None, budget=64, **kw) -> WindowConfig:
-    return WindowConfig(policy=policy, merge=merge, budget=None if policy == "full" else budget, **kw)
 
 
 @pytest.mark.parametrize("policy,merge,air", [(p, m, {}) for p, m in VARIANTS] + [
@@ -433,7 +423,6 @@ def test_merge_never_touches_sinks():
 
 # Fake queries carry no RoPE, and re-rotation turns kept keys, so crafted directions use the slowest
 # rotary pair (dims 7 and 15 of 16): over a few hundred positions they turn by a few hundredths of a radian.
-SLOW_A, SLOW_B = 7, 15
 
 
 def _query_toward(direction: torch.Tensor, n: int) -> torch.Tensor:
