@@ -27,15 +27,14 @@ import math
 import re
 import time
 
-from tqdm import tqdm
-
-from streamer.entry import check_ctrl_c, printable, run_main, writing_stdout
+from streamer.entry import printable, run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
-from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, open_source, sample_frames
+from streamer.frames import LagMeter, SamplerConfig, open_source
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
 )
+from streamer.replay import replay
 from streamer.session import StreamSession, check_question
 
 log = logging.getLogger(__name__)
@@ -121,23 +120,10 @@ def run(args: argparse.Namespace) -> int:
     if source.duration_s:
         end = min(source.duration_s, args.end or math.inf)
         total = max(0, int((end - args.start) * args.fps))
-    bar = tqdm(total=total, unit="frame", desc="ingest", file=sys.stderr, disable=None)
     lag = LagMeter(args.fps) if source.is_live or args.realtime else None  # says so when the model falls behind
-    with source:
-        # a question at time t sees exactly the frames up to t (questions without --at: after the last)
-        for item in chunks_and_stops(sample_frames(source, sampler), sampler, [t for t, _ in plan]):
-            check_ctrl_c()
-            if isinstance(item, int):
-                bar.clear()
-                answer_one(session, plan[item][1], args)
-                continue
-            work_s = session.ingest(item)
-            if lag and (warning := lag.update([f.time_s for f in item.frames], work_s)):
-                bar.write(f"warning: {warning}", file=sys.stderr)
-            bar.update(len(item.frames))
-            bar.set_postfix(kv=session.cache.next_position(), t=f"{session.video_time_s:.0f}s")
-    bar.close()
-    check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
+    with source:  # a question at time t sees exactly the frames up to t (questions without --at: after the last)
+        replay(session, source, sampler, [t for t, _ in plan], lambda i: answer_one(session, plan[i][1], args),
+               total=total, lag=lag)
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
     if not args.question:

@@ -28,13 +28,12 @@ import argparse  # noqa: E402 (the imports below take seconds; Ctrl-C during the
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from streamer.entry import run_main
-from streamer.frames import SamplerConfig, chunks_and_stops, sample_frames
+from streamer.frames import SamplerConfig
 from streamer.kv_window import POLICIES, WindowConfig
 from streamer.kv_config import DEFAULT_POLICY
 from streamer.options import int_in, policy_arg
+from streamer.replay import replay
 from streamer.report import cache_line
 from streamer.session import StreamSession
 from streamer.vocab import format_timestamp
@@ -71,18 +70,9 @@ def run(args: argparse.Namespace) -> int:
         session = StreamSession(adapter, window)
         print(f"watching at 1 frame/s with the {args.policy!r} policy and a budget of {args.budget} "
               "KV tokens per layer", flush=True)
-        right = 0
-        cfg = SamplerConfig(fps=1.0, chunk_frames=4)
-        bar = tqdm(total=int(SECONDS), unit="frame", desc="watching", file=sys.stderr, disable=None)
-        for item in chunks_and_stops(sample_frames(video, cfg), cfg, [t for t, _, _ in QUESTIONS]):
-            if isinstance(item, int):
-                bar.clear()
-                right += ask(session, *QUESTIONS[item])
-                continue
-            session.ingest(item)
-            bar.update(len(item.frames))
-            bar.set_postfix(kv=f"{session.stats()['kv_tokens']}/{args.budget}")
-        bar.close()
+        right = []
+        replay(session, video, SamplerConfig(fps=1.0, chunk_frames=4), [t for t, _, _ in QUESTIONS],
+               lambda i: right.append(ask(session, *QUESTIONS[i])), total=int(SECONDS), desc="watching")
     stats = session.stats()
     print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames fed, "
           f"{stats['frames_skipped']} unchanged ones skipped): "
@@ -90,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"peak KV memory {stats['peak_kv_bytes'] / 2**20:.1f} MB; a full cache would hold all "
           f"{stats['seen_tokens']} tokens ({stats['seen_tokens'] / args.budget:.1f}x the budget) and keep "
           "growing with the video")
-    print(f"{right} of {len(QUESTIONS)} answers right")
+    print(f"{sum(right)} of {len(QUESTIONS)} answers right")
     return 0
 
 

@@ -1,0 +1,44 @@
+"""Replay a video into a session with questions at their times, the one loop of the CLI and the demo.
+
+`replay` samples and chunks `source`, feeds each chunk to the session and, when the video reaches the time of
+a stop, calls `on_stop(i)` (a question asked there sees exactly the frames up to that time). A progress bar on
+stderr shows the frames fed, the cache's tokens against its budget and the video time; a `LagMeter` (live
+sources, `--realtime`) adds a warning line when the model falls behind. A Ctrl-C that a decoder swallowed is
+raised here (`streamer.entry.check_ctrl_c`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from tqdm import tqdm
+
+from streamer.entry import check_ctrl_c
+from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, sample_frames
+from streamer.session import StreamSession
+from streamer.sources import VideoSource
+
+
+def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike, sampler: SamplerConfig,
+           stops: Sequence[float], on_stop: Callable[[int], None], *, total: int | None = None,
+           lag: LagMeter | None = None, desc: str = "ingest") -> None:
+    """Feed `source` into `session`, calling `on_stop(i)` when the video reaches `stops[i]` (sorted)."""
+    bar = tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=None)
+    try:
+        for item in chunks_and_stops(sample_frames(source, sampler), sampler, list(stops)):
+            check_ctrl_c()
+            if isinstance(item, int):
+                bar.clear()
+                on_stop(item)
+                continue
+            work_s = session.ingest(item)
+            if lag and (warning := lag.update(item.times, work_s)):
+                bar.write(f"warning: {warning}", file=sys.stderr)
+            bar.update(len(item.frames))
+            bar.set_postfix(kv=f"{session.cache.get_seq_length()}/{session.window.budget}",
+                            t=f"{session.video_time_s:.0f}s")
+    finally:
+        bar.close()
+    check_ctrl_c()  # the stream may have ended because Ctrl-C was swallowed while it was read
