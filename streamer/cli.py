@@ -27,7 +27,7 @@ import math
 import re
 import time
 
-from streamer.entry import printable, run_main, writing_stdout
+from streamer.entry import run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
 from streamer.frames import LagMeter, SamplerConfig, open_source
 from streamer.models.runtime import LoadSettings
@@ -35,7 +35,8 @@ from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
 )
 from streamer.replay import replay
-from streamer.session import StreamSession, check_question
+from streamer.session import StreamSession
+from streamer.text import check_question, printable
 
 log = logging.getLogger(__name__)
 

@@ -17,27 +17,19 @@ terminal escape sequences. This module imports only the standard library, so it 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 
+from streamer.text import printable
+
 EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 2, 130, 141
 
-# C0 controls but tab and newline, DEL, C1, bidirectional overrides, lone surrogates
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _ctrl_c = threading.Event()  # set by our SIGINT handler, so a KeyboardInterrupt a C library swallowed still counts
-
-
-def printable(text: str) -> str:
-    """`text` with control characters shown escaped (`\\x1b`, `\\r`) instead of acted on by a terminal;
-    newlines and tabs stay."""
-    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def check_ctrl_c() -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 
 from streamer.change import SkipConfig
-from streamer.entry import printable
+from streamer.text import printable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_config import DEFAULT_POLICY
 from streamer.kv_scorers import SCORERS
