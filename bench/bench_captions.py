@@ -35,7 +35,7 @@ import torch
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality, format_timestamp
+from streamer.shared_types import Modality, format_timestamp
 
 COLOURS = ["red", "blue", "green", "white", "black", "yellow", "grey", "orange"]
 OBJECTS = ["car", "truck", "bus", "bicycle", "dog", "van", "motorcycle", "horse"]

@@ -32,7 +32,7 @@ from transformers import DynamicCache
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality, format_timestamp
+from streamer.shared_types import Modality, format_timestamp
 
 
 FLOOR = "dynamic"  # transformers' DynamicCache holding the budget's tokens: no policy, the ceiling of any speed-up

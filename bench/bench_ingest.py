@@ -32,7 +32,7 @@ import torch
 import common
 from common import POLICIES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 
 def session_runs(model_name: str, budget: int, seconds: int, policies: list[str]) -> dict:

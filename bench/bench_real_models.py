@@ -43,8 +43,8 @@ from streamer.kv_window import WindowConfig
 from streamer.models.hub_layout import FAMILIES, write_checkpoint
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.sources import Frame
-from streamer.vocab import Conversation
+from streamer.video.frame import Frame
+from streamer.shared_types import Conversation
 
 FRAME_HW = (216, 384)  # a 16:9 frame at the sampler's default --max-side 384
 STREAM_S = 300  # the budget is 10% of a 5-minute stream's tokens at 1 fps

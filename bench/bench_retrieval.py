@@ -45,7 +45,7 @@ import kvpress_venv
 from common import mcnemar_p, wilson
 from retrieval_task import PROXY, TASKS, is_right
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 SPECS = ["sink-recent", "saddle", "text-prior", "combined", "knorm", "knorm+pool=9", "proxy+pool=9"]
 PRESSES = ["SnapKV", "StreamingLLM", "TOVA", "KNorm", "ExpectedAttention", "KeyDiff"]

@@ -1,4 +1,4 @@
-"""Ingest speed on mostly static footage with the frame skip (`streamer.change`) off and on, in one run.
+"""Ingest speed on mostly static footage with the frame skip (`streamer.video.skip`) off and on, in one run.
 
     .venv/bin/python bench/bench_skip.py                    # 10 minutes of camera footage, tiny, combined @ 750
     .venv/bin/python bench/bench_skip.py --seconds 120 --camera clean
@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     common.setup(args.threads)
     started = common.machine()
-    from streamer.change import SkipConfig
+    from streamer.video.skip import SkipConfig
     from streamer.frames import SamplerConfig, chunk_frames
     from streamer.models.registry import load_model
     from streamer.session import StreamSession

@@ -12,7 +12,7 @@ import time
 
 from kv_stream import RandomStream
 from streamer.kv_window import KVWindowCache, WindowConfig
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 
 def metadata_bytes(layer) -> dict:

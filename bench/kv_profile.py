@@ -29,7 +29,7 @@ from transformers import DynamicCache
 
 from streamer import kv_attention, kv_layer
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 PHASES = {"scoring": ("observed_attention", "elite_attention", "attend_and_score"), "priority": ("keep_priority", "priority"),
           "merge": ("merge_into_kept",), "rotate": ("rotate",), "compiled k/v cut": ("cut_kv",)}

@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig
 
 from streamer.kv_window import KVWindowCache
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 
 def smollm2_135m_config() -> LlamaConfig:

@@ -18,7 +18,7 @@ import common  # bench/common.py (this folder is on sys.path)
 from kv_stream import RandomStream
 from streamer.kv_scoring import observed_attention
 from streamer.kv_window import KVWindowCache, WindowConfig
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 IMAGE_EVERY = 4  # in the single-layer runs, 3 of every 4 chunks are image tokens, 1 is text
 

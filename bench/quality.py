@@ -136,7 +136,7 @@ def stream(session, frames) -> float | None:
 def kept_fraction(session, script, qa) -> float | None:
     """Fraction of the asked object's image tokens (all layers and heads) the cache still holds; None when
     the question names no single object."""
-    from streamer.vocab import Modality
+    from streamer.shared_types import Modality
 
     event = next((e for e in script.seen_events() if e.obj.name in qa.question), None)
     if event is None:
@@ -186,7 +186,7 @@ def ask_all(session, video: Video, max_new_tokens: int = 16) -> list[dict]:
 def full_tokens(adapter, task: str, seconds: float) -> int:
     """Tokens the first video of `task` takes in the full cache (frames only): what fraction budgets scale."""
     from streamer.frames import SamplerConfig, chunk_frames
-    from streamer.vocab import Conversation
+    from streamer.shared_types import Conversation
 
     conv, total = Conversation(), 0
     for chunk in chunk_frames(make_video(task, 0, seconds).script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
@@ -201,7 +201,7 @@ def run_config(adapter, task: str, seconds: float, policy: str, budget: float | 
     """One configuration: held-out videos `first` .. `first + videos - 1` of `task`, each streamed into a
     fresh session; `redundancy`: WindowConfig.redundancy of the bounded policies (None: off, "policy": the
     policy's default); `skip`: skip unchanged frames; `max_gap`: WindowConfig.max_gap of the bounded policies."""
-    from streamer.change import SkipConfig
+    from streamer.video.skip import SkipConfig
     from streamer.session import StreamSession
 
     tokens = None if budget is None else int(budget) if budget > 1 else max(64, int(full_tokens(adapter, task, seconds) * budget))

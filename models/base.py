@@ -26,8 +26,8 @@ import torch
 
 from streamer.errors import ModelLoadError
 from streamer.models.prompt import encode_segments
-from streamer.vocab import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
-from streamer.sources import Chunk, Frame
+from streamer.shared_types import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
+from streamer.video.frame import Chunk, Frame
 
 __all__ = ["ModelAdapter"]
 

@@ -41,7 +41,7 @@ import torch
 
 from streamer.models.chatml import ChatMLAdapter
 from streamer.models.pixels import normalised_frames
-from streamer.vocab import Segment
+from streamer.shared_types import Segment
 from streamer.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)

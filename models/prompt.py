@@ -22,7 +22,7 @@ from typing import Iterable
 
 import torch
 
-from streamer.vocab import Modality, Segment
+from streamer.shared_types import Modality, Segment
 
 
 def encode_segments(

@@ -39,7 +39,7 @@ import torch
 
 from streamer.models.chatml import ChatMLAdapter
 from streamer.models.pixels import normalised_frames
-from streamer.vocab import MRopeLayout, Segment
+from streamer.shared_types import MRopeLayout, Segment
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from streamer.models.base import ModelAdapter
-from streamer.vocab import Segment, format_timestamp
-from streamer.sources import Frame
+from streamer.shared_types import Segment, format_timestamp
+from streamer.video.frame import Frame
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from streamer.models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, l
 from streamer.models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 from streamer.atomic import atomic_dir, atomic_file
 from streamer.errors import ModelLoadError
-from streamer.sources import Frame
-from streamer.vocab import format_timestamp
+from streamer.video.frame import Frame
+from streamer.shared_types import format_timestamp
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from streamer.kv_scorers import combine_scoped
 from streamer.kv_scoring import (attention_probs, attention_spread, elite_attention, frame_redundancy, keep_priority,
                                  observed_attention)
 from streamer.rope import gap_deltas, mrope_gap_deltas, rotate
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 
 def _append(held: torch.Tensor, new: torch.Tensor, store: torch.Tensor | None, spare: int

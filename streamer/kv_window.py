@@ -4,7 +4,7 @@ than `budget` tokens per layer, plus the names callers need with it.
 Import from here: `KVWindowCache`, `WindowConfig`, `POLICIES` (settings and policy table,
 `kv_config.py`), `use_window_attention`, `window_attention`, `ATTN_IMPLEMENTATION` (the attention
 function, `kv_attention.py`), `KVWindowLayer` (one layer, `kv_layer.py`) and `Modality` (tags,
-`vocab.py`). The files beside this one hold one concept each; this one holds the cache that ties them.
+`shared_types.py`). The files beside this one hold one concept each; this one holds the cache that ties them.
 
 How one pass goes. `update()` appends the chunk to each layer with the tags set by `tag()` and returns
 the layer's whole cache, so a forward pass attends to at most `budget + len(chunk)` tokens. Then the
@@ -50,7 +50,7 @@ from streamer.kv_kernels import TurnTable
 from streamer.kv_layer import KVWindowLayer, _Tags
 from streamer.kv_scoring import split_budget
 from streamer.rope import is_mrope, rope_inv_freq
-from streamer.vocab import Modality, MRopeLayout
+from streamer.shared_types import Modality, MRopeLayout
 
 __all__ = [
     "ATTN_IMPLEMENTATION", "KVWindowCache", "KVWindowLayer", "Modality", "POLICIES", "WindowConfig",

@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-from streamer.change import SkipConfig
+from streamer.video.skip import SkipConfig
 from streamer.text import printable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_config import DEFAULT_POLICY

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from streamer.entry import check_ctrl_c
 from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, sample_frames
 from streamer.session import StreamSession
-from streamer.sources import VideoSource
+from streamer.video.frame import VideoSource
 
 
 def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike, sampler: SamplerConfig,

@@ -6,7 +6,7 @@ measures anything: it only formats the measured stats.
 
 from __future__ import annotations
 
-from streamer.vocab import format_timestamp
+from streamer.shared_types import format_timestamp
 
 
 def cache_line(stats: dict) -> str:

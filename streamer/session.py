@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import psutil
 import torch
 
-from streamer.change import SkipConfig, StaticSkipper
+from streamer.video.skip import SkipConfig, FrameSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, check_number
-from streamer.sources import Chunk
+from streamer.video.frame import Chunk
 from streamer.text import check_question
-from streamer.vocab import Adapter, Conversation, Modality
+from streamer.shared_types import Adapter, Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ class StreamSession:
             raise ConfigError(f"skip must be a SkipConfig or None, got {type(skip).__name__}")
         self.adapter = adapter
         self.window = window or WindowConfig()
-        # skip: frames that barely differ from the last one fed never reach the model (`streamer.change`);
+        # skip: frames that barely differ from the last one fed never reach the model (`streamer.video.skip`);
         # on by default (measured: no loss on any benchmark, large gains at small budgets); None feeds every frame
-        self.skipper = StaticSkipper(skip) if skip is not None else None
+        self.skipper = FrameSkipper(skip) if skip is not None else None
         # a plain Lock, shared by sessions of one model: an answer's generator may resume in another thread
         self.lock = lock or threading.Lock()
         use_window_attention(adapter.model)

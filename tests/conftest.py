@@ -133,7 +133,7 @@ class OneLayerCache:
         """Append n tokens (random keys/values/queries unless given; query (1, 4, n, 16)); returns the layer."""
         import torch
 
-        from streamer.vocab import Modality
+        from streamer.shared_types import Modality
 
         n = n or (keys.shape[2] if keys is not None else values.shape[2])
         keys = keys if keys is not None else self.randn(n)
@@ -168,12 +168,12 @@ class FakeClock:
 
 @pytest.fixture
 def wall(monkeypatch) -> FakeClock:
-    """The project's wall clock (`streamer.sources.WALL`: pushed frames' default times, realtime pacing, lag)
+    """The project's wall clock (`streamer.video.frame.WALL`: pushed frames' default times, realtime pacing, lag)
     replaced by a `FakeClock` for this test."""
-    from streamer import sources
+    from streamer.video import frame
 
     clock = FakeClock()
-    monkeypatch.setattr(sources, "WALL", clock)
+    monkeypatch.setattr(frame, "WALL", clock)
     return clock
 
 
@@ -239,7 +239,7 @@ def one_line(err: str) -> str:
 
 def world_chunks(seconds: int = 24, per_chunk: int = 4):
     """(script, chunks): `seconds` of the synthetic world with two objects, at 1 fps, `per_chunk` frames a chunk."""
-    from streamer.sources import Chunk
+    from streamer.video.frame import Chunk
     from streamer.world.scene import random_script
 
     script = random_script(5, duration_s=seconds, n_events=2, event_s=(3, 4))

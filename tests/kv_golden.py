@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig
 
 from streamer.kv_window import KVWindowCache, WindowConfig
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 GOLDEN = Path(__file__).with_name("data") / "kv_golden.json"
 POLICIES = ["sink-recent", "saddle", "text-prior", "combined"]

@@ -8,7 +8,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from streamer.errors import ConfigError
 from streamer.kv_scoring import attention_spread, elite_attention, observed_attention, split_budget
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention, window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 from streamer.rope import rope_inv_freq, rotate
 from conftest import SLOW_A, tiny_config
 

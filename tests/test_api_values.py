@@ -9,13 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from streamer.change import SkipConfig
+from streamer.video.skip import SkipConfig
 from streamer.errors import ConfigError, check_number
 from streamer.frames import Chunk, LagMeter, SamplerConfig
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.sources import Frame, PushSource
+from streamer.video.frame import Frame, PushSource
 
 IMAGE = np.full((32, 32, 3), 90, np.uint8)
 BAD_TIMES = [math.nan, math.inf, -math.inf, -1.0, 1e300, "3", None, True]

@@ -19,8 +19,8 @@ from streamer.kv_window import KVWindowCache, WindowConfig
 from streamer.models.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
 from streamer.models.registry import load_model
 from streamer.models.tiny_random import build_tiny_random_qwen, build_tiny_random_qwen3
-from streamer.sources import Frame
-from streamer.vocab import Conversation
+from streamer.video.frame import Frame
+from streamer.shared_types import Conversation
 
 
 def _chunk() -> Chunk:

@@ -10,7 +10,7 @@ import pytest
 
 from streamer.cli import main
 from streamer.frames import SamplerConfig, chunk_frames, chunks_and_stops
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 from streamer.world.sample_video import write_sample
 
 import numpy as np

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streamer import video_decoders
+from streamer.video import decode as video_decode
 from streamer.errors import ConfigError, NotAVideoError, SourceNotFoundError
 from streamer.frames import SamplerConfig, open_source, sample_frames
 from streamer.kv_window import WindowConfig
@@ -82,7 +82,7 @@ def noise_server():
 
 
 def test_a_server_that_keeps_sending_no_video_is_not_called_silent(noise_server, monkeypatch):
-    monkeypatch.setattr(video_decoders, "NETWORK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(video_decode, "NETWORK_TIMEOUT_S", 1.0)
     with pytest.raises(SourceNotFoundError) as caught:
         open_source(noise_server).close()
     message = str(caught.value)
@@ -113,7 +113,7 @@ def test_a_blank_policy_is_refused_not_taken_for_full(policy):
 
 def test_a_live_stream_that_ends_before_its_first_frame_is_one_stream_message(caplog):
     from streamer.errors import NoFramesError
-    from streamer.sources import VideoSource
+    from streamer.video.frame import VideoSource
 
     class Silent(VideoSource):  # a live source whose server hangs up before the first frame
         name, is_live, backend = "rtsp://cam/1", True, "pyav"

@@ -1,16 +1,16 @@
-"""The frame skip (`streamer.change`, on by default): frames that barely differ from the last one fed never reach
+"""The frame skip (`streamer.video.skip`, on by default): frames that barely differ from the last one fed never reach
 the model. Noise, flicker, pans and the drifting ball are not change, an object is; a small object that stays is
 fed within the gap; the setting reaches the session from the CLI and the UI. Frames are made in the test."""
 
 import numpy as np
 import pytest
 
-from streamer.change import SkipConfig, StaticSkipper, changed_area, signature
+from streamer.video.skip import SkipConfig, FrameSkipper, changed_area, signature
 from streamer.errors import ConfigError
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 from streamer.world.scene import Realism, random_script
 
 from conftest import world_chunks
@@ -32,7 +32,7 @@ def test_noise_flicker_pans_and_the_drifting_ball_are_not_change_but_an_object_i
     script = random_script(11, duration_s=30, n_events=1, event_s=(4, 4), realism=realism)
     event = script.events[0]
     rng = np.random.default_rng(0)
-    skipper = StaticSkipper()
+    skipper = FrameSkipper()
     kept = []
     for f in script.frames(1.0):
         image = noisy(f.image, rng, gain=1.0 + 0.05 * np.sin(f.time_s)) if realism is None else f.image  # noise, 5% flicker
@@ -46,7 +46,7 @@ def test_noise_flicker_pans_and_the_drifting_ball_are_not_change_but_an_object_i
 
 def test_a_frame_that_changes_is_never_skipped():
     rng = np.random.default_rng(1)
-    skipper = StaticSkipper()
+    skipper = FrameSkipper()
     base = np.full((96, 96, 3), 200, np.uint8)
     assert skipper.keep(Frame(base, 0.0))
     for t in range(1, 20):
@@ -62,7 +62,7 @@ def test_a_frame_that_changes_is_never_skipped():
 def test_a_small_object_that_stays_reaches_the_model_within_the_gap(side, first_fed):
     """The skip's known blind spot (an object under its area) costs at most `max_gap_s` of delay."""
     cfg = SkipConfig()
-    skipper = StaticSkipper(cfg)
+    skipper = FrameSkipper(cfg)
     base = np.full((192, 192, 3), 120, np.uint8)
     assert skipper.keep(Frame(base, 0.0))
     with_object = base.copy()

@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 
-from streamer import video_backends
+from streamer.video import opening
 from streamer.errors import (
     ConfigError,
     NoFramesError,
@@ -32,7 +32,7 @@ from streamer.errors import (
     WebcamError,
 )
 from streamer.frames import Chunk, SamplerConfig, chunk_frames, iter_chunks, open_source, sample_frames
-from streamer.sources import Frame, PushSource
+from streamer.video.frame import Frame, PushSource
 
 FPS, N, W, H = 30, 90, 96, 64  # the standard test clip: 3 s at 30 fps, 96x64
 BACKENDS = ["decord", "pyav", "opencv"]
@@ -309,15 +309,15 @@ def test_cut_mp4_forced_on_decord_explains_instead_of_crashing(videos):
 
 
 def test_fallback_order_pyav_then_decord_then_opencv(videos, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="streamer.video_backends")
-    assert video_backends.AUTO_ORDER == ("pyav", "decord", "opencv")
+    caplog.set_level(logging.INFO, logger="streamer.video.opening")
+    assert opening.AUTO_ORDER == ("pyav", "decord", "opencv")
     with open_source(videos["h264.mp4"]) as source:
         assert source.backend == "pyav"
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    monkeypatch.setattr(video_backends.PyAVSource, "__init__", broken)
+    monkeypatch.setattr(opening.PyAVSource, "__init__", broken)
     with open_source(videos["h264.mp4"]) as source:
         assert source.backend == "decord"
         assert_on_grid(list(sample_frames(source, SamplerConfig(fps=10, max_side=None))), 10, 0.0)
@@ -331,7 +331,7 @@ def test_fallback_order_pyav_then_decord_then_opencv(videos, monkeypatch, caplog
         assert_on_grid(list(sample_frames(source, SamplerConfig(fps=10, max_side=None))), 10, 0.0)
     assert "reading with opencv" in caplog.text
 
-    monkeypatch.setattr(video_backends.OpenCVSource, "__init__", broken)
+    monkeypatch.setattr(opening.OpenCVSource, "__init__", broken)
     with pytest.raises(UnsupportedCodecError, match="simulated failure"):
         open_source(videos["h264.mp4"])
 
@@ -341,7 +341,7 @@ def test_missing_decord_is_skipped_and_forcing_it_is_a_config_error(videos, monk
         raise RuntimeError("simulated failure")
 
     monkeypatch.setitem(sys.modules, "decord", None)  # `import decord` now raises ImportError
-    monkeypatch.setattr(video_backends.PyAVSource, "__init__", broken)
+    monkeypatch.setattr(opening.PyAVSource, "__init__", broken)
     with open_source(videos["h264.mp4"]) as source:
         assert source.backend == "opencv"
     with pytest.raises(ConfigError, match="not installed"):

@@ -31,7 +31,7 @@ from streamer.frames import Chunk, open_source
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.sources import Frame, PushSource
+from streamer.video.frame import Frame, PushSource
 from streamer.world.sample_video import write_sample
 
 from conftest import write_video

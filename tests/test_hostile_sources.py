@@ -106,9 +106,9 @@ def stalled_url():
 
 @pytest.mark.parametrize("backend", ["pyav", "opencv"])
 def test_a_stalled_server_times_out_with_one_line(stalled_url, monkeypatch, backend):
-    from streamer import video_decoders
+    from streamer.video import decode as video_decode
 
-    monkeypatch.setattr(video_decoders, "NETWORK_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(video_decode, "NETWORK_TIMEOUT_S", 1.0)
     url, _ = stalled_url
     error = open_within(url, backend)  # the 1 s timeout applies (the error says so), not the 15 s default
     assert isinstance(error, errors.SourceNotFoundError) and "1 s" in str(error) and "\n" not in str(error)

@@ -9,7 +9,7 @@ from streamer.kv_cut import CompiledCut, TensorCut
 from streamer.kv_kernels import TurnTable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 from conftest import VARIANTS, tiny_config, window
 
 EVICTING_VARIANTS = [v for v in VARIANTS if v[0] != "full"]

@@ -82,7 +82,7 @@ def test_a_one_token_chunk_is_cut_to_the_budget_not_the_decode_slack():
     from transformers import LlamaConfig
 
     from streamer.kv_window import KVWindowCache
-    from streamer.vocab import Modality
+    from streamer.shared_types import Modality
 
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)
@@ -110,7 +110,7 @@ def test_recall_keeps_the_frames_combined_keeps_when_the_text_fits():
     from transformers import LlamaConfig
 
     from streamer.kv_window import KVWindowCache
-    from streamer.vocab import Modality
+    from streamer.shared_types import Modality
 
     kept = {}
     for policy in ("combined", "recall"):

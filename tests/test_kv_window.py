@@ -10,7 +10,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply
 from streamer.errors import ConfigError
 from streamer.kv_merge import MERGE_MODES, merge_into_kept, nearest_kept
 from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window_attention
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 from streamer.rope import rope_inv_freq, rotate
 
 from conftest import SLOW_A, SLOW_B, VARIANTS, tiny_config, window

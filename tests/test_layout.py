@@ -59,7 +59,7 @@ def graph() -> dict[str, set[str]]:
 def test_graph_sees_the_package():
     g = graph()
     assert {"streamer.session", "streamer.kv_window", "streamer.models.base", "streamer.app.ui"} <= set(g)
-    assert "streamer.vocab" in g["streamer.session"] and "streamer.vocab" in g["streamer.models.base"]
+    assert "streamer.shared_types" in g["streamer.session"] and "streamer.shared_types" in g["streamer.models.base"]
 
 
 def test_no_import_cycles():

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 from streamer.models import registry
 from streamer.models.base import ModelAdapter
 from streamer.models.llava_onevision import LlavaOnevisionAdapter
-from streamer.vocab import Conversation, Phase, Prompt, format_timestamp
+from streamer.shared_types import Conversation, Phase, Prompt, format_timestamp
 from streamer.models.registry import list_builtin, load_model
 from streamer.models import smollm2_tokenizer
 from streamer.models.smollm2_tokenizer import _store, cache_root
@@ -26,8 +26,8 @@ from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random
 from streamer.errors import ConfigError, ModelLoadError
 from streamer.frames import Chunk
-from streamer.sources import Frame
-from streamer.vocab import Modality
+from streamer.video.frame import Frame
+from streamer.shared_types import Modality
 
 
 @pytest.fixture(scope="session")
@@ -477,7 +477,7 @@ def test_special_token_strings_in_a_question_stay_plain_text(adapter):
 
 @pytest.mark.parametrize("name", ["tiny-random", "tiny-random-llava", "tiny-random-qwen", "tiny-random-qwen3"])
 def test_every_family_is_the_adapter_the_session_expects(name):
-    from streamer.vocab import Adapter
+    from streamer.shared_types import Adapter
 
     adapter = load_model(name)
     assert isinstance(adapter, Adapter) and isinstance(adapter, ModelAdapter)

@@ -25,8 +25,8 @@ from streamer.frames import Chunk
 from streamer.models.hub_layout import LLAVA_OV_TEMPLATE, QWEN25_VL_TEMPLATE, special_token_ids
 from streamer.models.registry import load_model
 from streamer.models.tiny_random import build_tiny_random_qwen, build_tiny_random_qwen3
-from streamer.sources import Frame
-from streamer.vocab import Conversation
+from streamer.video.frame import Frame
+from streamer.shared_types import Conversation
 
 QUESTION = "What is happening?"
 USER_VIDEO = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]

@@ -16,8 +16,8 @@ from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig, use_window
 from streamer.models.tiny_random import TinyRandomSettings, build_tiny_random_qwen, build_tiny_random_qwen3
 from streamer.rope import is_mrope, mrope_gap_deltas, rope_inv_freq, rotate
 from streamer.session import StreamSession
-from streamer.sources import Frame
-from streamer.vocab import Conversation, MRopeLayout
+from streamer.video.frame import Frame
+from streamer.shared_types import Conversation, MRopeLayout
 
 MERGES = ("none", "average", "pivot", "weighted")
 

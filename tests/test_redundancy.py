@@ -11,7 +11,7 @@ from streamer.kv_scoring import frame_redundancy
 from streamer.kv_window import POLICIES, KVWindowCache, WindowConfig
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.vocab import Modality
+from streamer.shared_types import Modality
 
 from conftest import tiny_config, world_chunks
 

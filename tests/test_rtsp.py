@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from streamer import video_decoders
+from streamer.video import decode as video_decode
 from streamer.cli import main
 from streamer.world.sample_video import write_sample
 
@@ -100,7 +100,7 @@ def test_an_rtsp_stream_is_watched_and_answered_and_its_end_is_one_line(serve):
 
 @pytest.mark.parametrize("mode,words", [("die", "ended at"), ("freeze", "broke off")])
 def test_a_server_that_dies_or_freezes_mid_stream_is_one_line(serve, mode, words, monkeypatch, capsys, caplog):
-    monkeypatch.setattr(video_decoders, "NETWORK_TIMEOUT_S", 2.0)  # the CLI's 15 s, shortened for the test
+    monkeypatch.setattr(video_decode, "NETWORK_TIMEOUT_S", 2.0)  # the CLI's 15 s, shortened for the test
     url = serve(mode, after_s=3) + "/long.mp4"
     with caplog.at_level(logging.WARNING):
         code = main([url, "--model", "tiny-random", "--json", "-q", "What happened?", "--max-new-tokens", "3"])

@@ -8,7 +8,7 @@ import pytest
 from streamer.models.registry import load_model
 from streamer.errors import BudgetError, QuestionError
 from streamer.frames import Chunk
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 

@@ -16,7 +16,7 @@ from streamer.frames import Chunk
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 
 pytestmark = pytest.mark.timeout(120)
 

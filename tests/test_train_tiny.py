@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from streamer.vocab import Conversation
+from streamer.shared_types import Conversation
 from streamer.models.registry import load_model
 from streamer.frames import Chunk
 from streamer.world.scene import random_script

@@ -30,7 +30,7 @@ from streamer.app.ui import build_demo, feed_status, launch
 from streamer.models.registry import load_model
 from streamer.errors import ConfigError, SourceError, StreamerError
 from streamer.frames import open_source
-from streamer.sources import Frame, VideoSource
+from streamer.video.frame import Frame, VideoSource
 from streamer.kv_window import WindowConfig
 from streamer.world.sample_video import write_sample
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamer.vocab import Conversation
+from streamer.shared_types import Conversation
 from streamer.frames import Chunk
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 from streamer.world.scene import COLOURS, DIGITS, QA, SHAPES, SceneScript, frame_questions, random_script, single_frame, video_questions
 
 HELD_OUT_SEED = 10_000_000  # world seeds >= this are never trained on

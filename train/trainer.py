@@ -31,7 +31,7 @@ from streamer.frames import Chunk
 from streamer.models.tiny import (
     NEW_ROWS_KEY, TRAINED_PREFIXES, TinyAdapter, TinySettings, build_tiny, load_language_model, read_trained, save_trained,
 )
-from streamer.vocab import Conversation
+from streamer.shared_types import Conversation
 from streamer.world.scene import random_script, single_frame
 from train.config import BATCH_KINDS, TrainConfig
 from train.data import (

@@ -36,7 +36,7 @@ from streamer.options import int_in, policy_arg
 from streamer.replay import replay
 from streamer.report import cache_line
 from streamer.session import StreamSession
-from streamer.vocab import format_timestamp
+from streamer.shared_types import format_timestamp
 from streamer.world.sample_video import describe, sample_script, write_sample
 
 SECONDS = 60.0

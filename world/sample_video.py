@@ -13,7 +13,7 @@ Deliberately not here: the world itself (world/scene.py).
 import argparse
 from pathlib import Path
 
-from streamer.vocab import format_timestamp
+from streamer.shared_types import format_timestamp
 from streamer.world.scene import Realism, SceneScript, random_script, video_questions
 
 SAMPLE_SEED = 3  # the README's demo questions are written for this seed

@@ -35,8 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamer.sources import Frame
-from streamer.vocab import format_timestamp
+from streamer.video.frame import Frame
+from streamer.shared_types import format_timestamp
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),

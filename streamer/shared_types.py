@@ -1,4 +1,4 @@
-"""The small vocabulary that the session, the cache and the model adapters share.
+"""The types that the session, the cache and the model adapters share.
 
 What a cached token is (`Modality`), where a chat stands (`Phase`, `Conversation`), one model step's
 input with its per-token tags (`Prompt`, built from `Segment`s; `MRopeLayout` for 3-D positions) and the
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
-    from streamer.sources import Chunk
+    from streamer.video.frame import Chunk
 
 
 class Modality(enum.IntEnum):

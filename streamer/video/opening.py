@@ -6,7 +6,7 @@
 - A local path must be a regular file: a named pipe, socket, device (other than a webcam) or folder
   is refused at once, since FFmpeg would wait on a pipe forever.
 
-The decoders themselves live in `streamer.video_decoders`; resizing, chunking and pacing in
+The decoders themselves live in `streamer.video.decode`; resizing, chunking and pacing in
 `streamer.frames`.
 """
 
@@ -30,8 +30,11 @@ from streamer.errors import (
     UnsupportedCodecError,
     first_line,
 )
-from streamer.sources import VideoSource
-from streamer.video_decoders import URL, DecordSource, OpenCVSource, PyAVSource
+from streamer.video.decode import URL
+from streamer.video.decode_decord import DecordSource
+from streamer.video.decode_opencv import OpenCVSource
+from streamer.video.decode_pyav import PyAVSource
+from streamer.video.frame import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,31 @@ _FILE_BACKENDS = {"decord": DecordSource, "pyav": PyAVSource, "opencv": OpenCVSo
 # 1 h of 640x360 30 fps H.264 sampled at 1 fps, 2 busy cores): PyAV 33-36 s with RSS flat (+1 MB); decord
 # 91-114 s with RSS +60-185 MB after warm-up, and one of five runs stopped at 90% of the file on an error.
 AUTO_ORDER = ("pyav", "decord", "opencv")
+BACKENDS = ("auto", *AUTO_ORDER)  # what `backend` may name, here, in SamplerConfig and in the CLI's --backend
 
 
-def open_video(source: str | int | os.PathLike, backend: str = "auto", single_file: bool = False) -> VideoSource:
-    """See `streamer.frames.open_source`."""
+def check_backend(backend: str) -> None:
+    """ConfigError unless `backend` is one of BACKENDS."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+
+
+def open_source(source: str | int | os.PathLike, backend: str = "auto", single_file: bool = False) -> VideoSource:
+    """Open a video file, URL (http/https/rtsp/rtmp/...), or webcam (0, "0", "/dev/video0").
+
+    Files try PyAV, then decord, then OpenCV (`backend="auto"`), or only the backend named; URLs are
+    read with PyAV and webcams with OpenCV. The chosen decoder is in `.backend` and logged. A text file
+    is refused (FFmpeg would draw it as video). `single_file=True` (an upload): `source` must be a local
+    file, read by PyAV as the one media file it is; a playlist, image sequence, list of files or URL is
+    refused with NotOneFileError (docs/sources.md).
+    Raises SourceNotFoundError, NotAVideoError, NotOneFileError, UnsupportedCodecError, NoFramesError,
+    WebcamError, or ConfigError for an unknown backend.
+    """
+    check_backend(backend)
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    if isinstance(source, bool) or not isinstance(source, str | int | os.PathLike):
+        raise ConfigError(f"a source is a path, URL or webcam index, got {type(source).__name__}")
     if single_file:
         return _opened(_single_file(source, backend))
     webcam = isinstance(source, str) and _WEBCAM.match(source.strip()) and not Path(source).is_file()

@@ -1,8 +1,8 @@
-"""Skip frames that barely differ from the last frame fed to the model, before the language model (on by
-default in the session, the CLI and the UI).
+"""The frame skip (`SkipConfig`; `--skip-static` in the CLI): frames that barely differ from the last frame fed
+to the model never reach it (on by default in the session, the CLI and the UI).
 
 Most seconds of a lecture, a room camera or a game screen look like the second before; such a frame costs
-a vision-tower pass, tokens, compute and budget for nothing. `StaticSkipper.keep(frame)` compares the frame
+a vision-tower pass, tokens, compute and budget for nothing. `FrameSkipper.keep(frame)` compares the frame
 with the last frame it let through and says whether to feed it. Real cameras never repeat a frame
 exactly, so the comparison is built to ignore what is not a change of content:
 
@@ -18,7 +18,7 @@ exactly, so the comparison is built to ignore what is not a change of content:
 Skipped frames are not sent through the model, but time goes on: the next fed frame carries its own
 timestamp, and `max_gap_s` feeds a frame at least that often even if nothing changed (so an object smaller
 than `min_area` reaches the model at the latest `max_gap_s` after it appeared, if it stays that long).
-Deliberately not here: the sampler (`frames.py`) and the session that calls this (`session.py`); the
+Deliberately not here: the sampler (`sample.py`) and the session that calls this (`session.py`); the
 cache-side signal for frames that were fed but repeat their predecessor (`WindowConfig.redundancy`).
 """
 
@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from streamer.errors import check_number
-from streamer.sources import Frame
+from streamer.video.frame import Frame
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def changed_area(a: np.ndarray, b: np.ndarray, level: float) -> float:
     return float((np.abs(a - b).max(axis=-1) > level).mean())
 
 
-class StaticSkipper:
+class FrameSkipper:
     """Says which frames to feed (`keep`) and counts the ones it held back (`skipped`)."""
 
     def __init__(self, cfg: SkipConfig | None = None):

@@ -2,7 +2,7 @@
 time grid that picks which to keep (`TimeGrid`), the source interface (`VideoSource`) and the source fed
 from another thread (`PushSource`).
 
-The decoders (`video_decoders.py`) implement `VideoSource`; the sampler (`frames.py`) consumes it.
+The decoders (`decode_*.py`) implement `VideoSource`; the sampler (`sample.py`) consumes it.
 This module decodes nothing and imports neither of them.
 """
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 class WallClock:
     """Wall time where the stream meets it: a pushed frame's default time, the pacing of `realtime` replay and the
-    lag behind a live stream (`streamer.frames`). Tests swap `sources.WALL` for a clock they move themselves."""
+    lag behind a live stream (`sample.py`). Tests swap `frame.WALL` for a clock they move themselves."""
 
     def now(self) -> float:
         return time.monotonic()
