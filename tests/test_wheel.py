@@ -39,7 +39,8 @@ def test_wheel_has_the_weights_and_one_import_root(wheel):
     assert top == {"streamer", next(t for t in top if t.endswith(".dist-info"))}, top
     assert "streamer/models/weights/tiny.safetensors" in names
     for module in ("streamer/kv_window.py", "streamer/frames.py", "streamer/models/tiny.py", "streamer/app/ui.py",
-                   "streamer/world/demo.py", "streamer/vocab.py"):
+                   "streamer/world/demo.py", "streamer/shared_types.py", "streamer/video/decode_pyav.py",
+                   "streamer/kv_scorers/knorm.py"):
         assert module in names
     assert not [n for n in names if n.startswith(("streamer/tests/", "streamer/train/", "streamer/bench/"))]
 
