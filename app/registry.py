@@ -12,6 +12,12 @@ registry does not wait for `unload`:
   session idle longest, if that one has been idle for `empty_timeout_s` (nobody is watching it);
 - one client address holds at most `max_sessions_per_client` sessions (default a quarter of
   `max_sessions`), so one client cannot take every slot.
+A page's `unload` (Gradio sends it when the page's heartbeat connection drops: a closed tab, but also a
+network that drops for two seconds) does not drop the session at once: it is detached and kept while
+events from the page keep coming, and dropped once none came for `reconnect_grace_s` (120 s). Gradio's page
+reloads itself when its connection comes back, with a new session_hash; the tab's id (kept in the tab's
+sessionStorage, sent on load) finds the detached session again (`attach`), with its video, cache and chat.
+A page that comes back after the grace is told that its session ended.
 Expired sessions are swept on every registry call (the panel of each open tab makes one a second).
 
 Not here: what a session holds and does (`app/state.py`), the page (`app/ui.py`).
@@ -30,7 +36,10 @@ from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
 
+SESSION_ENDED = ("this page's session has ended (the page was closed, or lost its connection to the server for "
+                 "longer than the server waits); reload the page to start again")
 CLOSED_MEMORY_S = 600.0  # how long an unloaded page's key is remembered (late events arrive within seconds)
+STALE_PAGE_S = 3.0  # a tab's session with no event for this long has no live page (an open page polls every second)
 
 
 class ServerFullError(StreamerError):
@@ -44,11 +53,13 @@ class ClosedPageError(StreamerError):
 class SessionRegistry:
     """User sessions by Gradio session_hash; one model adapter and one model lock shared by all."""
 
-    def __init__(self, adapter, window: WindowConfig, settings: UiSettings):
+    def __init__(self, adapter, window: WindowConfig, settings: UiSettings, clock=time.monotonic):
         self.adapter, self.window, self.settings = adapter, window, settings
+        self.clock = clock  # monotonic seconds, for every timeout here (tests pass a fake one)
         self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
         self._users: dict[str, UserSession] = {}
-        self._closed: dict[str, float] = {}  # key -> monotonic time its tab unloaded (late events must not revive it)
+        self._closed: dict[str, float] = {}  # key or tab id -> when its session was dropped (not to be revived)
+        self._pages: dict[str, str] = {}  # key -> tab id of a page without a session yet (bounded, oldest out)
         self._lock = threading.Lock()
 
     def get(self, key: str, create: bool = True, client: str = "") -> UserSession | None:
@@ -59,7 +70,7 @@ class SessionRegistry:
             self._sweep()
             user = self._users.get(key)
             if user is None and create and key in self._closed:
-                raise ClosedPageError("this page was closed; reload it to start again")
+                raise ClosedPageError(SESSION_ENDED)
             if user is None and create:
                 self._make_room(client)  # fail fast, before building a session
         if user is None and create:  # built outside the registry lock: it waits for the model lock
@@ -68,21 +79,60 @@ class SessionRegistry:
                 user = self._users.get(key)
                 if user is None:
                     self._make_room(client)  # again: others may have taken the room meanwhile
-                    user = self._users[key] = UserSession(key, session, self.settings, client=client)
+                    user = self._users[key] = UserSession(key, session, self.settings, client=client,
+                                                          page=self._pages.pop(key, None))
                     log.info("session %s created for %s (%d open)", key[:8], client or "?", len(self._users))
         if user is not None:
-            user.last_active = time.monotonic()
+            user.last_active = self.clock()
         return user
+
+    def detach(self, key: str) -> None:
+        """The page of `key` lost its connection (Gradio's unload): keep its session for `reconnect_grace_s`
+        after its last event, so that a page that reconnects finds it; with no grace, drop it now."""
+        if not self.settings.reconnect_grace_s:
+            return self.drop(key)
+        with self._lock:
+            user = self._users.get(key)
+            if user is not None:
+                user.detached, user.last_active = True, self.clock()
+        if user is not None:
+            log.info("session %s: its page disconnected; kept %g s for it to reconnect", key[:8],
+                     self.settings.reconnect_grace_s)
+
+    def attach(self, key: str, page: str) -> UserSession | None:
+        """A page of session `key` loaded in the browser tab with id `page`. If a page of that tab lost its
+        connection and Gradio reloaded it, the tab's session (detached, or with no event for `STALE_PAGE_S`:
+        the server may not have seen the old connection drop yet) becomes `key`'s: returned. Otherwise the
+        tab id is remembered for the session this page may make (None)."""
+        with self._lock:
+            self._sweep()
+            now = self.clock()
+            user = next((u for u in self._users.values()
+                         if u.page == page and (u.detached or now - u.last_active > STALE_PAGE_S)), None)
+            if user is None or key in self._users:
+                self._pages[key] = page
+                while len(self._pages) > 4 * self.settings.max_sessions:  # made-up keys must not grow it
+                    del self._pages[next(iter(self._pages))]
+                return None
+            old = user.key
+            self._users[key] = self._users.pop(old)
+            user.key, user.detached, user.last_active = key, False, now
+        log.info("session %s: its tab reconnected as %s", old[:8], key[:8])
+        return user
+
+    def ended(self, key: str) -> bool:
+        """True if the session of `key` (or of the tab with this id) was dropped after its page closed or lost
+        its connection."""
+        with self._lock:
+            return key in self._closed
 
     def drop(self, key: str) -> None:
         """Stop and forget the session of a closed tab (no-op if unknown); events that the tab sent
         before it closed and that arrive later (a webcam frame in flight) do not create it again."""
         with self._lock:
             user = self._users.pop(key, None)
-            now = time.monotonic()
-            self._closed = {k: t for k, t in self._closed.items() if now - t < CLOSED_MEMORY_S}
-            if user is not None:  # only keys that held a session: unloading made-up keys must not grow this
-                self._closed[key] = now
+            if user is not None:
+                self._remember_closed(user)
         if user is not None:
             user.close()
             log.info("session %s closed (%d open)", key[:8], len(self._users))
@@ -97,15 +147,27 @@ class SessionRegistry:
 
     # ---- slot rules (called under self._lock) ---------------------------------------------------
 
+    def _remember_closed(self, user: UserSession) -> None:
+        """Late events of its key must not revive a dropped session, and its tab is told it ended (only keys
+        that held a session: unloading made-up keys must not grow this)."""
+        now = self.clock()
+        self._closed = {k: t for k, t in self._closed.items() if now - t < CLOSED_MEMORY_S}
+        self._closed[user.key] = now
+        if user.page:
+            self._closed[user.page] = now
+
     def _evict(self, user: UserSession, why: str) -> None:
         self._users.pop(user.key).close()
-        log.info("session %s dropped: %s, %.0f s idle", user.key[:8], why, time.monotonic() - user.last_active)
+        log.info("session %s dropped: %s, %.0f s idle", user.key[:8], why, self.clock() - user.last_active)
 
     def _sweep(self) -> None:
-        now, s = time.monotonic(), self.settings
+        now, s = self.clock(), self.settings
         for user in list(self._users.values()):
             holds_video = user.holds_video()
-            if now - user.last_active > (s.idle_timeout_s if holds_video else s.empty_timeout_s):
+            if user.detached and now - user.last_active > s.reconnect_grace_s:
+                self._evict(user, "its page disconnected and did not come back")
+                self._remember_closed(user)
+            elif now - user.last_active > (s.idle_timeout_s if holds_video else s.empty_timeout_s):
                 self._evict(user, "idle" if holds_video else "idle without a video")
 
     def _reclaimable(self, users: list[UserSession]) -> UserSession | None:
@@ -117,7 +179,7 @@ class SessionRegistry:
         if empty:
             return min(empty, key=lambda u: u.last_active)
         oldest = min(users, key=lambda u: u.last_active)
-        return oldest if time.monotonic() - oldest.last_active > self.settings.empty_timeout_s else None
+        return oldest if self.clock() - oldest.last_active > self.settings.empty_timeout_s else None
 
     def _make_room(self, client: str) -> None:
         s = self.settings

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamer.app.chat import Chat
+from streamer.app.limits import MAX_FRAME_PIXELS
 from streamer.errors import StreamerError
-from streamer.video.skip import SkipConfig
+from streamer.change import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
-from streamer.video.frame import PushSource, VideoSource
+from streamer.sources import PushSource, VideoSource
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 
@@ -63,11 +65,16 @@ class UiSettings:
     # session unused this long when the server is full and a newcomer needs its slot (an open page polls
     # every second, so only a closed tab or a departed API client goes unused this long)
     skip: SkipConfig | None = SkipConfig()  # frames that barely differ from the last one fed are not fed; None: feed all
+    max_frame_pixels: int = MAX_FRAME_PIXELS  # a webcam frame or an upload declaring more is refused (app/limits.py)
+    chat_window: int = 20  # turns the page shows (and each answer sends); "Show the whole chat" has all
+    max_chat_chars: int = 200_000  # characters of chat a session keeps; the oldest turns go first (app/chat.py)
+    reconnect_grace_s: float = 120.0  # a page whose connection dropped keeps its session this long unheard of
 
     def __post_init__(self):
         if not (math.isfinite(self.fps) and self.fps > 0):
             raise ValueError(f"fps must be > 0, got {self.fps!r}")
-        for name in ("chunk_frames", "webcam_chunk_frames", "max_side", "max_new_tokens", "max_sessions"):
+        for name in ("chunk_frames", "webcam_chunk_frames", "max_side", "max_new_tokens", "max_sessions",
+                     "max_frame_pixels", "chat_window", "max_chat_chars"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -80,6 +87,8 @@ class UiSettings:
         for name in ("idle_timeout_s", "empty_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.reconnect_grace_s) and self.reconnect_grace_s >= 0):
+            raise ValueError(f"reconnect_grace_s must be >= 0, got {self.reconnect_grace_s!r}")
 
     @property
     def client_cap(self) -> int:
@@ -228,11 +237,13 @@ class UserSession:
     session: StreamSession
     settings: UiSettings
     client: str = ""  # the address of the client that opened it (per-client session cap)
-    chat: list[dict] = field(default_factory=list)  # Gradio messages: {"role": ..., "content": ...}
+    chat: Chat = field(default_factory=Chat)  # Gradio messages: {"role": ..., "content": ...}, bounded
     feed: Feed | None = None
     stats: dict = field(default_factory=dict)  # snapshot of session.stats(), refreshed after model work
     history: History = field(default_factory=History)
     last_active: float = field(default_factory=time.monotonic)
+    detached: bool = False  # its page's connection dropped (Gradio's unload): kept while events still come
+    page: str | None = None  # the id its browser tab keeps over reloads, to find it again after one (registry.attach)
     guard: threading.Lock = field(default_factory=threading.Lock)
     plot_version: int = -1  # History.version of the plot last sent to the page
     answering: threading.Lock = field(default_factory=threading.Lock)  # held while an answer is written
@@ -244,6 +255,7 @@ class UserSession:
 
     def __post_init__(self):
         self.history = History(self.settings.history_points)
+        self.chat = Chat(self.settings.max_chat_chars)
         self.stats = self.session.stats()  # nobody else uses a new session: no lock needed
 
     # ---- sources --------------------------------------------------------------------------------
@@ -297,7 +309,7 @@ class UserSession:
             if self.feed is not None:
                 self.feed.stop()
             self.session.reset(window)
-            self.chat = []
+            self.chat = Chat(self.settings.max_chat_chars)
             self.history.clear()
             self.refresh_stats()
             self.feed = Feed(self, source, self.settings.sampler(webcam=kind == "webcam"), kind, label)
@@ -369,7 +381,7 @@ class UserSession:
             if self.feed is not None and self.feed.state == "error":
                 self.feed = None
             self.session.reset()
-            self.chat = []
+            self.chat = Chat(self.settings.max_chat_chars)
             self.history.clear()
             self.refresh_stats()
 

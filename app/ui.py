@@ -10,13 +10,14 @@ evicted and merged counts, KV bytes over video time, a timeline of the moments s
 per-layer budgets.
 
 One model is loaded once and shared; each browser session (Gradio `session_hash`) has its own
-`StreamSession`, chat and feed thread (`app/state.py`), dropped when its tab closes or when it goes
-unused (`app/registry.py`: slot limits per server and per client); all model calls take one shared
-lock. A session is made by the first video or webcam frame, not by a question or a page view. User
-errors (unreadable upload, question too long or before any video, server full) show as Gradio error
-messages and keep the chat; a bad option or an address the server cannot listen on is one line on
-stderr and exit code 2. Upload size limit: `--max-upload-mb` (default 200 MB), enforced by
-Gradio (`launch(max_file_size=...)`) before a file reaches the app. Sharing is off unless `--share`.
+`StreamSession`, chat and feed thread (`app/state.py`), dropped a grace period after its tab closes or
+loses its connection (a page that reconnects gets it back), or when it goes unused (`app/registry.py`:
+slot limits per server and per client); all model calls take one shared lock. A session is made by the
+first video or webcam frame, not by a question or a page view. User errors (unreadable upload, question
+too long or before any video, server full) show as Gradio error messages and keep the chat; a bad option
+or an address the server cannot listen on is one line on stderr and exit code 2. Upload size limit:
+`--max-upload-mb` (default 200 MB), enforced by Gradio (`launch(max_file_size=...)`) before a file reaches
+the app; frames and the chat have bounds too (`app/limits.py`, `app/chat.py`). Sharing is off unless `--share`.
 
 Not here: per-session state and threads (`app/state.py`), session slots (`app/registry.py`), figures and
 HTML (`app/plots.py`), the model and cache (`models/`, `streamer/`).
@@ -41,8 +42,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from streamer.app import plots
-from streamer.app.registry import SessionRegistry
+from streamer.app import limits, plots
+from streamer.app.page_js import TAB_ID_JS, WEBCAM_ERRORS_JS
+from streamer.app.registry import SESSION_ENDED, SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.entry import run_main
 from streamer.errors import ConfigError, StreamerError
@@ -65,32 +67,12 @@ MAX_SESSIONS = 1024  # --max-sessions and --max-sessions-per-client accept 1 to 
 STATE_SESSIONS_PER_SLOT = 4
 IDLE_STATUS = "Upload a video or start the webcam, then ask about it at any time."
 
-# Runs once in the page: when the browser refuses the camera (permission denied, no camera, a page
-# served over plain http from another machine), write why into the webcam tab instead of failing silently.
-WEBCAM_ERRORS_JS = """
-() => {
-  const show = (text) => {
-    const box = document.querySelector('#cam-error .cam-error');
-    if (box) { box.textContent = text; box.style.display = text ? 'block' : 'none'; }
-  };
-  const md = navigator.mediaDevices;
-  if (!md || !md.getUserMedia) {
-    show('This page cannot use a camera: browsers allow it only on https or localhost pages.');
-    return;
-  }
-  const reasons = {
-    NotAllowedError: 'Camera access was refused: allow the camera in the browser site settings, '
-      + 'then click the camera box again.',
-    NotFoundError: 'No camera was found on this device.',
-    NotReadableError: 'The camera is in use by another program.',
-  };
-  const original = md.getUserMedia.bind(md);
-  md.getUserMedia = async (constraints) => {
-    try { const stream = await original(constraints); show(''); return stream; }
-    catch (err) { show(reasons[err.name] || ('Cannot open the camera: ' + err.message)); throw err; }
-  };
-}
-"""
+
+def toast(message: str, title: str = "Error") -> gr.Error:
+    """A user error as a toast: escaped (a toast renders HTML), and one line in the server's log with -v, never
+    a traceback (Gradio prints one for every gr.Error unless told not to)."""
+    log.info("%s: %s", title, message)
+    return gr.Error(html.escape(message, quote=False), title=title, print_exception=False)
 
 
 def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None = None,
@@ -108,12 +90,12 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
 
     def user_of(request: gr.Request, create: bool = True) -> UserSession | None:
         if request is None or not request.session_hash:
-            raise gr.Error("this action needs a browser or client session")
+            raise toast("this action needs a browser or client session")
         client = request.client.host if request.client else ""
         try:
             return registry.get(request.session_hash, create=create, client=client)
         except StreamerError as err:
-            raise gr.Error(html.escape(str(err), quote=False)) from None
+            raise toast(str(err)) from None
 
     def chosen_window(policy: str | None, budget) -> WindowConfig:
         """The cache settings picked on the page (policy name or spec, budget), checked; gr.Error if bad."""
@@ -125,28 +107,32 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             return dataclasses.replace(window, policy=policy, budget=None if policy == "full" else int(budget),
                                        **({"redundancy": None} if policy == "full" else {}))
         except (ConfigError, ValueError, TypeError) as err:
-            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
+            raise toast(str(err), "Cache settings") from None
 
     def on_upload(path: str | None, policy: str, budget, request: gr.Request):
         if not path:
             return gr.skip()
         chosen = chosen_window(policy, budget)
-        name = Path(path).name
+        name, most, source = Path(path).name, settings.max_frame_pixels, None
         try:
-            source = open_source(path, single_file=True)  # an upload is one file: no playlist, no URL
+            with limits.decoding():  # FFmpeg decodes the first frame while it opens the file: one at a time
+                limits.check_image_file(path, most, name)  # an image's size from its header, before FFmpeg
+                source = open_source(path, single_file=True)  # an upload is one file: no playlist, no URL
+            limits.check_size(source.width, source.height, most, name)  # a video's size, as its codec declares it
         except StreamerError as err:  # the old video, its cache and the chat stay as they were
+            if source is not None:
+                source.close()
             message = str(err).replace(str(path), name)  # the server's upload folder is none of the user's business
-            raise gr.Error(html.escape(message, quote=False), title="Cannot read this video") from None
+            raise toast(message, "Cannot read this video") from None
         try:
             user = user_of(request)  # only a readable video takes a session slot
+            user.start_video(source, name, chosen)
         except gr.Error:
             source.close()
             raise
-        try:
-            user.start_video(source, name, chosen)
         except StreamerError as err:  # a budget the model cannot take: nothing changed
             source.close()
-            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
+            raise toast(str(err), "Cache settings") from None
         return []  # a new video starts a new conversation; the status line follows on the next tick
 
     def on_video_cleared(request: gr.Request):
@@ -154,15 +140,18 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         if user is not None:
             user.stop_feed()
 
-    def on_frame(image, policy: str, budget, request: gr.Request):
-        if image is None:
+    def on_frame(frame: dict | None, policy: str, budget, request: gr.Request):
+        if not frame:  # the frame as sent (not preprocessed): its size is checked before it is decoded
             return gr.skip()
         chosen = chosen_window(policy, budget)
-        user = user_of(request)
         try:
+            image = limits.decode_frame(frame, settings.max_frame_pixels, settings.max_side)
+            user = user_of(request)  # only a readable frame takes a session slot
             started = user.push_webcam(image, chosen) == "started"
+        except limits.FrameTooLargeError as err:
+            raise toast(str(err), "Frame too large") from None
         except ConfigError as err:
-            raise gr.Error(html.escape(str(err), quote=False), title="Cache settings") from None
+            raise toast(str(err), "Cache settings") from None
         except ValueError as err:  # an odd frame from the browser: skip it, keep streaming
             log.debug("webcam frame skipped: %s", err)
             return gr.skip()
@@ -171,26 +160,24 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
     def on_ask(question: str, request: gr.Request):
         question = (question or "").strip()
         if not question:
-            raise gr.Error("type a question first")
+            raise toast("type a question first")
         user = user_of(request, create=False)  # a question alone takes no session slot
         if user is None:
-            raise gr.Error(NO_VIDEO, title="Cannot answer")
-        base = user.chat
+            raise toast(SESSION_ENDED if registry.ended(request.session_hash) else NO_VIDEO, "Cannot answer")
+        chat = user.chat  # the page is sent its last turns only (app/chat.py): the same size at every question
+        shown = chat.shown(settings.chat_window)
         asked = {"role": "user", "content": plots.chat_text(question)}
         answer = ""
-        yield [*base, asked, {"role": "assistant", "content": "..."}], ""
+        yield [*shown, asked, {"role": "assistant", "content": "..."}], ""
         try:
             for piece in user.ask(question):
                 answer += piece
-                yield [*base, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
+                yield [*shown, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
         except StreamerError as err:
-            yield base, question  # the chat as it was, the question back in the box to edit
-            raise gr.Error(html.escape(str(err), quote=False), title="Cannot answer") from None
-        said = plots.chat_text(answer) if answer else "(the model stopped without a word)"
-        turn = [asked, {"role": "assistant", "content": said}]
-        if user.chat is base:  # not cleared meanwhile
-            user.chat = [*base, *turn]
-        yield [*base, *turn], ""
+            yield shown, question  # the chat as it was, the question back in the box to edit
+            raise toast(str(err), "Cannot answer") from None
+        chat.add(question, answer)  # a chat cleared meanwhile is no longer the session's: this turn goes with it
+        yield chat.shown(settings.chat_window), ""
 
     def on_clear(request: gr.Request):
         user = user_of(request, create=False)
@@ -198,11 +185,17 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             user.clear()
         return []
 
+    def on_show_all(request: gr.Request):
+        user = user_of(request, create=False)
+        return gr.Textbox(value=user.chat.text() if user is not None else "", visible=True)
+
     def refresh(request: gr.Request):
         user = user_of(request, create=False)
         if user is None:
             empty = {"frames_ingested": 0, "kv_tokens": 0, "budget": window.budget}
-            return (plots.status_html(IDLE_STATUS), plots.stats_html(empty), gr.skip(),
+            ended = registry.ended(request.session_hash)  # say so: a page that lost its session must not look empty
+            line = plots.status_html("Session ended.", error=SESSION_ENDED) if ended else plots.status_html(IDLE_STATUS)
+            return (line, plots.stats_html(empty), gr.skip(),
                     plots.timeline_html([], None, 0.0), plots.layer_budget_html([], []), empty)
         for message in user.pop_errors():
             gr.Warning(html.escape(message, quote=False))  # a toast renders HTML; a file name is text
@@ -218,9 +211,21 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
             plots.layer_budget_html(stats["tokens_per_layer"], stats["layer_budgets"]), stats,
         )
 
-    def on_unload(request: gr.Request):
+    def on_page_load(tab: str | None, request: gr.Request):
+        """A page loaded: if Gradio reloaded it after its connection dropped, it gets its session back."""
+        if not (request and request.session_hash and isinstance(tab, str) and 0 < len(tab) <= 64):
+            return gr.skip()
+        user = registry.attach(request.session_hash, tab)
+        if user is None:
+            if registry.ended(tab):
+                gr.Warning(f"This tab's video, cache and chat have ended: its connection was lost for longer than "
+                           f"the server waits ({settings.reconnect_grace_s:g} s). Load a video to start again.")
+            return gr.skip()
+        return user.chat.shown(settings.chat_window)
+
+    def on_unload(request: gr.Request):  # the page closed or its connection dropped: kept a while to reconnect
         if request is not None and request.session_hash:
-            registry.drop(request.session_hash)
+            registry.detach(request.session_hash)
 
     with gr.Blocks(title="Video chat, bounded KV cache", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(
@@ -261,7 +266,11 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
                                           placeholder="Ask about what has been seen so far...",
                                           elem_id="question", submit_btn=False)
                     ask_btn = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
-                clear_btn = gr.Button("Clear chat and cache", size="sm", elem_id="clear")
+                with gr.Row():
+                    clear_btn = gr.Button("Clear chat and cache", size="sm", elem_id="clear")
+                    show_all_btn = gr.Button("Show the whole chat", size="sm", elem_id="show-all")
+                whole = gr.Textbox(label="the whole chat (select and copy)", visible=False, interactive=False,
+                                   lines=8, max_lines=20, buttons=["copy"], elem_id="whole-chat")
             with gr.Column(scale=4):
                 gr.Markdown("### What the cache remembers")
                 stats_box = gr.HTML(plots.stats_html({}), label="stats", elem_id="stats")
@@ -279,16 +288,19 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         video.upload(on_upload, [video, policy_box, budget_box], [chatbot], api_name="load_video", **quiet)
         video.clear(on_video_cleared, None, None, api_name=False)
         cam.stream(on_frame, [cam, policy_box, budget_box], [chatbot], stream_every=min(0.5, 0.5 / settings.fps), time_limit=None,
-                   concurrency_limit=None, api_name="webcam_frame", **quiet)
+                   concurrency_limit=None, api_name="webcam_frame", preprocess=False, **quiet)
         ask_btn.click(on_ask, [question], [chatbot, question], api_name="ask", **quiet)
         question.submit(on_ask, [question], [chatbot, question], api_name=False, **quiet)
         clear_btn.click(on_clear, None, [chatbot], api_name="clear", **quiet)
+        show_all_btn.click(on_show_all, None, [whole], api_name="whole_chat", show_progress="hidden")
         # the status line is an output of the tick only: an output shared with a visible-progress
         # event would flash Gradio's progress timer in it every second
         timer.tick(refresh, None, [status, stats_box, plot, timeline, layers, raw], api_name="refresh",
                    show_progress="hidden")
         demo.unload(on_unload)
         demo.load(None, None, None, js=WEBCAM_ERRORS_JS)
+        tab_id = gr.Textbox(visible=False, elem_id="tab-id")
+        demo.load(on_page_load, [tab_id], [chatbot], js=TAB_ID_JS, api_name=False, show_progress="hidden")
     demo.queue(default_concurrency_limit=None)  # the model lock serializes model use, not Gradio
     demo.registry = registry
     return demo
@@ -379,13 +391,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-sessions-per-client", type=int_in(1, MAX_SESSIONS), default=None,
                    help="sessions one client address may hold (default: a quarter of --max-sessions; behind a "
                         "reverse proxy that does not pass the client address, set it to --max-sessions)")
+    p.add_argument("--reconnect-grace", type=int_in(0, 86400), default=120, metavar="S",
+                   help="seconds a page whose connection dropped keeps its session to reconnect (0: drop it at once)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
-                          max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args))
+                          max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args),
+                          reconnect_grace_s=float(args.reconnect_grace))
     window_config(args)  # bad cache options and addresses fail before the slow model load
     check_address(args.host, args.port)
     from streamer.models.registry import load_model

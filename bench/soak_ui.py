@@ -52,7 +52,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         cmd = [sys.executable, "-m", "streamer.app.ui", "--model", args.model, "--port", str(self.port),
-               "--max-new-tokens", str(args.max_new_tokens), "--fps", "2", "-v"]
+               "--max-new-tokens", str(args.max_new_tokens), "--fps", "2", "-v",
+               "--reconnect-grace", "0"]  # a closed client's session goes at once: each cycle waits for that
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TQDM_DISABLE": "1",
                "GRADIO_HEARTBEAT_INTERVAL": "1",  # a closed client is noticed within 1 s (default 15)
                **dict(item.split("=", 1) for item in args.server_env)}
