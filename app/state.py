@@ -35,9 +35,9 @@ import numpy as np
 from streamer.app.chat import Chat
 from streamer.app.limits import MAX_FRAME_PIXELS
 from streamer.errors import StreamerError
-from streamer.change import SkipConfig
+from streamer.video.skip import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
-from streamer.sources import PushSource, VideoSource
+from streamer.video.frame import PushSource, VideoSource
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
 
