@@ -40,7 +40,7 @@ from common import machine, read_json, setup, write_json
 
 from streamer.frames import Chunk
 from streamer.kv_window import WindowConfig
-from streamer.models.hub_layout import FAMILIES, write_checkpoint
+from streamer.models.hub_layout import HUB_LAYOUTS, write_checkpoint
 from streamer.models.registry import load_model
 from streamer.session import StreamSession
 from streamer.video.frame import Frame
@@ -101,7 +101,7 @@ def measure(path: Path, family: str, dtype: str, args: argparse.Namespace) -> di
     decode_ms = 1000 * (stamps[-1] - stamps[1]) / (n_answer - 1) if n_answer > 1 else math.nan
     stats = session.stats()
     out = {
-        "family": family, "stands_for": FAMILIES[family].hub_id, "dtype": dtype, "threads": torch.get_num_threads(),
+        "family": family, "stands_for": HUB_LAYOUTS[family].hub_id, "dtype": dtype, "threads": torch.get_num_threads(),
         "cache_filled_first": args.fill, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "load_s": round(load_s, 1),

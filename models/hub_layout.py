@@ -104,7 +104,7 @@ def _smolvlm_template() -> str:
 
 _TINY_TEXT, _TINY_VISION = tiny_widths(TinyRandomSettings())  # the toy size: tiny-random's layer widths
 
-FAMILIES: dict[str, HubFamily] = {
+HUB_LAYOUTS: dict[str, HubFamily] = {
     "smolvlm": HubFamily(
         hub_id="HuggingFaceTB/SmolVLM2-256M-Video-Instruct",
         config_class="SmolVLMConfig", model_class="SmolVLMForConditionalGeneration",
@@ -193,7 +193,7 @@ SIZES = ("tiny", "hub")
 
 def special_token_ids(family: str) -> dict[str, int]:
     """The hub's id of each special token of `family`."""
-    spec = FAMILIES[family]
+    spec = HUB_LAYOUTS[family]
     return {name: spec.first_special_id + i for i, name in enumerate(spec.specials)}
 
 
@@ -202,7 +202,7 @@ def hub_tokenizer(family: str):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    spec = FAMILIES[family]
+    spec = HUB_LAYOUTS[family]
     data = json.loads(load_smollm2_tokenizer().backend_tokenizer.to_str())
     vocab = data["model"]["vocab"]  # token -> id, the BPE model's own entries
     ids = special_token_ids(family)
@@ -231,7 +231,7 @@ def hub_config(family: str, size: str = "hub"):
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
-    spec = FAMILIES[family]
+    spec = HUB_LAYOUTS[family]
     kwargs = copy.deepcopy(spec.config)
     for key, value in (spec.tiny if size == "tiny" else {}).items():
         if isinstance(value, dict):
@@ -249,7 +249,7 @@ def write_checkpoint(family: str, path: Path | str, size: str = "hub", seed: int
     here). Returns the parameter count."""
     import transformers
 
-    spec = FAMILIES[family]
+    spec = HUB_LAYOUTS[family]
     path = Path(path)
     config = hub_config(family, size)
     default = torch.get_default_dtype()

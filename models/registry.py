@@ -44,7 +44,7 @@ _BUILTINS: dict[str, tuple[str, str]] = {
     "tiny": ("streamer.models.tiny", "load_tiny"),
 }
 
-FAMILIES: dict[str, type[ModelAdapter]] = {
+ADAPTERS: dict[str, type[ModelAdapter]] = {  # a checkpoint's config.json model_type -> its adapter
     "smolvlm": SmolVLMAdapter,
     "idefics3": SmolVLMAdapter,  # SmolVLM (v1) checkpoints use the Idefics3 model type
     "llava_onevision": LlavaOnevisionAdapter,
@@ -106,11 +106,11 @@ def _load_checkpoint(name: str, device: torch.device, dtype: torch.dtype) -> Mod
         config_file = _hub_config(name, local_only)
 
     model_type = _read_model_type(name, config_file)
-    family = FAMILIES.get(model_type)
+    family = ADAPTERS.get(model_type)
     if family is None:
         raise ModelLoadError(
             f"cannot load model {name!r}: unsupported model type {model_type!r} "
-            f"(supported: {', '.join(sorted(FAMILIES))}); {_choices()}"
+            f"(supported: {', '.join(sorted(ADAPTERS))}); {_choices()}"
         )
     try:
         return family.from_pretrained(source, device=device, dtype=dtype, local_files_only=local_only)

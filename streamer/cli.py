@@ -29,7 +29,7 @@ import time
 
 from streamer.entry import run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
-from streamer.frames import LagMeter, SamplerConfig, open_source
+from streamer.frames import BACKENDS, LagMeter, SamplerConfig, open_source
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, default=64, help="longest answer in tokens, 1-4096")
     p.add_argument("--realtime", action="store_true", help="release frames at wall-clock rate")
     p.add_argument("--json", action="store_true", help="one JSON object per answer on stdout")
-    p.add_argument("--backend", default="auto", choices=["auto", "decord", "pyav", "opencv"])
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="decoder for a file: auto tries pyav, decord, opencv")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     if args.end is not None and args.end <= args.start:
         raise ConfigError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
-                            chunk_frames=args.chunk_frames, realtime=args.realtime, backend=args.backend)
+                            chunk_frames=args.chunk_frames, realtime=args.realtime)  # the source is opened below
     source = open_source(args.video, backend=args.backend)
     adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype)
     if adapter.note:

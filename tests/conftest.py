@@ -98,10 +98,10 @@ def video_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def hub_dirs(tmp_path_factory) -> dict[str, str]:
     """family -> a checkpoint directory laid out like its hub repository, at toy size (models/hub_layout.py)."""
-    from streamer.models.hub_layout import FAMILIES, write_checkpoint
+    from streamer.models.hub_layout import HUB_LAYOUTS, write_checkpoint
 
     dirs = {}
-    for family in FAMILIES:
+    for family in HUB_LAYOUTS:
         path = tmp_path_factory.mktemp(f"hub-{family}")
         write_checkpoint(family, path, size="tiny")
         dirs[family] = str(path)

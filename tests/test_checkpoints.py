@@ -55,10 +55,10 @@ def test_a_qwen_vl_directory_loads_like_a_downloaded_checkpoint(tmp_path, build,
 
 
 def test_qwen_hub_ids_resolve_to_the_qwen_adapter():
-    from streamer.models.registry import FAMILIES, _HUB_ID
+    from streamer.models.registry import ADAPTERS, _HUB_ID
 
     assert _HUB_ID.match("Qwen/Qwen2.5-VL-3B-Instruct")
-    assert FAMILIES["qwen2_5_vl"] is QwenVLAdapter and FAMILIES["qwen3_vl"] is Qwen3VLAdapter
+    assert ADAPTERS["qwen2_5_vl"] is QwenVLAdapter and ADAPTERS["qwen3_vl"] is Qwen3VLAdapter
 
 
 # ---- `--model DIR` through the CLI and the web UI, for every family ------------------------------------
@@ -71,12 +71,12 @@ def _save(adapter, path):
     return str(path)
 
 
-FAMILIES = ["tiny-random", "tiny-random-llava", "tiny-random-qwen", "tiny-random-qwen3"]
+HUB_LAYOUTS = ["tiny-random", "tiny-random-llava", "tiny-random-qwen", "tiny-random-qwen3"]
 
 
 @pytest.fixture(scope="module")
 def family_dirs(tmp_path_factory):
-    return {name: _save(load_model(name), tmp_path_factory.mktemp(name)) for name in FAMILIES}
+    return {name: _save(load_model(name), tmp_path_factory.mktemp(name)) for name in HUB_LAYOUTS}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def clip(tmp_path_factory):
     return str(write_sample(tmp_path_factory.mktemp("dirclip") / "clip.mp4", seconds=6, fps=2))
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", HUB_LAYOUTS)
 def test_cli_model_dir_answers_like_the_built_in(family_dirs, clip, name, capsys):
     from streamer.cli import main
 
@@ -108,16 +108,16 @@ def test_cli_model_dir_answers_like_the_built_in(family_dirs, clip, name, capsys
                             "vision_end_token_id": 151653}),
 ])  # fmt: skip
 def test_a_hub_layout_dir_has_the_hub_files_and_loads_like_a_download(hub_dirs, family, model_type, ids):
-    from streamer.models.hub_layout import FAMILIES, special_token_ids
+    from streamer.models.hub_layout import HUB_LAYOUTS, special_token_ids
 
     path = Path(hub_dirs[family])
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
             "preprocessor_config.json"} <= {f.name for f in path.iterdir()}  # fmt: skip
     config = json.loads((path / "config.json").read_text())
     assert config["model_type"] == model_type and {k: config[k] for k in ids} == ids
-    assert config["text_config"]["vocab_size"] == FAMILIES[family].config["text_config"]["vocab_size"]
+    assert config["text_config"]["vocab_size"] == HUB_LAYOUTS[family].config["text_config"]["vocab_size"]
     pre = json.loads((path / "preprocessor_config.json").read_text())
-    assert pre == FAMILIES[family].preprocessor  # the hub's processor type (needs torchvision) and settings
+    assert pre == HUB_LAYOUTS[family].preprocessor  # the hub's processor type (needs torchvision) and settings
 
     adapter = load_model(str(path))
     assert adapter.family == {"smolvlm": "smolvlm", "llava": "llava_onevision", "qwen": "qwen2_5_vl"}[family]
