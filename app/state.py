@@ -15,7 +15,7 @@ that was reset for the next source. Order is always guard -> model lock. The sta
 are a snapshot taken under the model lock after each chunk and each answer, so the 1 s refresh never
 waits for the model.
 
-Not here: the sessions by Gradio `session_hash` and who may hold one (`app/registry.py`), the layout and
+Not here: the sessions by Gradio `session_hash` and who may hold one (`app/sessions.py`), the layout and
 event wiring (`app/ui.py`), figures and HTML (`app/plots.py`), reading video (`streamer/frames.py`).
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 
 from streamer.app.chat import Chat
 from streamer.app.limits import MAX_FRAME_PIXELS
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError, check_number
 from streamer.video.skip import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
 from streamer.video.frame import PushSource, VideoSource
@@ -49,7 +49,7 @@ NO_VIDEO = "there is no video to ask about yet: load a video or start the webcam
 
 @dataclass
 class UiSettings:
-    """How the web UI samples video and which limits it enforces. Bad values raise ValueError."""
+    """How the web UI samples video and which limits it enforces. Bad values raise ConfigError naming the field."""
 
     fps: float = 1.0  # frames per second of video kept (uploads and webcam alike)
     chunk_frames: int = 4  # frames per forward pass for an uploaded video
@@ -71,24 +71,20 @@ class UiSettings:
     reconnect_grace_s: float = 120.0  # a page whose connection dropped keeps its session this long unheard of
 
     def __post_init__(self):
-        if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"fps must be > 0, got {self.fps!r}")
+        check_number("fps", self.fps, 0, low_open=True)
         for name in ("chunk_frames", "webcam_chunk_frames", "max_side", "max_new_tokens", "max_sessions",
                      "max_frame_pixels", "chat_window", "max_chat_chars"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.history_points, int) and self.history_points >= 4):
-            raise ValueError(f"history_points must be an integer >= 4, got {self.history_points!r}")
-        cap = self.max_sessions_per_client
-        if cap is not None and not (isinstance(cap, int) and 1 <= cap <= self.max_sessions):
-            raise ValueError(f"max_sessions_per_client must be an integer from 1 to max_sessions "
-                             f"({self.max_sessions}), got {cap!r}")
+            check_number(name, getattr(self, name), 1, integer=True)
+        check_number("history_points", self.history_points, 4, integer=True)
+        check_number("max_sessions_per_client", self.max_sessions_per_client, 1, self.max_sessions, integer=True,
+                     none_ok=True)
         for name in ("idle_timeout_s", "empty_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not (math.isfinite(self.reconnect_grace_s) and self.reconnect_grace_s >= 0):
-            raise ValueError(f"reconnect_grace_s must be >= 0, got {self.reconnect_grace_s!r}")
+            check_number(name, getattr(self, name), 0, low_open=True)
+        check_number("reconnect_grace_s", self.reconnect_grace_s, 0)
+        if not isinstance(self.realtime, bool):
+            raise ConfigError(f"realtime must be True or False, got {self.realtime!r}")
+        if not isinstance(self.skip, SkipConfig | None):
+            raise ConfigError(f"skip must be a SkipConfig or None, got {type(self.skip).__name__}")
 
     @property
     def client_cap(self) -> int:

@@ -11,7 +11,7 @@ per-layer budgets.
 
 One model is loaded once and shared; each browser session (Gradio `session_hash`) has its own
 `StreamSession`, chat and feed thread (`app/state.py`), dropped a grace period after its tab closes or
-loses its connection (a page that reconnects gets it back), or when it goes unused (`app/registry.py`:
+loses its connection (a page that reconnects gets it back), or when it goes unused (`app/sessions.py`:
 slot limits per server and per client); all model calls take one shared lock. A session is made by the
 first video or webcam frame, not by a question or a page view. User errors (unreadable upload, question
 too long or before any video, server full) show as Gradio error messages and keep the chat; a bad option
@@ -19,7 +19,7 @@ or an address the server cannot listen on is one line on stderr and exit code 2.
 `--max-upload-mb` (default 200 MB), enforced by Gradio (`launch(max_file_size=...)`) before a file reaches
 the app; frames and the chat have bounds too (`app/limits.py`, `app/chat.py`). Sharing is off unless `--share`.
 
-Not here: per-session state and threads (`app/state.py`), session slots (`app/registry.py`), figures and
+Not here: per-session state and threads (`app/state.py`), session slots (`app/sessions.py`), figures and
 HTML (`app/plots.py`), the model and cache (`models/`, `streamer/`).
 """
 
@@ -44,7 +44,7 @@ import gradio as gr
 
 from streamer.app import limits, plots
 from streamer.app.page_js import TAB_ID_JS, WEBCAM_ERRORS_JS
-from streamer.app.registry import SESSION_ENDED, SessionRegistry
+from streamer.app.sessions import SESSION_ENDED, SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.entry import run_main
 from streamer.errors import ConfigError, StreamerError

@@ -137,3 +137,15 @@ def test_check_number_names_the_field_and_the_range():
         check_number("budget", 2.5, 8, integer=True)
     with pytest.raises(ConfigError, match=r"level must be a finite number > 0 and < 1, got 1"):
         check_number("level", 1, 0, 1, low_open=True, high_open=True)
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"fps": "1"}, "fps"), ({"max_side": 384.0}, "max_side"), ({"idle_timeout_s": None}, "idle_timeout_s"),
+    ({"reconnect_grace_s": math.nan}, "reconnect_grace_s"), ({"skip": 0.04}, "skip"), ({"realtime": "no"}, "realtime"),
+    ({"max_sessions_per_client": 99}, "max_sessions_per_client"),
+])
+def test_ui_settings_are_checked(kwargs, field):
+    from streamer.app.state import UiSettings
+
+    with pytest.raises(ConfigError, match=field):
+        UiSettings(**kwargs)

@@ -135,7 +135,7 @@ def test_cli_flags_reach_the_session_and_bad_values_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("settings, skips", [({}, True), ({"skip": None}, False)])
 def test_ui_sessions_skip_unless_the_server_says_not_to(adapter, settings, skips):
-    from streamer.app.registry import SessionRegistry
+    from streamer.app.sessions import SessionRegistry
     from streamer.app.state import UiSettings
 
     registry = SessionRegistry(adapter, WindowConfig(budget=256), UiSettings(**settings))

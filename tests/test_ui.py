@@ -1,5 +1,5 @@
 """The web UI (app/ui.py) driven through `gradio_client`, plus its pure helpers (app/plots.py, app/state.py,
-app/registry.py).
+app/sessions.py).
 
 The app runs in-process with the `tiny-random` model (answers are noise, so tests check the plumbing:
 streaming, progress, isolation, errors) and feeds uploads at video speed (`realtime`), so a question
@@ -24,7 +24,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from streamer.app import plots, state, ui
-from streamer.app.registry import ClosedPageError, SessionRegistry
+from streamer.app.sessions import ClosedPageError, SessionRegistry
 from streamer.app.state import History, Sample, UiSettings
 from streamer.app.ui import build_demo, feed_status, launch
 from streamer.models.registry import load_model

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from streamer.app.registry import STALE_PAGE_S, ClosedPageError, SessionRegistry
+from streamer.app.sessions import STALE_PAGE_S, ClosedPageError, SessionRegistry
 from streamer.app.state import UiSettings
 from streamer.app.ui import build_demo, launch
 from streamer.kv_window import WindowConfig
