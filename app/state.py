@@ -37,6 +37,7 @@ from streamer.app.limits import MAX_FRAME_PIXELS
 from streamer.errors import ConfigError, StreamerError, check_number
 from streamer.video.skip import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
+from streamer.video import frame as video_frame
 from streamer.video.frame import PushSource, VideoSource
 from streamer.kv_window import WindowConfig
 from streamer.session import StreamSession
@@ -244,10 +245,10 @@ class UserSession:
     plot_version: int = -1  # History.version of the plot last sent to the page
     answering: threading.Lock = field(default_factory=threading.Lock)  # held while an answer is written
     _errors: list[str] = field(default_factory=list)  # not yet shown as a toast
-    _next_push: float = 0.0  # monotonic time the next webcam frame is due
-    _push_t0: float = 0.0  # monotonic time of the webcam feed's video time 0
+    _next_push: float = 0.0  # wall time (streamer.video.frame.WALL) the next webcam frame is due
+    _push_t0: float = 0.0  # wall time of the webcam feed's video time 0
     _cam_lock: threading.Lock = field(default_factory=threading.Lock)
-    _last_cam_frame: float = -math.inf  # monotonic time the browser last sent a webcam frame
+    _last_cam_frame: float = -math.inf  # wall time the browser last sent a webcam frame
 
     def __post_init__(self):
         self.history = History(self.settings.history_points)
@@ -272,7 +273,7 @@ class UserSession:
             return self._push_webcam(image, window)
 
     def _push_webcam(self, image: np.ndarray, window: WindowConfig | None) -> str:
-        now = time.monotonic()
+        now = video_frame.WALL.now()
         resumed = now - self._last_cam_frame > WEBCAM_RESTART_GAP_S
         self._last_cam_frame = now
         feed, result = self.feed, "queued"
@@ -291,7 +292,7 @@ class UserSession:
 
     def webcam_active(self) -> bool:
         """True while the browser is streaming webcam frames (one arrived within the restart gap)."""
-        return time.monotonic() - self._last_cam_frame <= WEBCAM_RESTART_GAP_S
+        return video_frame.WALL.now() - self._last_cam_frame <= WEBCAM_RESTART_GAP_S
 
     def stop_feed(self) -> None:
         with self.guard:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
+import threading
+import time
 
 import av
 import numpy as np
@@ -152,16 +154,22 @@ def one_layer():
 
 
 class FakeClock:
-    """A wall clock the test moves: `sleep` advances it at once (and is recorded), nothing waits."""
+    """A wall clock the test moves: `sleep` on the test's thread advances it at once (and is recorded), nothing
+    waits. Another thread (a feed left running by an earlier test) that sleeps on it really sleeps and does not
+    move it, so it cannot change what this test sees."""
 
     def __init__(self) -> None:
         self.t = 1000.0
         self.slept: list[float] = []
+        self.owner = threading.get_ident()
 
     def now(self) -> float:
         return self.t
 
     def sleep(self, seconds: float) -> None:
+        if threading.get_ident() != self.owner:
+            time.sleep(min(seconds, 0.05))
+            return
         self.slept.append(seconds)
         self.t += seconds
 
