@@ -249,9 +249,10 @@ class TinyAdapter(SmolVLMAdapter):
         return "\nFrame" + self._image_block + f" at {format_timestamp(frame.time_s)}."
 
 
-def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SmolVLMAdapter:
-    """The `tiny` built-in, loaded through the SmolVLM adapter from the assembled (cached) checkpoint."""
-    directory = assemble()
+def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, weights: Path = WEIGHTS_FILE) -> SmolVLMAdapter:
+    """The `tiny` built-in, loaded through the SmolVLM adapter from the assembled (cached) checkpoint;
+    `weights`: other trained parts (a training checkpoint) instead of the committed ones."""
+    directory = assemble(Path(weights))
     adapter = TinyAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
     adapter.name = "tiny"
     adapter.note = TINY_NOTE

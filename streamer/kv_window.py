@@ -164,6 +164,26 @@ class KVWindowCache(Cache):
             layer.reset()
         self._tags = None
 
+    def checkpoint(self) -> tuple:
+        """What `restore` needs to bring the cache back to this moment (a question asked aside and taken back).
+        Cheap: the layers' tensors are shared, not copied, since a pass replaces them or writes only past
+        their end; the scores, which a pass updates in place, are copied."""
+        layers = []
+        for layer in self.layers:
+            state = dict(vars(layer))
+            if "acc" in state:
+                state["acc"] = state["acc"].clone()
+            layers.append(state)
+        return layers, self._model_position
+
+    def restore(self, checkpoint: tuple) -> None:
+        """Back to the moment of `checkpoint()`: everything appended, evicted or scored since is undone."""
+        layers, self._model_position = checkpoint
+        for layer, state in zip(self.layers, layers):
+            vars(layer).clear()
+            vars(layer).update(state)
+        self._tags = None
+
     def kv_bytes(self) -> int:
         """Bytes allocated for keys and values, all layers (a layer's free slots for decoding included)."""
         return sum(x.untyped_storage().nbytes() for l in self.layers if l.is_initialized for x in (l.keys, l.values))

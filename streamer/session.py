@@ -29,6 +29,7 @@ from streamer.video.frame import Chunk
 from streamer.text import check_question
 from streamer.shared_types import Adapter, Conversation, Modality
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
+from streamer.watch import ANSWER_TOKENS, Watcher, Watching
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Turn:
     video_time_s: float
 
 
-class StreamSession:
+class StreamSession(Watching):
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
     def __init__(self, adapter: Adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = SkipConfig()):
@@ -77,6 +78,7 @@ class StreamSession:
         use_window_attention(adapter.model)
         self.cache = self._new_cache(self.window)
         self._process = psutil.Process()
+        self.watcher: Watcher | None = None  # standing questions, made at the first watch()
         self.reset()
 
     # ---- conversation ----------------------------------------------------------------------------
@@ -107,10 +109,12 @@ class StreamSession:
             self.history: list[Turn] = []
             self.frames_ingested = 0
             self.video_time_s = 0.0
-            self.ingest_seconds = 0.0
+            self.ingest_seconds = self.watch_seconds = 0.0
             self.peak_kv_bytes = 0
             if self.skipper is not None:
                 self.skipper.reset()
+            if self.watcher is not None:
+                self.watcher.reset()
 
     def ingest(self, chunk: Chunk) -> float:
         """Append one chunk of frames to the cache (compressing it back to the budget); returns the
@@ -138,6 +142,30 @@ class StreamSession:
         self._forward(prompt, probe=self.window.resolved.composition.observes("probe"))
         self.frames_ingested += len(chunk.frames)
         self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
+        if self.watcher is not None and self.watcher.on:
+            self._check_watches()
+
+    # ---- standing questions ----------------------------------------------------------------------
+
+    def watch(self, question: str) -> str:
+        """Ask the yes/no `question` after every chunk from now on (see `streamer.watch`); returns it as kept.
+        Refused like `ask` (QuestionError, BudgetError), and past `MAX_WATCHES` (ConfigError)."""
+        question = check_question(question)
+        _check_not_reading(self.lock)
+        with self.lock:
+            self._question_prompt(question, ANSWER_TOKENS)  # one that cannot fit is refused now
+            if self.watcher is None:
+                self.watcher = Watcher(self.adapter.tokenizer)
+            self.watcher.add(question)
+        return question
+
+    def unwatch(self, question: str) -> None:
+        """Stop asking `question` (ConfigError if it is not a standing question)."""
+        with self.lock:
+            if self.watcher is None:
+                raise ConfigError(f"not a standing question: {question!r}")
+            self.watcher.remove(question.strip())
+
 
     def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
         """Answer `question` from what the cache holds now; returns an iterator of text pieces.
@@ -200,6 +228,8 @@ class StreamSession:
             skip_static=self.skipper.cfg.min_area if self.skipper is not None else None,  # None: every frame fed
             video_time_s=self.video_time_s,
             ingest_seconds=round(self.ingest_seconds, 3),
+            watch_seconds=round(self.watch_seconds, 3),  # part of ingest_seconds: the standing questions
+            watches=len(self.watches),
             peak_kv_bytes=self.peak_kv_bytes,
             rss_bytes=self._process.memory_info().rss,
             turns=len(self.history),

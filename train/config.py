@@ -21,7 +21,7 @@ def fast_bf16() -> bool:
     return torch.cuda.is_available() or cpu_bf16_fast()
 
 
-BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long", "s": "spliced"}  # TrainConfig.schedule letters
+BATCH_KINDS = {"f": "frame", "c": "clip", "l": "long", "s": "spliced", "p": "presence"}  # TrainConfig.schedule letters
 
 
 @dataclass
@@ -39,7 +39,7 @@ class TrainConfig:
     # digit on screen (" nothing" when empty), slots 3+ -> the <image> row, instead of heads on the mean
     # stage B: end to end through the frozen LM
     b_steps: int = 600
-    schedule: str = "ffcffl"  # batch kinds in rotation: f = frames, c = short clips, l = one long clip
+    schedule: str = "ffcffl"  # batch kinds in rotation: f = frames, c = short clips, l = one long clip, p = presence
     b_batch: int = 16  # single-frame examples per frame batch
     frame_questions: int = 1  # questions per frame, asked one after the other (a chat when > 1)
     clip_batch: int = 4  # clips per clip batch
@@ -48,6 +48,8 @@ class TrainConfig:
     long_frames: tuple[int, int] = (40, 120)  # frames of a long clip, with 1 to long_events events of 2-4 s
     long_events: int = 2  # most events in a long clip (at most 5: colours and digits differ)
     long_questions: int = 1  # questions about one long clip, asked one after the other
+    presence_batch: int = 8  # clips per presence batch, one yes/no presence question each (stage P)
+    presence_frames: tuple[int, int] = (4, 12)
     kind_weights: str = ""  # e.g. "when=8,after=2": draw weights of video question templates, each replacing
     # its weight in train.data.CLIP_KIND_WEIGHTS (templates named nowhere weigh 1)
     splice_branches: int = 12  # spliced batches: event sets spliced into one background video of long_frames[1] frames
@@ -68,7 +70,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("threads", "a_batch", "b_batch", "clip_batch", "splice_branches", "lora_rank", "save_every", "log_every", "long_events",
-                     "frame_questions", "clip_questions", "long_questions"):
+                     "frame_questions", "clip_questions", "long_questions", "presence_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.schedule or set(self.schedule) - set(BATCH_KINDS):

@@ -25,6 +25,7 @@ import torch
 from streamer.shared_types import Conversation
 from streamer.frames import Chunk
 from streamer.video.frame import Frame
+from streamer.world.presence import presence_qa
 from streamer.world.scene import COLOURS, DIGITS, QA, SHAPES, SceneScript, frame_questions, random_script, single_frame, video_questions
 
 HELD_OUT_SEED = 10_000_000  # world seeds >= this are never trained on
@@ -46,7 +47,7 @@ class Example:
     targets: list[tuple[int, int]]  # [start, end) of each answer's tokens (its <end_of_utterance> included)
     frames: list[Frame]  # in order
     qas: list[QA]  # the questions, in the order they are asked
-    kind: str  # batch kind: "frame", "clip", "long" or "spliced"
+    kind: str  # batch kind: "frame", "clip", "long", "spliced" or "presence"
     times: list[float]  # per token: video time (s) of the frame it belongs to; NaN for text outside frames
     script: SceneScript  # the video the frames come from (its events are the ground truth)
     starts: list[int]  # where each question's prompt begins; input_ids[:starts[0]] are the frames
@@ -127,6 +128,20 @@ def clip_example(
     n_events = rng.randint(1, max(1, min(max_events, n // (event_s[1] + 1))))
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=event_s, start_s=start)
     return encode(adapter, script, list(script.frames(1.0)), pick_questions(rng, script, n_questions, weights), kind)
+
+
+def presence_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 12), max_events: int = 2) -> Example:
+    """A clip at 1 fps (0 to `max_events` events of 1-5 s, cut from anywhere in a 5-minute video) and one
+    presence question about its last 4 s ("Is there a red circle on screen?" -> yes / no), asked right after
+    the frames as a standing question is (`world.presence`)."""
+    rng = random.Random(seed * 7 + 4)
+    n = rng.randint(*n_frames)
+    start = rng.randint(0, 300 - n)
+    n_events = rng.randint(0, max(0, min(max_events, n // 2)))
+    script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 5) if n >= 6 * n_events else (1, 1),
+                           start_s=start)  # fmt: skip
+    frames = list(script.frames(1.0))
+    return encode(adapter, script, frames, [presence_qa(rng, script, frames[-1].time_s)], "presence")
 
 
 def spliced_example(

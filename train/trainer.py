@@ -35,7 +35,7 @@ from streamer.shared_types import Conversation
 from streamer.world.scene import random_script, single_frame
 from train.config import BATCH_KINDS, TrainConfig
 from train.data import (
-    CLIP_KIND_WEIGHTS, HELD_OUT_SEED, SLOT_WORDS, Example, clip_example, collate, pixel_batch, single_example, slot_labels, slot_word_ids,
+    CLIP_KIND_WEIGHTS, HELD_OUT_SEED, SLOT_WORDS, Example, clip_example, collate, presence_example, pixel_batch, single_example, slot_labels, slot_word_ids,
     spliced_example,
 )  # fmt: skip
 from train.lora import add_lora, load_lora_factors, lora_factors
@@ -238,8 +238,10 @@ class Trainer:
         return torch.cat([self.embed[: self.n_old], self.new_rows], dim=0)
 
     def examples(self, kind: str) -> list[Example]:
-        """A fresh batch of `kind` ("frame", "clip" or "long")."""
+        """A fresh batch of `kind` ("frame", "clip", "long" or "presence")."""
         cfg = self.cfg
+        if kind == "presence":
+            return [presence_example(self.adapter, self.seed(), cfg.presence_frames) for _ in range(cfg.presence_batch)]
         if kind == "long":
             return [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events, event_s=(2, 4),
                                  n_questions=cfg.long_questions, kind=kind, weights=self.kind_weights)]  # fmt: skip

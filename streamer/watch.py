@@ -1,0 +1,152 @@
+"""Standing questions ("tell me when ..."): yes/no questions answered after every chunk, alerts when one turns yes.
+
+`StreamSession.watch(question)` adds one; after each chunk the session asks every standing question against
+the cache as it is then and takes the question back without a trace (`KVWindowCache.checkpoint`/`restore`):
+the cache, the chat and later answers are those of a session without it. `Watcher` keeps the questions and
+their debounce state: an alert fires when a question's answer turns positive and not again until it has
+turned negative (an object that stays on screen is one alert; it fires again after it has left and come
+back). Each `Alert` carries the video time of the check (the last frame of the chunk), the question, the
+model's answer and its confidence: the probability of a "yes" over "yes" or "no" for the first answer token.
+
+Deliberately not here: the forward passes (`StreamSession`), what "on screen" means to the
+built-in model (`world/presence.py`: a frame of the last 4 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from streamer.errors import BudgetError, ConfigError
+
+log = logging.getLogger(__name__)
+
+ANSWER_TOKENS = 8  # longest answer text of an alert
+MAX_WATCHES = 16  # standing questions per session: each costs a question's forward pass per chunk
+THRESHOLD = 0.5  # confidence at and above which an answer is positive
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A standing question whose answer turned positive at `video_time_s`."""
+
+    question: str
+    answer: str
+    video_time_s: float
+    confidence: float  # probability of the positive answer
+
+    def to_json(self) -> dict:
+        return {"alert": self.question, "answer": self.answer, "video_time_s": self.video_time_s,
+                "confidence": round(self.confidence, 4)}
+
+
+def answer_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
+    """First token ids of `words` as an answer may start them: with or without a leading space, any case."""
+    ids = set()
+    for word in words:
+        for text in (word, " " + word, word.capitalize(), " " + word.capitalize(), word.upper(), " " + word.upper()):
+            found = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if found:
+                ids.add(found[0])
+    return sorted(ids)
+
+
+class Watcher:
+    """A session's standing questions (in the order added), their debounce state and the alerts fired."""
+
+    def __init__(self, tokenizer) -> None:
+        self.on: dict[str, bool] = {}  # question -> positive at the last check
+        self.last: dict[str, float] = {}  # question -> confidence at the last check
+        self.alerts: list[Alert] = []  # every alert fired, oldest first
+        self.yes_ids = answer_token_ids(tokenizer, ("yes",))
+        self.no_ids = answer_token_ids(tokenizer, ("no",))
+        if set(self.yes_ids) & set(self.no_ids):
+            raise ConfigError("this model's tokenizer starts 'yes' and 'no' with the same token: it cannot watch")
+
+    @property
+    def questions(self) -> list[str]:
+        return list(self.on)
+
+    def add(self, question: str) -> None:
+        if question in self.on:
+            return
+        if len(self.on) >= MAX_WATCHES:
+            raise ConfigError(f"at most {MAX_WATCHES} standing questions per session; unwatch one first")
+        self.on[question] = False
+
+    def remove(self, question: str) -> None:
+        if self.on.pop(question, None) is None:
+            raise ConfigError(f"not a standing question: {question!r}")
+        self.last.pop(question, None)
+
+    def reset(self) -> None:
+        """A new video: every question starts negative again, no alerts yet."""
+        self.on = dict.fromkeys(self.on, False)
+        self.last, self.alerts = {}, []
+
+    def confidence(self, logits: torch.Tensor) -> float:
+        """P(yes) / (P(yes) + P(no)) for the first answer token's `logits` (V,)."""
+        probs = torch.softmax(logits.double(), dim=-1)
+        yes, no = float(probs[self.yes_ids].sum()), float(probs[self.no_ids].sum())
+        return yes / (yes + no) if yes + no > 0 else 0.0
+
+    def update(self, question: str, confidence: float) -> bool:
+        """Record a check; True when it fires (positive now, negative at the check before)."""
+        positive = confidence >= THRESHOLD
+        self.last[question] = confidence
+        fires = positive and not self.on[question]
+        self.on[question] = positive
+        return fires
+
+
+class Watching:
+    """The standing-question half of `StreamSession` (`watch` and `unwatch` are there): `_check_watches` runs
+    after each chunk it feeds, under its lock."""
+
+    @property
+    def watches(self) -> list[str]:
+        return self.watcher.questions if self.watcher is not None else []
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Every alert fired since the video started, oldest first."""
+        return list(self.watcher.alerts) if self.watcher is not None else []
+
+    def _check_watches(self) -> None:
+        start = time.perf_counter()
+        for question in self.watcher.questions:
+            with self._aside():
+                try:
+                    logits = self._forward(self._question_prompt(question, ANSWER_TOKENS))
+                except BudgetError as err:  # the full cache has reached the model's positions: ingest says so next
+                    log.warning("standing question skipped: %s", err)
+                    break
+                confidence = self.watcher.confidence(logits)
+                if self.watcher.update(question, confidence):
+                    answer = self.adapter.decode(self._greedy(logits, ANSWER_TOKENS)).strip()
+                    self.watcher.alerts.append(Alert(question, answer, self.video_time_s, confidence))
+        self.watch_seconds += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def _aside(self):
+        """Whatever runs inside leaves no trace: the cache and the conversation are put back afterwards."""
+        checkpoint, conv = self.cache.checkpoint(), self.conv
+        try:
+            yield
+        finally:
+            self.cache.restore(checkpoint)
+            self.conv = conv
+
+    def _greedy(self, logits: torch.Tensor, max_new_tokens: int) -> list[int]:
+        ids: list[int] = []
+        for _ in range(max_new_tokens):
+            token = int(logits.argmax())
+            if token in self.adapter.eos_token_ids:
+                break
+            ids.append(token)
+            logits = self._forward_ids([token])
+        return ids
