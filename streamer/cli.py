@@ -1,8 +1,9 @@
 """Headless Q&A over a video: `python -m streamer.cli VIDEO -q "what happened?"`.
 
 Replays the video into a `StreamSession` (progress bar on stderr) and answers the questions, each at
-its `--at` time (seeing only the frames before it) or at the end. Without questions it ingests the whole
-video, then opens a prompt (Ctrl-C or EOF ends it; a bad question there is one error line and the
+its `--at` time (seeing only the frames before it) or at the end; `--alert QUESTION` adds a standing yes/no
+question asked after every chunk, printed as an alert line (or JSON object) each time its answer turns yes.
+Without questions or alerts it ingests the whole video, then opens a prompt (Ctrl-C or EOF ends it; a bad question there is one error line and the
 conversation goes on). Answers go to stdout, as text or, with `--json`, one JSON object per answer;
 control characters in text output (an answer's escape sequences, a file name's) are shown escaped
 (`\\x1b`), never sent to the terminal as such.
@@ -36,7 +37,9 @@ from streamer.options import (
 )
 from streamer.replay import replay
 from streamer.session import StreamSession
+from streamer.shared_types import format_timestamp
 from streamer.text import check_question, printable
+from streamer.watch import Alert
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="video file, URL/RTSP stream, or webcam index (0) / /dev/videoN")
     add_model_options(p)
     p.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
+    p.add_argument("--alert", action="append", default=[], metavar="QUESTION",
+                   help="a standing yes/no question (repeatable), asked after every chunk: prints "
+                        "'[HH:MM:SS] alert: QUESTION -> ANSWER' each time its answer turns yes")
     p.add_argument("--at", action="append", default=[], type=parse_time, metavar="TIME",
                    help="video time to ask the matching -q at (one per question): seconds or [HH:]MM:SS")
     p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep, in (0, 60]")
@@ -108,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     window_config(args)
     skip = skip_config(args)
     plan = schedule(args.question, args.at)
+    for question in args.alert:
+        check_question(question)
     if args.end is not None and args.end <= args.start:
         raise ConfigError(f"--end ({args.end:g} s) must be after --start ({args.start:g} s)")
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
@@ -117,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)
     session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]), skip=skip)
+    for question in args.alert:
+        session.watch(question)  # a standing question too long for the budget is refused here
     total = None
     if source.duration_s:
         end = min(source.duration_s, args.end or math.inf)
@@ -124,10 +134,10 @@ def run(args: argparse.Namespace) -> int:
     lag = LagMeter(args.fps) if source.is_live or args.realtime else None  # says so when the model falls behind
     with source:  # a question at time t sees exactly the frames up to t (questions without --at: after the last)
         replay(session, source, sampler, [t for t, _ in plan], lambda i: answer_one(session, plan[i][1], args),
-               total=total, lag=lag)
+               total=total, lag=lag, on_alert=lambda alert: print_alert(alert, args.json))
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
-    if not args.question:
+    if not args.question and not args.alert:
         prompt_loop(session, args)
     return 0
 
@@ -143,6 +153,15 @@ def answer_one(session: StreamSession, question: str, args: argparse.Namespace) 
         for piece in pieces:
             print(printable(piece), end="", flush=True)
         print(flush=True)
+
+
+def print_alert(alert: Alert, as_json: bool) -> None:
+    with writing_stdout():
+        if as_json:
+            print(json.dumps(alert.to_json()), flush=True)
+        else:
+            print(f"[{format_timestamp(alert.video_time_s)}] alert: {printable(alert.question)} -> "
+                  f"{printable(alert.answer)}", flush=True)
 
 
 def _print_json(session: StreamSession, question: str, answer: str, start: float, args: argparse.Namespace) -> None:

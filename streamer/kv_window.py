@@ -38,6 +38,7 @@ attention function (`kv_attention.py`), which tokens are important (`kv_scoring.
 (`kv_merge.py`), RoPE math (`rope.py`).
 """
 
+import contextlib
 import math
 
 import torch
@@ -56,6 +57,15 @@ __all__ = [
     "ATTN_IMPLEMENTATION", "KVWindowCache", "KVWindowLayer", "Modality", "POLICIES", "WindowConfig",
     "use_window_attention", "window_attention",
 ]
+
+
+def aside_mask(held: int, lengths: list[int]) -> torch.Tensor:
+    """(1, 1, Q, held + Q) bool: each of the blocks of `lengths` (Q tokens in all, after `held` cached ones)
+    sees the cached tokens and, causally, its own block."""
+    q = sum(lengths)
+    block = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    own = (block[:, None] == block[None, :]) & torch.ones(q, q, dtype=torch.bool).tril()
+    return torch.cat([torch.ones(q, held, dtype=torch.bool), own], dim=1)[None, None]
 
 
 class KVWindowCache(Cache):
@@ -85,6 +95,7 @@ class KVWindowCache(Cache):
         super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope, gap, turns) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
         self._model_position = 0
+        self.aside: list[int] | None = None  # lengths of the questions of a pass asked aside (see `asking_aside`)
 
     def tag(self, modality, times=None, layout: MRopeLayout | None = None, probe: int = 0) -> torch.Tensor | None:
         """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN;
@@ -118,7 +129,9 @@ class KVWindowCache(Cache):
         # The previous layer's attention is done (for layer 0: the last layer's, in the previous pass).
         # The kv_window attention has cut it back already; any other attention has not, so cut it here,
         # before the model reads layer 0's length for the next pass's positions and mask sizes.
-        self.layers[layer_idx - 1].compress()
+        if self.aside is None:
+            self.layers[layer_idx - 1].compress()
+        held = layer.get_seq_length()
         if layer_idx == 0:
             self._model_position = self.get_seq_length()  # where the model placed this pass
             if self.mrope and self._tags is None:  # untagged (generate's decoding): text at next_position()
@@ -129,8 +142,22 @@ class KVWindowCache(Cache):
         keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
         if layer_idx == self.n_layers - 1:
             self._tags = None  # consumed by every layer
-        _observer.layer = layer if self.cfg.composition.evicts else None
+        layer.aside_mask = None if self.aside is None else aside_mask(held, self.aside)
+        _observer.layer = layer if self.cfg.composition.evicts or self.aside is not None else None
         return keys, values
+
+    @contextlib.contextmanager
+    def asking_aside(self, lengths: list[int]):
+        """A pass of several questions side by side, to be taken back (`restore`): the tokens are `lengths`
+        blocks in a row, each sees the cache and itself only, none is scored and nothing is cut. The caller
+        gives each block its positions (each starts at `next_position()`)."""
+        self.aside = list(lengths)
+        try:
+            yield
+        finally:
+            self.aside = None
+            for layer in self.layers:
+                layer.aside_mask = None
 
     def _split_budget(self, incoming: int) -> None:
         """AirCache: once the cache is full, re-split budget x layers by each layer's attention spread."""

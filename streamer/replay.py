@@ -1,7 +1,8 @@
 """Replay a video into a session with questions at their times, the one loop of the CLI and the demo.
 
 `replay` samples and chunks `source`, feeds each chunk to the session and, when the video reaches the time of
-a stop, calls `on_stop(i)` (a question asked there sees exactly the frames up to that time). A progress bar on
+a stop, calls `on_stop(i)` (a question asked there sees exactly the frames up to that time), and `on_alert` for
+each alert of the session's standing questions as it fires. A progress bar on
 stderr shows the frames fed, the cache's tokens against its budget and the video time; a `LagMeter` (live
 sources, `--realtime`) adds a warning line when the model falls behind. A Ctrl-C that a decoder swallowed is
 raised here (`streamer.entry.check_ctrl_c`).
@@ -19,13 +20,16 @@ from streamer.entry import check_ctrl_c
 from streamer.frames import LagMeter, SamplerConfig, chunks_and_stops, sample_frames
 from streamer.session import StreamSession
 from streamer.video.frame import VideoSource
+from streamer.watch import Alert
 
 
 def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike, sampler: SamplerConfig,
            stops: Sequence[float], on_stop: Callable[[int], None], *, total: int | None = None,
-           lag: LagMeter | None = None, desc: str = "ingest") -> None:
-    """Feed `source` into `session`, calling `on_stop(i)` when the video reaches `stops[i]` (sorted)."""
+           lag: LagMeter | None = None, desc: str = "ingest", on_alert: Callable[[Alert], None] | None = None) -> None:
+    """Feed `source` into `session`, calling `on_stop(i)` when the video reaches `stops[i]` (sorted) and
+    `on_alert(alert)` for each alert of the session's standing questions as it fires."""
     bar = tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=None)
+    told = len(session.alerts)
     try:
         for item in chunks_and_stops(sample_frames(source, sampler), sampler, list(stops)):
             check_ctrl_c()
@@ -34,6 +38,11 @@ def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike
                 on_stop(item)
                 continue
             work_s = session.ingest(item)
+            if on_alert and len(session.alerts) > told:
+                bar.clear()
+                for alert in session.alerts[told:]:
+                    on_alert(alert)
+                told = len(session.alerts)
             if lag and (warning := lag.update(item.times, work_s)):
                 bar.write(f"warning: {warning}", file=sys.stderr)
             bar.update(len(item.frames))

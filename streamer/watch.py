@@ -117,19 +117,44 @@ class Watching:
         return list(self.watcher.alerts) if self.watcher is not None else []
 
     def _check_watches(self) -> None:
+        """Ask every standing question aside (side by side in one pass, or one by one with M-RoPE) and fire
+        the alerts whose answers turned positive."""
         start = time.perf_counter()
-        for question in self.watcher.questions:
-            with self._aside():
-                try:
-                    logits = self._forward(self._question_prompt(question, ANSWER_TOKENS))
-                except BudgetError as err:  # the full cache has reached the model's positions: ingest says so next
-                    log.warning("standing question skipped: %s", err)
-                    break
-                confidence = self.watcher.confidence(logits)
-                if self.watcher.update(question, confidence):
-                    answer = self.adapter.decode(self._greedy(logits, ANSWER_TOKENS)).strip()
-                    self.watcher.alerts.append(Alert(question, answer, self.video_time_s, confidence))
+        questions = self.watcher.questions
+        try:
+            prompts = [self._question_prompt(q, ANSWER_TOKENS) for q in questions]
+        except BudgetError as err:  # the full cache has reached the model's positions: ingest says so next
+            log.warning("standing questions skipped: %s", err)
+            return
+        if self.cache.mrope:  # positions of M-RoPE models are laid out per prompt: one pass each
+            firsts = []
+            for prompt in prompts:
+                with self._aside():
+                    firsts.append(self._forward(prompt))
+        else:
+            firsts = self._side_by_side(prompts)
+        for question, prompt, logits in zip(questions, prompts, firsts):
+            confidence = self.watcher.confidence(logits)
+            if self.watcher.update(question, confidence):
+                with self._aside():  # the answer's words: greedy, from a pass of this question alone
+                    answer = self.adapter.decode(self._greedy(self._forward(prompt), ANSWER_TOKENS)).strip()
+                self.watcher.alerts.append(Alert(question, answer, self.video_time_s, confidence))
         self.watch_seconds += time.perf_counter() - start
+
+    def _side_by_side(self, prompts: list) -> list[torch.Tensor]:
+        """The first answer token's logits (V,) of each question prompt, all in one pass over the cache (the
+        model's weights are read once: a pass of a few tokens costs about what its weights take to read)."""
+        lengths = [p.n_tokens for p in prompts]
+        first = self.cache.next_position()
+        positions = torch.cat([torch.arange(first, first + n) for n in lengths])[None]
+        ends = torch.tensor(lengths).cumsum(0) - 1
+        model = self.adapter.model
+        with self._aside(), self.cache.asking_aside(lengths), torch.no_grad():
+            self.cache.tag(torch.cat([p.modality for p in prompts]), torch.cat([p.times for p in prompts]))
+            out = model(input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
+                        position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
+                        logits_to_keep=ends.to(model.device))
+        return list(out.logits[0].float())
 
     @contextlib.contextmanager
     def _aside(self):

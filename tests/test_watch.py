@@ -134,3 +134,32 @@ def test_confidence_is_the_share_of_yes_among_yes_and_no(adapter):
     logits = torch.full((adapter.model.config.get_text_config().vocab_size,), -1e9)
     logits[w.yes_ids[0]], logits[w.no_ids[0]] = 2.0, 0.0
     assert w.confidence(logits) == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+
+
+@pytest.mark.parametrize("policy", ["full", "combined"])
+def test_questions_asked_side_by_side_score_as_each_alone(adapter, policy, monkeypatch):
+    """One pass for every standing question gives each the confidence it gets when it is the only one."""
+    _, chunks = world_chunks(16)
+    questions = [*WATCHES, "Is there a blue square on screen?"]
+    together = StreamSession(adapter, window(policy, budget=96), skip=None)
+    alone = [StreamSession(adapter, window(policy, budget=96), skip=None) for _ in questions]
+    for q, s in zip(questions, alone):
+        s.watch(q)
+        together.watch(q)
+    seen = {}  # session -> the first answer token's logits of each check, in order
+    real = Watcher.confidence
+
+    def recording(self, logits):
+        seen.setdefault(id(self), []).append(logits.clone())
+        return real(self, logits)
+
+    monkeypatch.setattr(Watcher, "confidence", recording)
+    for chunk in chunks:
+        for s in [together, *alone]:
+            s.ingest(chunk)
+    mixed = seen[id(together.watcher)]
+    for i, s in enumerate(alone):
+        mine = seen[id(s.watcher)]
+        assert len(mine) == len(chunks) and len(mixed) == len(chunks) * len(questions)
+        for k, logits in enumerate(mine):
+            torch.testing.assert_close(mixed[k * len(questions) + i], logits, rtol=1e-4, atol=1e-4)
