@@ -607,9 +607,36 @@ def matrix_summary(cells: dict) -> dict:
     }
 
 
+def section_alerts() -> dict:
+    data = load("alerts")
+    ci = lambda c: f"[{c[0]:.2f}, {c[1]:.2f}]"  # noqa: E731
+    rows = [[q["world"], q["policy"] + (f" {q['budget']}" if q["budget"] else ""), f"{q['videos']} x {q['seconds'] / 60:.0f} min",
+             f"{q['right']}/{q['alerts']} = {q['precision']:.2f} {ci(q['precision_ci'])}",
+             f"{q['right']}/{q['occurrences']} = {q['recall']:.2f} {ci(q['recall_ci'])}", f"{q['f1']:.2f}",
+             f"{q['delay_median_s']} / {q['delay_p95_s']}", f"{q['false']}: {q['false_per_hour']:.1f} {ci(q['false_per_hour_ci'])}"]
+            for q in data.get("quality", [])]
+    e = data.get("empty")
+    if e:
+        rows.append([e["world"], f"{e['policy']} {e['budget']}", f"{e['seconds'] / 3600:.1f} h, {len(e['questions'])} questions",
+                     "", "", "", "", f"{e['false']}: {e['false_per_hour']:.1f} {ci(e['false_per_hour_ci'])}"])
+    cost_rows = [[c["model"], c["budget"], r["watches"], f"{r['chunk_s']:.2f}",
+                  "" if r["per_question_share"] is None else f"{100 * r['per_question_share']:.1f}%", c["watches_keeping_up_at_1fps"]]
+                 for c in data.get("cost", []) for r in c["rows"]]
+    best = max(data.get("quality", []), key=lambda q: q["f1"], default=None)
+    return {
+        "alerts_header": header(data) + f"Model `{data['model']}`, weights {data['weights']}.",
+        "alerts_table": table(["world", "policy", "videos", "precision", "recall", "F1", "delay median / p95 s",
+                               "false alerts: per hour [95%]"], rows),
+        "alerts_cost": table(["model", "budget", "standing questions", "s per 4-frame chunk", "added per question",
+                              "questions that keep up at 1 fps"], cost_rows) if cost_rows else "(no cost run)",
+        "alerts_answer": (f"F1 {best['f1']:.2f} ({best['world']}, {best['policy']}), median delay {best['delay_median_s']} s"
+                          if best else "(not run)"),
+    }
+
+
 SECTIONS = [section_memory, section_decode, section_ingest, section_needle, section_captions, section_table,
             section_real_models, section_profile, section_equivalence, section_retrieval, section_quality,
-            section_skip, section_matrix]
+            section_skip, section_matrix, section_alerts]
 
 
 def report() -> str:
