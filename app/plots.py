@@ -6,7 +6,9 @@
   held in the cache, which were seen and forgotten, and which were not seen yet;
 - `layer_budget_html`: tokens held per layer against each layer's budget;
 - `stats_html` / `status_html`: the key numbers and the feed's progress line;
-- `chat_text`: a question or an answer, escaped for the chat.
+- `chat_text`: a question or an answer, escaped for the chat;
+- `alert_text` / `alerts_html`: the alerts of standing questions, as a chat line and as the page's alert box
+  (both figures above mark their times too).
 
 Nothing here touches Gradio, the model or a session: the inputs are `stats()` values and samples, so the
 functions are tested directly. Figures use matplotlib's object API (no pyplot global state), which is
@@ -21,8 +23,12 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
+from streamer.shared_types import format_timestamp
+
 MB = 1024 * 1024
 HELD, SEEN, UNSEEN = "#2e9d5b", "#c9ccd1", "#eef0f3"  # timeline colours: held, seen then evicted, not seen
+ALERT = "#d62728"  # marks of the alerts of standing questions
+SHOWN_ALERTS = 5  # alerts the alert box lists (the latest); all of them are in the chat and on the timeline
 
 
 def mb(n_bytes: float | None) -> str:
@@ -30,9 +36,10 @@ def mb(n_bytes: float | None) -> str:
     return "-" if n_bytes is None else f"{n_bytes / MB:.2f}"
 
 
-def kv_figure(samples: Sequence, budget_bytes: int | None = None) -> Figure:
+def kv_figure(samples: Sequence, budget_bytes: int | None = None, alert_times: Sequence[float] = ()) -> Figure:
     """KV MB (left axis) and RSS MB (right axis) against video seconds; samples have
-    `.video_time_s`, `.kv_bytes`, `.rss_bytes`. A dashed line marks the budget when there is one."""
+    `.video_time_s`, `.kv_bytes`, `.rss_bytes`. A dashed line marks the budget when there is one, a red
+    dotted line each alert of a standing question."""
     fig = Figure(figsize=(6.0, 2.6), dpi=80, layout="constrained")
     ax = fig.add_subplot()
     ax.set_title("KV memory over video time (flat = bounded)", fontsize=10)
@@ -54,11 +61,13 @@ def kv_figure(samples: Sequence, budget_bytes: int | None = None) -> Figure:
         top = max(top, budget_bytes / MB)
     ax.set_ylim(0, top * 1.15 or 1)
     ax.set_xlim(min(t), max(max(t), min(t) + 1))
+    for i, at in enumerate(alert_times):
+        ax.axvline(at, color=ALERT, linestyle=":", linewidth=1.2, label="alert" if i == 0 else "_alert")
     ax2 = ax.twinx()
     ax2.plot(t, rss, color="tab:orange", alpha=0.7, linewidth=1, label="process RSS")
     ax2.set_ylabel("RSS (MB)", color="tab:orange")
     ax2.set_ylim(0, max(rss) * 1.15 or 1)
-    lines = ax.get_lines() + ax2.get_lines()
+    lines = [line for line in ax.get_lines() + ax2.get_lines() if not line.get_label().startswith("_")]
     ax.legend(lines, [line.get_label() for line in lines], loc="lower right", fontsize="small")
     return fig
 
@@ -93,9 +102,11 @@ def runs(flags: Sequence[bool]) -> list[tuple[int, int]]:
     return out
 
 
-def timeline_html(video_times: Sequence[float], duration_s: float | None, seen_s: float, n_bins: int = 120) -> str:
+def timeline_html(video_times: Sequence[float], duration_s: float | None, seen_s: float, n_bins: int = 120,
+                  alerts: Sequence = ()) -> str:
     """An HTML strip over [0, duration]: green = still held in the cache, grey = seen and evicted,
-    light = not seen yet. `duration_s` None (a live webcam) uses the time seen so far."""
+    light = not seen yet; a red tick at each alert of a standing question (`alerts`: `streamer.watch.Alert`,
+    its text as a tooltip). `duration_s` None (a live webcam) uses the time seen so far."""
     span = duration_s if duration_s and duration_s > 0 else seen_s
     held = sorted(set(video_times))
     if not span or span <= 0:
@@ -109,13 +120,19 @@ def timeline_html(video_times: Sequence[float], duration_s: float | None, seen_s
                 f'<div class="held" style="position:absolute;top:0;bottom:0;left:{100 * a / n_bins:.2f}%;'
                 f'width:{100 * (b - a) / n_bins:.2f}%;background:{HELD}"></div>'
             )
+        for alert in alerts:
+            at = min(100.0, 100.0 * alert.video_time_s / span)
+            parts.append(f'<div class="alert-mark" data-t="{alert.video_time_s:g}" title="{html.escape(alert_text(alert))}" '
+                         f'style="position:absolute;top:0;bottom:0;left:calc({at:.2f}% - 1px);width:2px;'
+                         f'background:{ALERT}"></div>')
         body = (f'<div style="position:relative;height:22px;background:{UNSEEN};border-radius:4px;overflow:hidden">'
                 + "".join(parts) + "</div>")
         caption = (f"{len(held)} frame time(s) held, seen up to {seen_s:.1f} s"
                    + (f" of {duration_s:.1f} s" if duration_s else " (live)"))
     legend = (f'<span style="color:{HELD}">&#9632;</span> held in cache &nbsp; '
               f'<span style="color:{SEEN}">&#9632;</span> seen, evicted &nbsp; '
-              f'<span style="color:#b0b4ba">&#9633;</span> not seen yet')
+              f'<span style="color:#b0b4ba">&#9633;</span> not seen yet'
+              + (f' &nbsp; <span style="color:{ALERT}">|</span> alert' if alerts else ""))
     ends = (f'<div style="display:flex;justify-content:space-between;font-size:11px;color:#666">'
             f'<span>0 s</span><span>{html.escape(caption)}</span><span>{span or 0:.0f} s</span></div>')
     return f'<div class="timeline" data-held="{len(held)}">{body}{ends}<div style="font-size:11px">{legend}</div></div>'
@@ -188,3 +205,23 @@ def status_html(message: str, progress: float | None = None, error: str | None =
     err = (f'<div class="error" style="color:#b00020;font-weight:600">error: {html.escape(error)}</div>'
            if error else "")
     return f'<div class="status"><div>{html.escape(message)}</div>{bar}{err}</div>'
+
+
+def alert_text(alert) -> str:
+    """An alert (`streamer.watch.Alert`) as one line of plain text: time, question, answer, confidence."""
+    return (f"🔔 [{format_timestamp(alert.video_time_s)}] {alert.question} -> {alert.answer or '(no words)'} "
+            f"({alert.confidence:.2f})")
+
+
+def alerts_html(alerts: Sequence, serial: int) -> str:
+    """The page's alert box: how many alerts this video has fired and the latest `SHOWN_ALERTS`, newest first.
+    `serial` counts every alert the session has had (over all its videos): the page's script notifies when it
+    grows (`app/page_js.py`)."""
+    if not alerts:
+        rows = '<div style="color:#666">no alert yet</div>'
+    else:
+        rows = "".join(f'<div class="alert" style="color:{ALERT}">{html.escape(alert_text(a))}</div>'
+                       for a in reversed(alerts[-SHOWN_ALERTS:]))
+    head = f"{len(alerts)} alert(s) for this video" + (f", latest {SHOWN_ALERTS} shown" if len(alerts) > SHOWN_ALERTS else "")
+    return (f'<div class="alerts" data-count="{len(alerts)}" data-serial="{serial}" style="font-size:13px">'
+            f'<div style="font-size:11px;color:#666">{head}</div>{rows}</div>')

@@ -6,7 +6,8 @@ What it holds:
   drops every other sample, so an hour-long stream still spans the whole plot in a fixed amount of memory;
 - `Feed`: a background thread that feeds one source (an uploaded file, or a `PushSource` filled by
   the browser's webcam) into the session, chunk by chunk, until the source ends or it is stopped;
-- `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot).
+- `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot); the alerts
+  of its standing questions (`StreamSession.watch`) go into its chat as the feed ingests them.
 
 Threads and locks. Every model call (ingest, answer, reset, stats) runs under the registry's model
 lock, so two users never interleave forward passes. A user's `guard` orders "check the feed is still
@@ -21,6 +22,7 @@ event wiring (`app/ui.py`), figures and HTML (`app/plots.py`), reading video (`s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
@@ -34,6 +36,7 @@ import numpy as np
 
 from streamer.app.chat import Chat
 from streamer.app.limits import MAX_FRAME_PIXELS
+from streamer.app.plots import alert_text
 from streamer.errors import ConfigError, StreamerError, check_number
 from streamer.video.skip import SkipConfig
 from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
@@ -242,8 +245,14 @@ class UserSession:
     detached: bool = False  # its page's connection dropped (Gradio's unload): kept while events still come
     page: str | None = None  # the id its browser tab keeps over reloads, to find it again after one (registry.attach)
     guard: threading.Lock = field(default_factory=threading.Lock)
-    plot_version: int = -1  # History.version of the plot last sent to the page
+    plot_version: tuple | None = None  # (History.version, alert_serial) of the plot last sent to the page
     answering: threading.Lock = field(default_factory=threading.Lock)  # held while an answer is written
+    alert_serial: int = 0  # alerts put into the chat, over every video of the session (only grows)
+    alerts_sent: int = 0  # alert_serial of the chat last sent to the page by the refresh (app/watches.py)
+    alert_box: tuple | None = None  # (alert_serial, alerts of this video) of the alert box last sent to the page
+    _alerts_taken: int = 0  # alerts of the current video (session.alerts) already in the chat
+    _chat_writers: int = 0  # requests writing the chat into the page now (an answer): the refresh leaves it be
+    _writers_lock: threading.Lock = field(default_factory=threading.Lock)
     _errors: list[str] = field(default_factory=list)  # not yet shown as a toast
     _next_push: float = 0.0  # wall time (streamer.video.frame.WALL) the next webcam frame is due
     _push_t0: float = 0.0  # wall time of the webcam feed's video time 0
@@ -305,7 +314,8 @@ class UserSession:
                 self.session.check_window(window)
             if self.feed is not None:
                 self.feed.stop()
-            self.session.reset(window)
+            self.session.reset(window)  # keeps the standing questions, forgets their alerts
+            self._alerts_taken = 0
             self.chat = Chat(self.settings.max_chat_chars)
             self.history.clear()
             self.refresh_stats()
@@ -321,13 +331,38 @@ class UserSession:
             work_s = self.session.ingest(chunk)
             feed.frames += len(chunk.frames)
             warning = feed.lag and feed.lag.update([f.time_s for f in chunk.frames], work_s)
+            self._take_alerts()
             self.refresh_stats()
         if warning:
             self.report_error(warning[0].upper() + warning[1:] + ".")
         time.sleep(0)  # let a waiting question take the model lock between chunks
         return True
 
+    def _take_alerts(self) -> None:
+        """Put the alerts the last chunk fired into the chat, each once (called under `guard`)."""
+        alerts = self.session.alerts
+        for alert in alerts[self._alerts_taken:]:
+            self.chat.note(alert_text(alert))
+        self.alert_serial += len(alerts) - self._alerts_taken
+        self._alerts_taken = len(alerts)
+
     # ---- chat -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writing_chat(self):
+        """Held by a request that streams the chat into the page (an answer): the 1 s refresh sends no chat
+        meanwhile, so an older chat it took cannot land over the answer."""
+        with self._writers_lock:
+            self._chat_writers += 1
+        try:
+            yield
+        finally:
+            with self._writers_lock:
+                self._chat_writers -= 1
+
+    @property
+    def chat_busy(self) -> bool:
+        return self._chat_writers > 0
 
     def ask(self, question: str) -> Iterator[str]:
         """Stream the answer's text pieces; raises StreamerError (before any piece) for a bad question,
@@ -378,6 +413,7 @@ class UserSession:
             if self.feed is not None and self.feed.state == "error":
                 self.feed = None
             self.session.reset()
+            self._alerts_taken = 0
             self.chat = Chat(self.settings.max_chat_chars)
             self.history.clear()
             self.refresh_stats()

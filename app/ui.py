@@ -7,7 +7,8 @@ the webcam streams frames from the browser at the target fps; questions can be a
 are answered token by token from what the cache holds so far (multi-turn; "Clear" forgets chat and
 cache). A panel refreshed every second shows the KV cache: tokens and MB against the budget, frames,
 evicted and merged counts, KV bytes over video time, a timeline of the moments still held, and the
-per-layer budgets.
+per-layer budgets. Standing questions ("tell me when ...", `app/watches.py`) are asked after every chunk;
+their alerts appear in the chat, in an alert box and as marks on the timeline and the plot.
 
 One model is loaded once and shared; each browser session (Gradio `session_hash`) has its own
 `StreamSession`, chat and feed thread (`app/state.py`), dropped a grace period after its tab closes or
@@ -42,8 +43,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from streamer.app import limits, plots
-from streamer.app.page_js import TAB_ID_JS, WEBCAM_ERRORS_JS
+from streamer.app import limits, plots, watches
+from streamer.app.page_js import NOTIFY_JS, TAB_ID_JS, WEBCAM_ERRORS_JS
 from streamer.app.sessions import SESSION_ENDED, SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.entry import run_main
@@ -168,16 +169,17 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         shown = chat.shown(settings.chat_window)
         asked = {"role": "user", "content": plots.chat_text(question)}
         answer = ""
-        yield [*shown, asked, {"role": "assistant", "content": "..."}], ""
-        try:
-            for piece in user.ask(question):
-                answer += piece
-                yield [*shown, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
-        except StreamerError as err:
-            yield shown, question  # the chat as it was, the question back in the box to edit
-            raise toast(str(err), "Cannot answer") from None
-        chat.add(question, answer)  # a chat cleared meanwhile is no longer the session's: this turn goes with it
-        yield chat.shown(settings.chat_window), ""
+        with user.writing_chat():  # the refresh that brings alerts leaves the chat to this answer
+            yield [*shown, asked, {"role": "assistant", "content": "..."}], ""
+            try:
+                for piece in user.ask(question):
+                    answer += piece
+                    yield [*shown, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
+            except StreamerError as err:
+                yield shown, question  # the chat as it was, the question back in the box to edit
+                raise toast(str(err), "Cannot answer") from None
+            chat.add(question, answer)  # a chat cleared meanwhile is no longer the session's: this turn goes with it
+            yield chat.shown(settings.chat_window), ""
 
     def on_clear(request: gr.Request):
         user = user_of(request, create=False)
@@ -200,28 +202,30 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         for message in user.pop_errors():
             gr.Warning(html.escape(message, quote=False))  # a toast renders HTML; a file name is text
         stats = user.stats
-        plot = gr.skip()
-        if user.history.version != user.plot_version:
-            user.plot_version = user.history.version
-            plot = plots.kv_figure(user.history.samples(), stats.get("budget_bytes"))
+        plot, alerts = gr.skip(), user.session.alerts
+        if (user.history.version, user.alert_serial) != user.plot_version:
+            user.plot_version = (user.history.version, user.alert_serial)
+            plot = plots.kv_figure(user.history.samples(), stats.get("budget_bytes"),
+                                   [a.video_time_s for a in alerts])
         duration = user.feed.duration_s if user.feed is not None else None
         return (
             feed_status(user), plots.stats_html(stats), plot,
-            plots.timeline_html(stats["video_times"], duration, stats["video_time_s"]),
+            plots.timeline_html(stats["video_times"], duration, stats["video_time_s"], alerts=alerts),
             plots.layer_budget_html(stats["tokens_per_layer"], stats["layer_budgets"]), stats,
         )
 
     def on_page_load(tab: str | None, request: gr.Request):
         """A page loaded: if Gradio reloaded it after its connection dropped, it gets its session back."""
         if not (request and request.session_hash and isinstance(tab, str) and 0 < len(tab) <= 64):
-            return gr.skip()
+            return gr.skip(), gr.skip()
         user = registry.attach(request.session_hash, tab)
         if user is None:
             if registry.ended(tab):
                 gr.Warning(f"This tab's video, cache and chat have ended: its connection was lost for longer than "
                            f"the server waits ({settings.reconnect_grace_s:g} s). Load a video to start again.")
-            return gr.skip()
-        return user.chat.shown(settings.chat_window)
+            return gr.skip(), gr.skip()
+        user.alert_box = None  # the new page starts with an empty alert box: the refresh fills it
+        return user.chat.shown(settings.chat_window), watches.listed(user)
 
     def on_unload(request: gr.Request):  # the page closed or its connection dropped: kept a while to reconnect
         if request is not None and request.session_hash:
@@ -271,6 +275,7 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
                     show_all_btn = gr.Button("Show the whole chat", size="sm", elem_id="show-all")
                 whole = gr.Textbox(label="the whole chat (select and copy)", visible=False, interactive=False,
                                    lines=8, max_lines=20, buttons=["copy"], elem_id="whole-chat")
+                panel = watches.build_panel()
             with gr.Column(scale=4):
                 gr.Markdown("### What the cache remembers")
                 stats_box = gr.HTML(plots.stats_html({}), label="stats", elem_id="stats")
@@ -297,10 +302,13 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         # event would flash Gradio's progress timer in it every second
         timer.tick(refresh, None, [status, stats_box, plot, timeline, layers, raw], api_name="refresh",
                    show_progress="hidden")
+        watches.wire(panel, chatbot, timer, settings.chat_window, user_of, toast)
         demo.unload(on_unload)
         demo.load(None, None, None, js=WEBCAM_ERRORS_JS)
+        demo.load(None, None, None, js=NOTIFY_JS)
         tab_id = gr.Textbox(visible=False, elem_id="tab-id")
-        demo.load(on_page_load, [tab_id], [chatbot], js=TAB_ID_JS, api_name=False, show_progress="hidden")
+        demo.load(on_page_load, [tab_id], [chatbot, panel.watches], js=TAB_ID_JS, api_name=False,
+                  show_progress="hidden")
     demo.queue(default_concurrency_limit=None)  # the model lock serializes model use, not Gradio
     demo.registry = registry
     return demo
