@@ -340,11 +340,11 @@ class UserSession:
 
     def _take_alerts(self) -> None:
         """Put the alerts the last chunk fired into the chat, each once (called under `guard`)."""
-        alerts = self.session.alerts
-        for alert in alerts[self._alerts_taken:]:
+        alerts, fired = self.session.alerts_since(self._alerts_taken)
+        for alert in alerts:
             self.chat.note(alert_text(alert))
-        self.alert_serial += len(alerts) - self._alerts_taken
-        self._alerts_taken = len(alerts)
+        self.alert_serial += fired - self._alerts_taken
+        self._alerts_taken = fired
 
     # ---- chat -----------------------------------------------------------------------------------
 

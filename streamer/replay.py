@@ -29,7 +29,7 @@ def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike
     """Feed `source` into `session`, calling `on_stop(i)` when the video reaches `stops[i]` (sorted) and
     `on_alert(alert)` for each alert of the session's standing questions as it fires."""
     bar = tqdm(total=total, unit="frame", desc=desc, file=sys.stderr, disable=None)
-    told = len(session.alerts)
+    told = session.alerts_since(0)[1]
     try:
         for item in chunks_and_stops(sample_frames(source, sampler), sampler, list(stops)):
             check_ctrl_c()
@@ -42,7 +42,7 @@ def replay(session: StreamSession, source: VideoSource | str | int | os.PathLike
                 bar.clear()
                 for alert in session.alerts[told:]:
                     on_alert(alert)
-                told = len(session.alerts)
+                told = session.alerts_since(0)[1]
             if lag and (warning := lag.update(item.times, work_s)):
                 bar.write(f"warning: {warning}", file=sys.stderr)
             bar.update(len(item.frames))

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 ANSWER_TOKENS = 8  # longest answer text of an alert
 MAX_WATCHES = 16  # standing questions per session: each costs a question's forward pass per chunk
+MAX_ALERTS = 1000  # alerts a session keeps (the latest); `fired` counts them all
 THRESHOLD = 0.5  # confidence at and above which an answer is positive
 
 
@@ -61,7 +62,8 @@ class Watcher:
     def __init__(self, tokenizer) -> None:
         self.on: dict[str, bool] = {}  # question -> positive at the last check
         self.last: dict[str, float] = {}  # question -> confidence at the last check
-        self.alerts: list[Alert] = []  # every alert fired, oldest first
+        self.alerts: list[Alert] = []  # the latest MAX_ALERTS alerts fired, oldest first
+        self.fired = 0  # alerts fired since the video started
         self.yes_ids = answer_token_ids(tokenizer, ("yes",))
         self.no_ids = answer_token_ids(tokenizer, ("no",))
         if set(self.yes_ids) & set(self.no_ids):
@@ -75,7 +77,7 @@ class Watcher:
         if question in self.on:
             return
         if len(self.on) >= MAX_WATCHES:
-            raise ConfigError(f"at most {MAX_WATCHES} standing questions per session; unwatch one first")
+            raise ConfigError(f"at most {MAX_WATCHES} standing questions per session; remove one first")
         self.on[question] = False
 
     def remove(self, question: str) -> None:
@@ -86,7 +88,12 @@ class Watcher:
     def reset(self) -> None:
         """A new video: every question starts negative again, no alerts yet."""
         self.on = dict.fromkeys(self.on, False)
-        self.last, self.alerts = {}, []
+        self.last, self.alerts, self.fired = {}, [], 0
+
+    def fire(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+        self.fired += 1
+        del self.alerts[:-MAX_ALERTS]
 
     def confidence(self, logits: torch.Tensor) -> float:
         """P(yes) / (P(yes) + P(no)) for the first answer token's `logits` (V,)."""
@@ -113,8 +120,15 @@ class Watching:
 
     @property
     def alerts(self) -> list[Alert]:
-        """Every alert fired since the video started, oldest first."""
+        """The alerts fired since the video started (the latest `MAX_ALERTS`), oldest first."""
         return list(self.watcher.alerts) if self.watcher is not None else []
+
+    def alerts_since(self, seen: int) -> tuple[list[Alert], int]:
+        """(the alerts fired after the first `seen` of this video, still kept; how many fired in all)."""
+        if self.watcher is None:
+            return [], 0
+        new = self.watcher.fired - seen
+        return (self.watcher.alerts[-new:] if new > 0 else []), self.watcher.fired
 
     def _check_watches(self) -> None:
         """Ask every standing question aside (side by side in one pass, or one by one with M-RoPE) and fire
@@ -138,7 +152,7 @@ class Watching:
             if self.watcher.update(question, confidence):
                 with self._aside():  # the answer's words: greedy, from a pass of this question alone
                     answer = self.adapter.decode(self._greedy(self._forward(prompt), ANSWER_TOKENS)).strip()
-                self.watcher.alerts.append(Alert(question, answer, self.video_time_s, confidence))
+                self.watcher.fire(Alert(question, answer, self.video_time_s, confidence))
         self.watch_seconds += time.perf_counter() - start
 
     def _side_by_side(self, prompts: list) -> list[torch.Tensor]:

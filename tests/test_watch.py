@@ -163,3 +163,21 @@ def test_questions_asked_side_by_side_score_as_each_alone(adapter, policy, monke
         assert len(mine) == len(chunks) and len(mixed) == len(chunks) * len(questions)
         for k, logits in enumerate(mine):
             torch.testing.assert_close(mixed[k * len(questions) + i], logits, rtol=1e-4, atol=1e-4)
+
+
+def test_a_session_keeps_the_latest_alerts_and_counts_them_all(adapter, monkeypatch):
+    """Memory per session is bounded over an endless stream: the latest MAX_ALERTS alerts, and a count."""
+    import streamer.watch as watch
+
+    monkeypatch.setattr(watch, "MAX_ALERTS", 3)
+    _, chunks = world_chunks(40)
+    s = StreamSession(adapter, WindowConfig(budget=128), skip=None)
+    s.watch("Is the digit 7 on screen?")
+    flip = iter([0.9, 0.1] * len(chunks))
+    monkeypatch.setattr(Watcher, "confidence", lambda self, logits: next(flip))  # an alert every other chunk
+    for c in chunks:
+        s.ingest(c)
+    assert len(s.alerts) == 3 and s.alerts_since(0)[1] == 5
+    assert [a.video_time_s for a in s.alerts] == [c.frames[-1].time_s for c in chunks[4::2]]
+    new, fired = s.alerts_since(4)
+    assert new == s.alerts[-1:] and fired == 5
