@@ -22,6 +22,9 @@ Tasks (a task x video length x policy x budget is one configuration; `--tasks` p
   before, after, count, when, now), each on its own, reported by kind.
 - `sample`: the demo's sample video (`streamer.world.sample_video`) for held-out seeds; the questions it
   prints, each on its own, reported by kind.
+- `presence`: a clip of 4-12 s (0-2 objects of 1-5 s, from anywhere in a 5-minute video) and three presence
+  questions about its last 4 s ("Is there a red circle on screen?", "Is the digit 7 on screen?" -> yes / no,
+  `world.presence`): what standing questions ask after every chunk.
 - `chat`: a sample video, then five of its questions in ONE conversation (each sees the earlier
   answers); also counts answers that repeat the first answer where the truth differs.
 
@@ -55,9 +58,10 @@ HELD_OUT = 10_000_000  # train.data.HELD_OUT_SEED: training draws world seeds be
 SEEDS = {  # first world seed of each task (needle and objects: the seeds the earlier scripts used)
     "frame": HELD_OUT, "needle": HELD_OUT + 500_000, "video": HELD_OUT + 600_000, "sample": HELD_OUT + 700_000,
     "chat": HELD_OUT + 800_000, "objects": HELD_OUT + 900_000, "moving": HELD_OUT + 1_000_000,
+    "presence": HELD_OUT + 1_200_000,
 }  # fmt: skip
 TASKS = tuple(SEEDS)
-FIXED_LENGTH = ("frame", "sample", "chat")  # tasks whose videos have their own length (a still frame, 60 s)
+FIXED_LENGTH = ("frame", "sample", "chat", "presence")  # tasks whose videos have their own length (a still frame, 60 s)
 NEEDLE_KINDS = ("needle_digit",)
 MIN_DRIFT = 0.04  # `moving`: slowest drift of an object, in frame widths per second (a width in 25 s)
 FRAME_KINDS = ("colour", "shape", "digit")
@@ -98,6 +102,21 @@ def make_video(task: str, index: int, seconds: float, world: str = "clean") -> V
         first = {qa.kind: qa for qa in reversed(video_questions(script))}  # what sample_video prints
         qas = list(first.values())
         return Video(seed, script, qas[:5] if task == "chat" else qas, chat=task == "chat")
+    if task == "presence":
+        import random
+
+        from streamer.world.presence import presence_qa
+
+        rng = random.Random(seed)
+        n = rng.randint(4, 12)
+        start, n_events = rng.randint(0, 300 - n), rng.randint(0, min(2, n // 2))
+        script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 5) if n >= 6 * n_events else (1, 1),
+                               start_s=start, realism=realism)  # fmt: skip
+        qas = {}
+        for _ in range(12):
+            qa = presence_qa(rng, script, script.times(1.0)[-1])
+            qas.setdefault(qa.question, qa)
+        return Video(seed, script, list(qas.values())[:3])
     if task == "moving":
         script = random_script(seed, duration_s=seconds, n_events=5, event_s=(round(0.13 * seconds), round(0.17 * seconds)),
                                realism=realism)  # fmt: skip
@@ -331,8 +350,8 @@ def line(result: dict) -> str:
     return text
 
 
-QUICK = {"frame": 20, "needle": 3, "objects": 2, "moving": 2, "video": 2, "sample": 2, "chat": 2}  # videos per task in --quick
-FULL = {"frame": 100, "needle": 40, "objects": 10, "moving": 10, "video": 10, "sample": 10, "chat": 10}
+QUICK = {"frame": 20, "needle": 3, "objects": 2, "moving": 2, "video": 2, "sample": 2, "chat": 2, "presence": 10}  # videos per task in --quick
+FULL = {"frame": 100, "needle": 40, "objects": 10, "moving": 10, "video": 10, "sample": 10, "chat": 10, "presence": 100}
 
 
 def parse_budgets(text: str) -> list[float | None]:

@@ -63,8 +63,11 @@ def test_videos_are_held_out_deterministic_and_have_answers(task):
             assert (e.vx**2 + e.vy**2) ** 0.5 >= quality.MIN_DRIFT * 192 - 1e-9 and (first.cx, first.cy) != (last.cx, last.cy)
     if task == "frame":  # only the still frame is fed, not the timeline before it
         assert [f.time_s for f in a.frames()] == [a.still.time_s] and a.qas[0].kind == "colour"
-    else:
-        assert len(a.frames()) == int(a.script.duration_s)
+    else:  # from the video's start (a clip's, for presence) to its end, at 1 fps
+        assert len(a.frames()) == int(a.script.duration_s - a.script.start_s)
+    if task == "presence":  # three different yes/no questions about the clip's last 4 s
+        assert len({q.question for q in a.qas}) == 3 and {q.answer for q in a.qas} <= {"yes", "no"}
+        assert 4 <= len(a.frames()) <= 12
     if task == "sample":  # one question of each kind, as sample_video prints them
         assert len({q.kind for q in a.qas}) == len(a.qas) >= 4
 

@@ -50,6 +50,7 @@ class TrainConfig:
     long_questions: int = 1  # questions about one long clip, asked one after the other
     presence_batch: int = 8  # clips per presence batch, one yes/no presence question each (stage P)
     presence_frames: tuple[int, int] = (4, 12)
+    presence_questions: int = 3  # presence questions per clip, asked one after the other
     kind_weights: str = ""  # e.g. "when=8,after=2": draw weights of video question templates, each replacing
     # its weight in train.data.CLIP_KIND_WEIGHTS (templates named nowhere weigh 1)
     splice_branches: int = 12  # spliced batches: event sets spliced into one background video of long_frames[1] frames
@@ -70,7 +71,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("threads", "a_batch", "b_batch", "clip_batch", "splice_branches", "lora_rank", "save_every", "log_every", "long_events",
-                     "frame_questions", "clip_questions", "long_questions", "presence_batch"):
+                     "frame_questions", "clip_questions", "long_questions", "presence_batch", "presence_questions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if not self.schedule or set(self.schedule) - set(BATCH_KINDS):

@@ -130,10 +130,11 @@ def clip_example(
     return encode(adapter, script, list(script.frames(1.0)), pick_questions(rng, script, n_questions, weights), kind)
 
 
-def presence_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 12), max_events: int = 2) -> Example:
-    """A clip at 1 fps (0 to `max_events` events of 1-5 s, cut from anywhere in a 5-minute video) and one
-    presence question about its last 4 s ("Is there a red circle on screen?" -> yes / no), asked right after
-    the frames as a standing question is (`world.presence`)."""
+def presence_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 12), max_events: int = 2,
+                     n_questions: int = 3) -> Example:
+    """A clip at 1 fps (0 to `max_events` events of 1-5 s, cut from anywhere in a 5-minute video) and up to
+    `n_questions` different presence questions about its last 4 s ("Is there a red circle on screen?" ->
+    yes / no, `world.presence`), asked one after the other."""
     rng = random.Random(seed * 7 + 4)
     n = rng.randint(*n_frames)
     start = rng.randint(0, 300 - n)
@@ -141,7 +142,13 @@ def presence_example(adapter, seed: int, n_frames: tuple[int, int] = (4, 12), ma
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 5) if n >= 6 * n_events else (1, 1),
                            start_s=start)  # fmt: skip
     frames = list(script.frames(1.0))
-    return encode(adapter, script, frames, [presence_qa(rng, script, frames[-1].time_s)], "presence")
+    qas: dict[str, QA] = {}
+    for _ in range(4 * n_questions):
+        qa = presence_qa(rng, script, frames[-1].time_s)
+        qas.setdefault(qa.question, qa)
+        if len(qas) == n_questions:
+            break
+    return encode(adapter, script, frames, list(qas.values()), "presence")
 
 
 def spliced_example(

@@ -241,7 +241,8 @@ class Trainer:
         """A fresh batch of `kind` ("frame", "clip", "long" or "presence")."""
         cfg = self.cfg
         if kind == "presence":
-            return [presence_example(self.adapter, self.seed(), cfg.presence_frames) for _ in range(cfg.presence_batch)]
+            return [presence_example(self.adapter, self.seed(), cfg.presence_frames, n_questions=cfg.presence_questions)
+                    for _ in range(cfg.presence_batch)]
         if kind == "long":
             return [clip_example(self.adapter, self.seed(), cfg.long_frames, max_events=cfg.long_events, event_s=(2, 4),
                                  n_questions=cfg.long_questions, kind=kind, weights=self.kind_weights)]  # fmt: skip

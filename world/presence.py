@@ -79,7 +79,7 @@ def presence_qa(rng: random.Random, script: SceneScript, t: float, fps: float = 
     by_digit = rng.random() < 0.5
     shown = [p.obj for s in window_times(script, t, fps) for p in script.visible(s)]
     earlier = [e.obj for e in script.seen_events(fps) if e.obj not in shown and e.start_s <= t]
-    if shown and rng.random() < 0.75:  # (about half the windows show nothing)
+    if shown and rng.random() < 0.9:  # (about half the windows show nothing)
         lookout = Lookout.of(rng.choice(shown), by_digit)
     else:
         pool = shown + earlier
