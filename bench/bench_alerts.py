@@ -116,12 +116,16 @@ def summarise(rows: list[dict], hours: float) -> dict:
     }
 
 
-def measure_quality(adapter, args) -> list[dict]:
+def measure_quality(adapter, args, on_row=None, into: dict | None = None) -> list[dict]:
+    """Every world x policy configuration; `on_row()` is called after each one, with the results so far in
+    `into["quality"]`."""
     import random
 
     from streamer.world.scene import Realism, random_script
 
     results = []
+    if into is not None:
+        into["quality"] = results
     configs = [(p, b) for p in args.policies.split(",") for b in ([None] if p == "full" else [args.budget])]
     for world in args.worlds.split(","):
         for policy, budget in configs:
@@ -139,6 +143,8 @@ def measure_quality(adapter, args) -> list[dict]:
             results.append({"world": world, "policy": policy, "budget": budget, "seconds": args.seconds,
                             **summarise(rows, len(rows) * args.seconds / 3600), "rows": rows})
             print(line(results[-1]), flush=True)
+            if on_row:
+                on_row()
     return results
 
 
@@ -227,13 +233,16 @@ def main() -> None:
 
     adapter = load_tiny(weights=args.weights) if args.weights else load_model(args.model)
     out = {"model": args.model, "weights": str(args.weights or "committed"), "budget": args.budget}
+    save = lambda: write_json("alerts", out, started, path=args.out)  # noqa: E731  (after each part: a long run keeps what it did)
+    if args.cost:
+        out["cost"] = [measure_cost(adapter, args.model, [0, 1, 2, 4, 8], 12, args.budget)]
+        save()
     if args.videos:
-        out["quality"] = measure_quality(adapter, args)
+        out["quality"] = measure_quality(adapter, args, on_row=save, into=out)
     if args.empty_seconds:
         out["empty"] = measure_empty(adapter, args)
         print(f"empty: {out['empty']['false']} false alerts in {args.empty_seconds:.0f} s", flush=True)
-    if args.cost:
-        out["cost"] = [measure_cost(adapter, args.model, [0, 1, 2, 4, 8], 12, args.budget)]
+        save()
     if args.cost_real:
         import tempfile
 
@@ -246,7 +255,7 @@ def main() -> None:
     for c in out.get("cost", []):
         print(f"cost {c['model']}: ingest {c['ingest_s']:.2f} s per chunk, {c['per_question_s']:.3f} s per question; "
               f"{c['watches_keeping_up_at_1fps']} keep up at 1 fps", flush=True)
-    write_json("alerts", out, started, path=args.out)
+    save()
 
 
 if __name__ == "__main__":

@@ -615,7 +615,7 @@ def section_alerts() -> dict:
              f"{q['right']}/{q['occurrences']} = {q['recall']:.2f} {ci(q['recall_ci'])}", f"{q['f1']:.2f}",
              f"{q['delay_median_s']} / {q['delay_p95_s']}", f"{q['false']}: {q['false_per_hour']:.1f} {ci(q['false_per_hour_ci'])}"]
             for q in data.get("quality", [])]
-    e = data.get("empty")
+    e = data.get("empty") or (common.read_json("alerts_empty") or {}).get("empty")
     if e:
         rows.append([e["world"], f"{e['policy']} {e['budget']}", f"{e['seconds'] / 3600:.1f} h, {len(e['questions'])} questions",
                      "", "", "", "", f"{e['false']}: {e['false_per_hour']:.1f} {ci(e['false_per_hour_ci'])}"])
