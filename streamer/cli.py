@@ -14,6 +14,8 @@ a stdout that cannot take the answers (`> /dev/full`), one line on stderr, no tr
 while the modules import; 141 stdout was closed (`streamer ... | head -c 5`): a quiet stop.
 """
 
+from __future__ import annotations
+
 import sys
 
 if __name__ == "__main__":  # python -m streamer.cli: run_main imports this module again, with Ctrl-C handled
@@ -27,6 +29,7 @@ import logging
 import math
 import re
 import time
+from typing import TYPE_CHECKING
 
 from streamer.entry import run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
@@ -35,11 +38,12 @@ from streamer.models.runtime import LoadSettings
 from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
 )
-from streamer.replay import replay
-from streamer.session import StreamSession
 from streamer.shared_types import format_timestamp
 from streamer.text import check_question, printable
 from streamer.watch import Alert
+
+if TYPE_CHECKING:  # the session pulls in transformers (seconds): run() imports it after the arguments are checked
+    from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +111,6 @@ def schedule(questions: list[str], ats: list[float]) -> list[tuple[float, str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamer.models.registry import load_model  # heavy import, after argument errors are out of the way
-
     # every check before any work: argparse did the ranges; these are the checks that need several options
     load = LoadSettings(args.model, args.device, args.dtype)
     window_config(args)
@@ -121,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     sampler = SamplerConfig(fps=args.fps, start_s=args.start, end_s=args.end, max_side=args.max_side,
                             chunk_frames=args.chunk_frames, realtime=args.realtime)  # the source is opened below
     source = open_source(args.video, backend=args.backend)
+    from streamer.models.registry import load_model  # heavy imports (seconds), after the user's errors are out
+    from streamer.replay import replay
+    from streamer.session import StreamSession
+
     adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype)
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from streamer.video.skip import SkipConfig
 from streamer.text import printable
 from streamer.kv_merge import MERGE_MODES
-from streamer.kv_config import DEFAULT_POLICY
 from streamer.kv_scorers import SCORERS
-from streamer.kv_window import POLICIES, WindowConfig
+from streamer.kv_config import DEFAULT_POLICY, POLICIES, WindowConfig
 
 # control characters but newline and tab, bidirectional overrides and lone surrogates
 class OneLineParser(argparse.ArgumentParser):

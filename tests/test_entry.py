@@ -43,6 +43,21 @@ def test_ctrl_c_while_the_modules_import_is_one_line_and_130(module):
     assert code == 130 and messages == ["interrupted"], (code, messages[-5:])
 
 
+def test_the_cli_checks_its_arguments_before_the_heavy_imports(tmp_path):
+    """`--help`, a bad option and a missing file are answered before transformers (seconds) is imported."""
+    probe = textwrap.dedent('''
+        import sys
+        from streamer import cli
+        try:
+            cli.run(cli.build_parser().parse_args([sys.argv[1], "--budget", "512"]))
+        except Exception as err:
+            print(type(err).__name__, "transformers" in sys.modules)
+    ''')
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "missing.mp4")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["SourceNotFoundError", "False"], out.stderr
+
+
 @pytest.fixture
 def program(tmp_path, monkeypatch):
     """A throwaway program module for run_main: it prints a line, then does what $DO says."""
