@@ -12,13 +12,13 @@ frames arriving meanwhile wait instead of splitting the answer.
 Not here: reading video (`frames.py`), prompt formats (`models/`), cache policy (`kv_window.py`).
 """
 
+import contextlib
 import contextvars
 import logging
 import math
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psutil
 import torch
@@ -27,8 +27,9 @@ from streamer.video.skip import SkipConfig, FrameSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, check_number
 from streamer.video.frame import Chunk
 from streamer.text import check_question
-from streamer.shared_types import Adapter, Conversation, Modality
+from streamer.shared_types import Adapter, Conversation, Modality, Turn
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
+from streamer.viewers import Viewer
 from streamer.watch import ANSWER_TOKENS, Watcher, Watching
 
 log = logging.getLogger(__name__)
@@ -49,15 +50,6 @@ def _check_not_reading(lock) -> None:
     if any(held is lock and active[0] for held, active in _reading.get()):
         raise BusyError("an answer is still being read: read it to the end or close() it before asking, "
                         "feeding frames or resetting")
-
-
-@dataclass
-class Turn:
-    """One question and its answer, with the video time it was asked at."""
-
-    question: str
-    answer: str
-    video_time_s: float
 
 
 class StreamSession(Watching):
@@ -167,14 +159,15 @@ class StreamSession(Watching):
             self.watcher.remove(question.strip())
 
 
-    def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0) -> Iterator[str]:
+    def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0,
+            viewer: Viewer | None = None) -> Iterator[str]:
         """Answer `question` from what the cache holds now; returns an iterator of text pieces.
 
         Everything that can be refused is refused by this call, before it returns and before anything
         touches the cache: `QuestionError` for text that is not a question (see `check_question`),
         `ConfigError` for bad generation settings, `BudgetError` for a question that does not fit.
         Generation runs, under `lock`, as the iterator is consumed. The question and the answer stay in
-        the cache as text (multi-turn).
+        the cache as text (multi-turn), unless a `viewer` of `fork()` asks: then they are taken back.
         """
         question = check_question(question)
         _check_generation(max_new_tokens, temperature)
@@ -182,20 +175,27 @@ class StreamSession(Watching):
         with self.lock:
             asked_at = self.conv
             prompt = self._question_prompt(question, max_new_tokens)
-        return self._generate(question, prompt, asked_at, max_new_tokens, temperature)
+        return self._generate(question, prompt, asked_at, max_new_tokens, temperature, viewer)
+
+    def fork(self) -> Viewer:
+        """A viewer of this stream with a chat of its own (see `streamer.viewers`)."""
+        return Viewer(self)
 
     def _generate(self, question: str, prompt, asked_at: Conversation, max_new_tokens: int,
-                  temperature: float) -> Iterator[str]:
-        with self.lock:
-            if self.conv != asked_at:  # frames came in between: the turn's opening differs
+                  temperature: float, viewer: Viewer | None) -> Iterator[str]:
+        with self.lock, (self._aside() if viewer else contextlib.nullcontext()):
+            if viewer is not None:
+                viewer.recall()  # its earlier turns, aside like the rest
+            if self.conv != asked_at:  # frames (or a viewer's turns) came in between: the opening differs
                 prompt = self._question_prompt(question, max_new_tokens)
             else:  # the cache may have grown meanwhile
                 self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
-            turn = Turn(question, "", self.video_time_s)
-            self.history.append(turn)
-            logits = self._forward(prompt)
+            history = viewer.history if viewer is not None else self.history
             ids: list[int] = []
-            gen = torch.Generator().manual_seed(len(self.history))
+            turn = Turn(question, "", self.video_time_s, ids)
+            history.append(turn)
+            logits = self._forward(prompt)
+            gen = torch.Generator().manual_seed(len(history))
             active = [True]  # False once the answer is over, wherever the iterator was finished
             _reading.set(tuple(e for e in _reading.get() if e[1][0]) + ((self.lock, active),))
             try:

@@ -1,6 +1,6 @@
 """The types that the session, the cache and the model adapters share.
 
-What a cached token is (`Modality`), where a chat stands (`Phase`, `Conversation`), one model step's
+What a cached token is (`Modality`), where a chat stands (`Phase`, `Conversation`, `Turn`), one model step's
 input with its per-token tags (`Prompt`, built from `Segment`s; `MRopeLayout` for 3-D positions) and the
 one video-time format of the prompts (`format_timestamp`), and what the session and the UI use of a model
 adapter (`Adapter`). Both sides import this module; it imports nothing of the project.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -38,6 +38,16 @@ class Phase(enum.Enum):
     USER = "user"  # a user turn is open (frames and/or nothing else yet)
     ASSISTANT = "assistant"  # a generation prefix was fed; the answer is being / has been generated
     CLOSED = "closed"  # the assistant turn was closed by answer_end(): the next prompt opens a user turn
+
+
+@dataclass
+class Turn:
+    """One question and its answer, with the video time it was asked at (and the answer's token ids)."""
+
+    question: str
+    answer: str
+    video_time_s: float
+    ids: list[int] = field(default_factory=list, repr=False)
 
 
 @dataclass(frozen=True)

@@ -254,3 +254,26 @@ def world_chunks(seconds: int = 24, per_chunk: int = 4):
     frames = list(script.frames(1.0))
     return script, [Chunk(tuple(frames[i:i + per_chunk]), i // per_chunk) for i in range(0, len(frames), per_chunk)]
 
+
+def cache_state(session) -> list:
+    """Every tensor and number each layer of a `StreamSession`'s cache holds (store slots past a layer's end
+    excluded)."""
+    import torch
+
+    state = []
+    for layer in session.cache.layers:
+        state.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in vars(layer).items()
+                      if not k.startswith("_") and k not in ("cut", "turns", "inv_freq", "cfg", "comp", "observing")})
+    return state
+
+
+def assert_same_state(a: list, b: list) -> None:
+    import torch
+
+    for la, lb in zip(a, b, strict=True):
+        assert la.keys() == lb.keys()
+        for k in la:
+            if isinstance(la[k], torch.Tensor):
+                torch.testing.assert_close(la[k], lb[k], rtol=0, atol=0, equal_nan=True, msg=k)
+            else:
+                assert la[k] == lb[k], k

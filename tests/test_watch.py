@@ -4,7 +4,7 @@ debounced, refused like questions; what an alert carries."""
 import pytest
 import torch
 
-from conftest import VARIANTS, window, world_chunks
+from conftest import VARIANTS, assert_same_state, cache_state, window, world_chunks
 from streamer.errors import BudgetError, ConfigError, QuestionError
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
@@ -22,25 +22,6 @@ def adapter():
 @pytest.fixture(scope="module")
 def tiny():
     return load_model("tiny")
-
-
-def cache_state(session: StreamSession) -> list:
-    """Every tensor and number a layer of the cache holds (store slots past a layer's end excluded)."""
-    state = []
-    for layer in session.cache.layers:
-        state.append({k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in vars(layer).items()
-                      if not k.startswith("_") and k not in ("cut", "turns", "inv_freq", "cfg", "comp", "observing")})
-    return state
-
-
-def assert_same_state(a: list, b: list) -> None:
-    for la, lb in zip(a, b, strict=True):
-        assert la.keys() == lb.keys()
-        for k in la:
-            if isinstance(la[k], torch.Tensor):
-                torch.testing.assert_close(la[k], lb[k], rtol=0, atol=0, equal_nan=True, msg=k)
-            else:
-                assert la[k] == lb[k], k
 
 
 @pytest.mark.parametrize("policy,merge", VARIANTS[:3] + [("combined", "weighted")])
