@@ -30,8 +30,10 @@ import threading
 import time
 
 from streamer.app.state import UiSettings, UserSession
+from streamer.batching import Batcher
 from streamer.errors import StreamerError
 from streamer.kv_window import WindowConfig
+from streamer.rope import is_mrope
 from streamer.session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,15 @@ class ClosedPageError(StreamerError):
 
 
 class SessionRegistry:
-    """User sessions by Gradio session_hash; one model adapter and one model lock shared by all."""
+    """User sessions by Gradio session_hash, all on one model adapter: each session has its own lock and one
+    `Batcher` runs the decoding steps of those answering at once together; a model it cannot batch (M-RoPE)
+    gets one model lock shared by all sessions instead (they take turns)."""
 
     def __init__(self, adapter, window: WindowConfig, settings: UiSettings, clock=time.monotonic):
         self.adapter, self.window, self.settings = adapter, window, settings
         self.clock = clock  # monotonic seconds, for every timeout here (tests pass a fake one)
-        self.model_lock = threading.Lock()  # plain Lock: an answer may be resumed from another thread
+        self.batcher = None if is_mrope(adapter.model.config) else Batcher(adapter.model)
+        self.model_lock = None if self.batcher else threading.Lock()  # plain Lock: an answer may resume elsewhere
         self._users: dict[str, UserSession] = {}
         self._closed: dict[str, float] = {}  # key or tab id -> when its session was dropped (not to be revived)
         self._pages: dict[str, str] = {}  # key -> tab id of a page without a session yet (bounded, oldest out)
@@ -73,8 +78,9 @@ class SessionRegistry:
                 raise ClosedPageError(SESSION_ENDED)
             if user is None and create:
                 self._make_room(client)  # fail fast, before building a session
-        if user is None and create:  # built outside the registry lock: it waits for the model lock
-            session = StreamSession(self.adapter, self.window, lock=self.model_lock, skip=self.settings.skip)
+        if user is None and create:  # built outside the registry lock: it may wait for the model lock
+            session = StreamSession(self.adapter, self.window, lock=self.model_lock, skip=self.settings.skip,
+                                    batcher=self.batcher)
             with self._lock:
                 user = self._users.get(key)
                 if user is None:

@@ -17,6 +17,7 @@ Deliberately not here: the cache and its layers (`kv_window.py`, `kv_layer.py`),
 """
 
 import threading
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
@@ -39,12 +40,24 @@ class _Observer(threading.local):
 _observer = _Observer()
 
 
+@dataclass
+class Rows:
+    """Keys or values of a batch of caches (`streamer.kv_batch.BatchCache`) for one layer: each row's whole
+    cache, the row's cache layer, and the layer to observe (None: that row's pass is not scored)."""
+
+    tensors: list[torch.Tensor]
+    layers: list
+    observed: list
+
+
 def window_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
     """SDPA for the output; then the cache layer that was just updated scores its tokens and compresses.
 
     query: (B, Hq, Q, D); key, value: (B, Hkv, T, D) the whole cache of this layer. A layer whose length
     differs from the one the model built its mask for (adaptive budgets) gets its own causal mask, and
-    its queries move by the layer's `shift` like its new keys did."""
+    its queries move by the layer's `shift` like its new keys did. A batch of caches (`Rows`): each row alone."""
+    if isinstance(key, Rows):
+        return _each_row(module, query, key, value, scaling, **kwargs), None
     layer = _observer.layer
     ours = layer is not None and getattr(module, "layer_idx", None) == layer.layer_idx
     if ours:
@@ -65,6 +78,19 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
     if ours:
         layer.observe(query, scaling)
     return out, weights
+
+
+def _each_row(module, query, key: Rows, value: Rows, scaling, **kwargs) -> torch.Tensor:
+    """Row b of the batch against its own cache, as a pass of that cache alone; (B, Q, Hq, Dv)."""
+    outs = []
+    for b, (keys, values, layer, observed) in enumerate(zip(key.tensors, value.tensors, key.layers, key.observed)):
+        q = query[b:b + 1]
+        if observed is None and layer.shift:  # an observed layer turns its queries itself
+            q = rotate(q, layer.shift, layer.inv_freq)
+        _observer.layer = observed
+        mask = _causal_mask(q.shape[2], keys.shape[-2], keys.device)
+        outs.append(window_attention(module, q, keys, values, mask, scaling, **kwargs)[0])
+    return torch.cat(outs, dim=0)
 
 
 def _can_fuse(layer: KVWindowLayer, query: torch.Tensor, kwargs: dict) -> bool:

@@ -5,9 +5,9 @@ from whatever the cache holds (`ask`), and keeps going: earlier questions and an
 as text, and frames can keep arriving after a question. `stats()` reports what the cache holds and what
 the process costs, measured (KV bytes of the stored tensors, process RSS), not estimated.
 
-Threads: every model call runs under `lock`. Sessions that share one model (the web UI) share one lock,
-so two users never interleave their forward passes; an answer holds the lock until it is complete, so
-frames arriving meanwhile wait instead of splitting the answer.
+Threads: every model call runs under `lock`; an answer holds it until it is complete, so frames arriving
+meanwhile wait instead of splitting the answer. Sessions of one model either share one lock (they take
+turns) or each has its own and a shared `Batcher` runs their decoding steps together (`streamer.batching`).
 
 Not here: reading video (`frames.py`), prompt formats (`models/`), cache policy (`kv_window.py`).
 """
@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import psutil
 import torch
 
+from streamer.batching import Batcher
 from streamer.video.skip import SkipConfig, FrameSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, check_number
 from streamer.video.frame import Chunk
@@ -55,7 +56,8 @@ def _check_not_reading(lock) -> None:
 class StreamSession(Watching):
     """Feeds a stream into a model under a fixed KV budget and answers questions about it."""
 
-    def __init__(self, adapter: Adapter, window: WindowConfig | None = None, lock=None, skip: SkipConfig | None = SkipConfig()):
+    def __init__(self, adapter: Adapter, window: WindowConfig | None = None, lock=None,
+                 skip: SkipConfig | None = SkipConfig(), batcher: Batcher | None = None):
         if not isinstance(window, WindowConfig | None):
             raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
         if not isinstance(skip, SkipConfig | None):
@@ -67,6 +69,7 @@ class StreamSession(Watching):
         self.skipper = FrameSkipper(skip) if skip is not None else None
         # a plain Lock, shared by sessions of one model: an answer's generator may resume in another thread
         self.lock = lock or threading.Lock()
+        self.batcher = batcher  # decoding steps batched with other sessions' (`streamer.batching`)
         use_window_attention(adapter.model)
         self.cache = self._new_cache(self.window)
         self._process = psutil.Process()
@@ -245,21 +248,17 @@ class StreamSession(Watching):
         budget = self.window.budget
         room = budget - self.window.n_sink - self.window.resolved.recent if budget is not None else None
         if room is not None and prompt.n_tokens > room:
-            raise BudgetError(
-                f"the question takes {prompt.n_tokens} tokens but the KV budget of {budget} leaves room for "
-                f"{room}; shorten the question or raise --budget"
-            )
+            raise BudgetError(f"the question takes {prompt.n_tokens} tokens but the KV budget of {budget} leaves "
+                              f"room for {room}; shorten the question or raise --budget")
         self._check_room(prompt.n_tokens + max_new_tokens, "this question and its answer")
         return prompt
 
     def _check_room(self, n_tokens: int, what: str) -> None:
         limit = self.cache.max_positions
         if limit and self.cache.next_position() + n_tokens > limit:
-            raise BudgetError(
-                f"{what} would pass the model's {limit} positions with the cache at "
-                f"{self.cache.next_position()} tokens; use a bounded policy (--policy combined) or a "
-                "smaller --budget"
-            )
+            raise BudgetError(f"{what} would pass the model's {limit} positions with the cache at "
+                              f"{self.cache.next_position()} tokens; use a bounded policy (--policy combined) "
+                              "or a smaller --budget")
 
     def _forward(self, prompt, probe: bool = False) -> torch.Tensor:
         inputs, modality, times, n_probe = prompt.inputs, prompt.modality, prompt.times, 0
@@ -275,6 +274,10 @@ class StreamSession(Watching):
         return logits
 
     def _forward_ids(self, ids: list[int]) -> torch.Tensor:
+        if self.batcher is not None and len(ids) == 1:  # a decoding step: with the other sessions' steps
+            logits = self.batcher.step(self.cache, ids[0])
+            self.peak_kv_bytes = max(self.peak_kv_bytes, self.cache.kv_bytes())
+            return logits
         position_ids = self.cache.tag(torch.zeros(len(ids)))  # plain text; M-RoPE models need the positions
         inputs = {"input_ids": torch.tensor([ids])}
         return self._run(inputs if position_ids is None else {**inputs, "position_ids": position_ids})

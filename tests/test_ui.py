@@ -179,7 +179,8 @@ def test_two_clients_keep_separate_sessions(app, videos):
     assert clients["a"].session_hash != clients["b"].session_hash
     sessions = [demo.registry.get(c.session_hash, create=False) for c in clients.values()]
     assert sessions[0].session is not sessions[1].session
-    assert sessions[0].session.lock is sessions[1].session.lock is demo.registry.model_lock
+    assert sessions[0].session.lock is not sessions[1].session.lock  # each its own; decoding steps batched:
+    assert sessions[0].session.batcher is sessions[1].session.batcher is demo.registry.batcher is not None
 
 
 def test_the_page_picks_the_policy_and_budget_for_the_next_video(app, videos):
@@ -339,7 +340,7 @@ def test_registry_refuses_when_full_and_recycles_unused_sessions(adapter):
     first.last_active -= 40  # unused past empty_timeout_s (no page polls it): its slot may be taken
     third = registry.get("third")
     assert len(registry) == 2 and registry.get("first", create=False) is None
-    assert third.session.lock is registry.model_lock and first.session is not third.session
+    assert third.session.batcher is registry.batcher and first.session is not third.session
     registry.get("fourth")  # `third` holds no video: a newcomer takes its slot at once, in use or not
     assert registry.get("third", create=False) is None and len(registry) == 2
     assert registry.get("second", create=False) is second  # the session with a video was never recycled

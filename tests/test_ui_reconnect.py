@@ -208,4 +208,4 @@ def test_an_api_client_that_hangs_up_after_one_event(app, tmp_path):
         for question in ("second?", "third?"):
             seen = ask(question)
             assert seen[-2] == "event: complete" and question in seen[-1], seen[-2:]
-    assert not user.answering.locked() and not demo.registry.model_lock.locked()
+    assert not user.answering.locked() and not user.session.lock.locked()
