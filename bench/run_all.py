@@ -17,7 +17,6 @@ parts that `quality.py --merge` pooled and the dated experiment logs are in docs
 """
 
 import argparse
-import re
 import string
 import subprocess
 import sys
@@ -513,25 +512,12 @@ def matrix_stems() -> list[str]:
     return list(MATRIX_SOURCES) + sorted(p.stem for p in common.RESULTS.glob("quality_stage_w2_matrix_*.json"))
 
 
-def short_command(data: dict) -> str:
-    """The command that ran (a pooled file's first part: its `--merge` command only names the parts), without
-    the interpreter and `--out`."""
-    cmd = (data.get("merged_from") or [data["command"]])[0]
-    return re.sub(r" --out \S+", "", cmd.replace(".venv/bin/python bench/", ""))
-
-
-def matrix_options(data: dict) -> str:
-    """What a matrix file's command adds to `quality.py --tasks needle --videos 20 --first 0 --threads 1`."""
-    cmd = re.sub(r"^quality\.py| --threads \d| --tasks needle", "", short_command(data))
-    return cmd.replace(" --videos 20 --first 0", "").strip() or "(full cache, clean)"
-
-
 def section_matrix() -> dict:
     cells, dates, files = {}, [], []
     for stem in matrix_stems():
         data = load(stem)
         dates.append(data["machine"]["date"][:16])
-        files.append([f"`{stem}`", date(data), f"`{matrix_options(data)}`"])
+        files.append(stem)
         for r in data["results"]:
             if MATRIX_SOURCES.get(stem) and r["policy"] not in MATRIX_SOURCES[stem]:
                 continue
@@ -548,7 +534,8 @@ def section_matrix() -> dict:
         rows += [[world, name] + [cells[(world, name, c)][1] if (world, name, c) in cells else "" for c in cols] for name in names]
     values = {"matrix_first": min(dates).replace("T", " "), "matrix_last": max(dates).replace("T", " "),
               "matrix_table": table(["world", "configuration"] + cols, rows),
-              "matrix_files": table(["file", "UTC", "options"], files)}
+              "matrix_files": f"{len(files)} result files, each holding its command: " + ", ".join(f"`{f}`" for f in files[:2])
+              + f" and {len(files) - 2} more `quality_stage_w2_*.json` in `bench/results/`."}
     values.update(matrix_summary(cells))
     return values
 
@@ -634,9 +621,31 @@ def section_alerts() -> dict:
     }
 
 
+def section_many() -> dict:
+    b, v = load("batching"), load("viewers")
+    first = lambda r, k: f"{r[k]['median']:.2f} / {r[k]['max']:.2f}"  # noqa: E731
+    rows = [[r["sessions"], f"{r['serial_tokens_per_s']:.1f}", f"{r['batched_tokens_per_s']:.1f}", f"{r['speedup']:.2f}x",
+             first(r, "serial_first_token_s"), first(r, "batched_first_token_s"), r["mean_batch"],
+             f"{r['same_answers']}/{r['sessions']}"] for r in b["rows"]]
+    vrows = [[r["viewers"], f"{r['ingest_s']:.1f}", f"{r['question_s']:.2f}", f"{r['peak_kv_bytes'] / 2**20:.1f}",
+              f"{r['rss_bytes'] / 2**30:.2f}"] for r in v["shared"]]
+    vrows += [[f"{r['sessions']} separate sessions", f"{r['ingest_s']:.1f}", "", f"{r['kv_bytes'] / 2**20:.1f}", ""]
+              for r in v["separate"]]
+    eight = next((r for r in b["rows"] if r["sessions"] == 8), b["rows"][-1])
+    return {
+        "batching_header": header(b) + f"Model `{b['model']}`, `combined` at {b['budget']}, {b['tokens']} answer tokens each.",
+        "batching_table": table(["sessions", "serial tokens/s", "batched tokens/s", "speedup", "serial first token s (median / max)",
+                                 "batched first token s (median / max)", "mean batch", "same answers"], rows),
+        "viewers_header": header(v) + f"Model `{v['model']}`, `combined` at {v['budget']}, a {v['seconds']} s stream.",
+        "viewers_table": table(["viewers", "stream ingest s", "s per question", "peak KV MiB", "RSS GiB"], vrows),
+        "many_answer": (f"8 sessions: {eight['speedup']:.2f}x the serial tokens/s; 16 viewers: ingest "
+                        f"{v['ingest_ratio_at_most']:.2f}x one viewer's, KV {v['kv_ratio_at_most']:.2f}x"),
+    }
+
+
 SECTIONS = [section_memory, section_decode, section_ingest, section_needle, section_captions, section_table,
             section_real_models, section_profile, section_equivalence, section_retrieval, section_quality,
-            section_skip, section_matrix, section_alerts]
+            section_skip, section_matrix, section_alerts, section_many]
 
 
 def report() -> str:
