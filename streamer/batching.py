@@ -6,13 +6,12 @@ model's weights are read once per step for all of them, each row against its own
 session alone would (to float32 rounding). A session given a batcher has its own lock instead of the
 model's: its chunks and question prompts run in its own thread, its decoding steps go through here.
 
-One worker thread per batcher; a step waits at most `gather_s` for others to join once one is pending,
-and a batch holds at most `max_batch` rows.
+One worker thread per batcher while steps come (it ends after `IDLE_S` without one); a step waits at most
+`gather_s` for others to join once one is pending, and a batch holds at most `max_batch` rows.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 import time
@@ -24,7 +23,7 @@ from streamer.errors import ConfigError, check_number
 from streamer.kv_batch import batched_pass
 from streamer.rope import is_mrope
 
-log = logging.getLogger(__name__)
+IDLE_S = 30.0  # a worker with no step for this long ends (the next step starts another)
 
 
 class Batcher:
@@ -39,16 +38,28 @@ class Batcher:
         self.model, self.max_batch, self.gather_s = model, max_batch, gather_s
         self.batches = self.rows = 0  # passes run, steps served (rows / batches: the mean batch)
         self._pending: queue.Queue = queue.Queue()
-        threading.Thread(target=self._work, name="batcher", daemon=True).start()
+        self._guard = threading.Lock()
+        self._worker: threading.Thread | None = None  # started by the first step, ends after IDLE_S without one
 
     def step(self, cache, token: int) -> torch.Tensor:
         done: Future = Future()
-        self._pending.put((cache, token, done))
+        with self._guard:
+            self._pending.put((cache, token, done))
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
+                self._worker.start()
         return done.result()
 
     def _work(self) -> None:
         while True:
-            batch = [self._pending.get()]
+            try:
+                batch = [self._pending.get(timeout=IDLE_S)]
+            except queue.Empty:
+                with self._guard:  # a step queued meanwhile would find no worker: look again under the guard
+                    if self._pending.empty():
+                        self._worker = None
+                        return
+                continue
             deadline = time.perf_counter() + self.gather_s
             while len(batch) < self.max_batch:
                 try:

@@ -80,3 +80,18 @@ def test_a_batcher_refuses_bad_settings(adapter):
         Batcher(adapter.model, max_batch=0)
     with pytest.raises(ConfigError, match="gather_s"):
         Batcher(adapter.model, gather_s=-1)
+
+
+def test_the_worker_ends_when_idle_and_the_next_step_starts_one(adapter, monkeypatch):
+    import streamer.batching
+
+    monkeypatch.setattr(streamer.batching, "IDLE_S", 0.05)
+    batcher = Batcher(adapter.model)
+    s = sessions(adapter, WindowConfig(policy="combined", budget=96), (2,), batcher=batcher)[0]
+    first = s.answer("What is on screen?", max_new_tokens=3)
+    worker = batcher._worker
+    worker.join(10)  # idle: it ends, and lets go of the caches and the model
+    assert not worker.is_alive() and batcher._worker is None
+    rows = batcher.rows
+    assert s.answer("And now?", max_new_tokens=3) and batcher.rows > rows  # a new worker served its steps
+    assert first
