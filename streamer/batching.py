@@ -4,7 +4,8 @@ Sessions that answer at the same time each wait on their next token; a `Batcher`
 the steps that arrive together and runs them as one forward pass (`streamer.kv_batch.batched_pass`): the
 model's weights are read once per step for all of them, each row against its own cache, exactly as that
 session alone would (to float32 rounding). A session given a batcher has its own lock instead of the
-model's: its chunks and question prompts run in its own thread, its decoding steps go through here.
+model's; its own passes (chunks, question prompts) also run on the batcher's worker (`call`), before the
+steps that wait with them, so the model runs one pass at a time with every core.
 
 One worker thread per batcher while steps come (it ends after `IDLE_S` without one); a step waits at most
 `gather_s` for others to join once one is pending, and a batch holds at most `max_batch` rows.
@@ -15,7 +16,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
+from typing import Any
 
 import torch
 
@@ -28,7 +31,7 @@ IDLE_S = 30.0  # a worker with no step for this long ends (the next step starts 
 
 class Batcher:
     """`step(cache, token)` -> the next-token logits (V,) of that cache's session, batched with whatever
-    other steps are waiting."""
+    other steps are waiting; `call(fn)` runs a session's own pass on the same worker."""
 
     def __init__(self, model, max_batch: int = 16, gather_s: float = 0.002):
         check_number("max_batch", max_batch, 1, integer=True)
@@ -42,9 +45,19 @@ class Batcher:
         self._worker: threading.Thread | None = None  # started by the first step, ends after IDLE_S without one
 
     def step(self, cache, token: int) -> torch.Tensor:
+        return self._submit(cache, token)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` (a session's own pass: a question's prompt, a chunk) on the worker, between batches: the model
+        runs one pass at a time with every core instead of several passes fighting over them."""
+        return self._submit(None, fn)
+
+    def _submit(self, cache, what) -> Any:
+        if threading.current_thread() is self._worker:  # from a pass on the worker itself: at once
+            return what() if cache is None else batched_pass(self.model, [cache], torch.tensor([[what]]))[0]
         done: Future = Future()
         with self._guard:
-            self._pending.put((cache, token, done))
+            self._pending.put((cache, what, done))
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name="batcher", daemon=True)
                 self._worker.start()
@@ -66,8 +79,19 @@ class Batcher:
                     batch.append(self._pending.get(timeout=max(0.0, deadline - time.perf_counter())))
                 except queue.Empty:
                     break
-            self._run(batch)
+            self._serve(batch)
             del batch  # a session that is dropped must not stay alive here until the next step
+
+    def _serve(self, batch: list) -> None:
+        for _, fn, done in (item for item in batch if item[0] is None):  # passes of their own first, in order
+            try:
+                with torch.no_grad():
+                    done.set_result(fn())
+            except BaseException as err:  # noqa: BLE001 (the caller gets it)
+                done.set_exception(err)
+        steps = [item for item in batch if item[0] is not None]
+        if steps:
+            self._run(steps)
 
     def _run(self, batch: list) -> None:
         try:

@@ -226,17 +226,13 @@ class StreamSession(Watching):
         """Cache stats plus what the session has done and what the process costs right now."""
         s = self.cache.stats()
         s.update(
-            frames_ingested=self.frames_ingested,
+            frames_ingested=self.frames_ingested, video_time_s=self.video_time_s,
             frames_skipped=self.skipper.skipped if self.skipper is not None else 0,
             skip_static=self.skipper.cfg.min_area if self.skipper is not None else None,  # None: every frame fed
-            video_time_s=self.video_time_s,
             ingest_seconds=round(self.ingest_seconds, 3),
             watch_seconds=round(self.watch_seconds, 3),  # part of ingest_seconds: the standing questions
-            watches=len(self.watches),
-            peak_kv_bytes=self.peak_kv_bytes,
-            rss_bytes=self._process.memory_info().rss,
-            turns=len(self.history),
-            model=self.adapter.name,
+            watches=len(self.watches), peak_kv_bytes=self.peak_kv_bytes,
+            rss_bytes=self._process.memory_info().rss, turns=len(self.history), model=self.adapter.name,
         )
         return s
 
@@ -282,8 +278,11 @@ class StreamSession(Watching):
         inputs = {"input_ids": torch.tensor([ids])}
         return self._run(inputs if position_ids is None else {**inputs, "position_ids": position_ids})
 
+    def _run(self, inputs: dict) -> torch.Tensor:  # with a batcher: on its worker, one pass at a time
+        return self._pass(inputs) if self.batcher is None else self.batcher.call(lambda: self._pass(inputs))
+
     @torch.no_grad()
-    def _run(self, inputs: dict) -> torch.Tensor:
+    def _pass(self, inputs: dict) -> torch.Tensor:
         model = self.adapter.model
         inputs = {k: v.to(model.device) for k, v in inputs.items()}
         out = model(**inputs, past_key_values=self.cache, use_cache=True, logits_to_keep=1)

@@ -95,3 +95,24 @@ def test_the_worker_ends_when_idle_and_the_next_step_starts_one(adapter, monkeyp
     rows = batcher.rows
     assert s.answer("And now?", max_new_tokens=3) and batcher.rows > rows  # a new worker served its steps
     assert first
+
+
+def test_a_sessions_own_passes_run_on_the_worker_one_at_a_time(adapter):
+    """`call` runs a pass on the worker (never two at once); a call made from the worker itself runs at once."""
+    batcher = Batcher(adapter.model)
+    running, most = [0], [0]
+
+    def work():
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        threading.Event().wait(0.02)
+        running[0] -= 1
+        return threading.current_thread().name
+
+    threads = [threading.Thread(target=batcher.call, args=(work,)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert most[0] == 1
+    assert batcher.call(lambda: batcher.call(work)) == "batcher"  # no deadlock from within
