@@ -9,11 +9,12 @@ What it holds:
 - `UserSession`: everything one browser tab owns (session, chat messages, feed, stats snapshot); the alerts
   of its standing questions (`StreamSession.watch`) go into its chat as the feed ingests them.
 
-Threads and locks. Every model call (ingest, answer, reset, stats) runs under the registry's model
-lock, so two users never interleave forward passes. A user's `guard` orders "check the feed is still
+Threads and locks. Every model call (ingest, answer, reset, stats) runs under the session's lock (its
+own; the passes of all users go one at a time through the registry's `Batcher`, or, for a model it cannot
+batch, the lock is one model lock shared by all). A user's `guard` orders "check the feed is still
 current, then ingest" against "stop the feed, then reset": a stopped feed never writes into a cache
-that was reset for the next source. Order is always guard -> model lock. The stats shown in the page
-are a snapshot taken under the model lock after each chunk and each answer, so the 1 s refresh never
+that was reset for the next source. Order is always guard -> session lock. The stats shown in the page
+are a snapshot taken under the session lock after each chunk and each answer, so the 1 s refresh never
 waits for the model.
 
 Not here: the sessions by Gradio `session_hash` and who may hold one (`app/sessions.py`), the layout and
@@ -335,7 +336,7 @@ class UserSession:
             self.refresh_stats()
         if warning:
             self.report_error(warning[0].upper() + warning[1:] + ".")
-        time.sleep(0)  # let a waiting question take the model lock between chunks
+        time.sleep(0)  # let a waiting question take the session lock between chunks
         return True
 
     def _take_alerts(self) -> None:
@@ -426,7 +427,7 @@ class UserSession:
         return bool(self.stats.get("frames_ingested")) or (feed is not None and feed.state == "running")
 
     def refresh_stats(self) -> None:
-        """Snapshot the session's stats (under the model lock) and add a point to the history."""
+        """Snapshot the session's stats (under the session lock) and add a point to the history."""
         with self.session.lock:
             stats = self.session.stats()
         self.stats = stats
