@@ -53,9 +53,10 @@ class Batcher:
         return self._submit(None, fn)
 
     def _submit(self, cache, what) -> Any:
-        if threading.current_thread() is self._worker:  # from a pass on the worker itself: at once
-            return what() if cache is None else batched_pass(self.model, [cache], torch.tensor([[what]]))[0]
         done: Future = Future()
+        if threading.current_thread() is self._worker:  # from a pass on the worker itself: served at once
+            self._serve([(cache, what, done)])
+            return done.result()
         with self._guard:
             self._pending.put((cache, what, done))
             if self._worker is None:

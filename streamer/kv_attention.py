@@ -43,10 +43,9 @@ _observer = _Observer()
 @dataclass
 class Rows:
     """Keys or values of a batch of caches (`streamer.kv_batch.BatchCache`) for one layer: each row's whole
-    cache, the row's cache layer, and the layer to observe (None: that row's pass is not scored)."""
+    cache and the row's layer to observe (None: that row's pass is not scored)."""
 
     tensors: list[torch.Tensor]
-    layers: list
     observed: list
 
 
@@ -81,15 +80,13 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
 
 
 def _each_row(module, query, key: Rows, value: Rows, scaling, **kwargs) -> torch.Tensor:
-    """Row b of the batch against its own cache, as a pass of that cache alone; (B, Q, Hq, Dv)."""
+    """Row b of the batch against its own cache, as a pass of that cache alone (its own positions came with
+    the model's `position_ids`); (B, Q, Hq, Dv)."""
     outs = []
-    for b, (keys, values, layer, observed) in enumerate(zip(key.tensors, value.tensors, key.layers, key.observed)):
-        q = query[b:b + 1]
-        if observed is None and layer.shift:  # an observed layer turns its queries itself
-            q = rotate(q, layer.shift, layer.inv_freq)
+    for b, (keys, values, observed) in enumerate(zip(key.tensors, value.tensors, key.observed)):
         _observer.layer = observed
-        mask = _causal_mask(q.shape[2], keys.shape[-2], keys.device)
-        outs.append(window_attention(module, q, keys, values, mask, scaling, **kwargs)[0])
+        mask = _causal_mask(query.shape[2], keys.shape[-2], keys.device)
+        outs.append(window_attention(module, query[b:b + 1], keys, values, mask, scaling, **kwargs)[0])
     return torch.cat(outs, dim=0)
 
 

@@ -34,15 +34,14 @@ class BatchCache(Cache):
         super().__init__(layers=list(caches[0].layers))  # mask sizes of row 0: the attention makes each row's own
 
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
-        keys, values, layers, observed = [], [], [], []
+        keys, values, observed = [], [], []
         for b, cache in enumerate(self.caches):
             k, v = cache.update(key_states[b:b + 1], value_states[b:b + 1], layer_idx)
             keys.append(k)
             values.append(v)
-            layers.append(cache.layers[layer_idx])
             observed.append(_observer.layer)
             _observer.layer = None
-        return Rows(keys, layers, observed), Rows(values, layers, observed)
+        return Rows(keys, observed), Rows(values, observed)
 
     def compress(self) -> None:
         for cache in self.caches:
