@@ -116,16 +116,13 @@ def summarise(rows: list[dict], hours: float) -> dict:
     }
 
 
-def measure_quality(adapter, args, on_row=None, into: dict | None = None) -> list[dict]:
-    """Every world x policy configuration; `on_row()` is called after each one, with the results so far in
-    `into["quality"]`."""
+def measure_quality(adapter, args, on_row=None) -> list[dict]:
+    """Every world x policy configuration; `on_row(results)` is called after each one with the results so far."""
     import random
 
     from streamer.world.scene import Realism, random_script
 
     results = []
-    if into is not None:
-        into["quality"] = results
     configs = [(p, b) for p in args.policies.split(",") for b in ([None] if p == "full" else [args.budget])]
     for world in args.worlds.split(","):
         for policy, budget in configs:
@@ -144,7 +141,7 @@ def measure_quality(adapter, args, on_row=None, into: dict | None = None) -> lis
                             **summarise(rows, len(rows) * args.seconds / 3600), "rows": rows})
             print(line(results[-1]), flush=True)
             if on_row:
-                on_row()
+                on_row(results)
     return results
 
 
@@ -238,7 +235,7 @@ def main() -> None:
         out["cost"] = [measure_cost(adapter, args.model, [0, 1, 2, 4, 8], 12, args.budget)]
         save()
     if args.videos:
-        out["quality"] = measure_quality(adapter, args, on_row=save, into=out)
+        out["quality"] = measure_quality(adapter, args, on_row=lambda rows: (out.update(quality=rows), save()))
     if args.empty_seconds:
         out["empty"] = measure_empty(adapter, args)
         print(f"empty: {out['empty']['false']} false alerts in {args.empty_seconds:.0f} s", flush=True)
