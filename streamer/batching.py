@@ -29,6 +29,11 @@ from streamer.rope import is_mrope
 IDLE_S = 30.0  # a worker with no step for this long ends (the next step starts another)
 
 
+def on_model(batcher: Batcher | None, fn: Callable[[], Any]) -> Any:
+    """`fn()`, a pass of the model: on `batcher`'s worker (one pass at a time) if there is one, else here."""
+    return fn() if batcher is None else batcher.call(fn)
+
+
 class Batcher:
     """`step(cache, token)` -> the next-token logits (V,) of that cache's session, batched with whatever
     other steps are waiting; `call(fn)` runs a session's own pass on the same worker."""

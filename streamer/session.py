@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import psutil
 import torch
 
-from streamer.batching import Batcher
+from streamer.batching import Batcher, on_model
 from streamer.video.skip import SkipConfig, FrameSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, check_number
 from streamer.video.frame import Chunk
@@ -278,8 +278,8 @@ class StreamSession(Watching):
         inputs = {"input_ids": torch.tensor([ids])}
         return self._run(inputs if position_ids is None else {**inputs, "position_ids": position_ids})
 
-    def _run(self, inputs: dict) -> torch.Tensor:  # with a batcher: on its worker, one pass at a time
-        return self._pass(inputs) if self.batcher is None else self.batcher.call(lambda: self._pass(inputs))
+    def _run(self, inputs: dict) -> torch.Tensor:
+        return on_model(self.batcher, lambda: self._pass(inputs))
 
     @torch.no_grad()
     def _pass(self, inputs: dict) -> torch.Tensor:

@@ -158,6 +158,8 @@ class Watching:
     def _side_by_side(self, prompts: list) -> list[torch.Tensor]:
         """The first answer token's logits (V,) of each question prompt, all in one pass over the cache (the
         model's weights are read once: a pass of a few tokens costs about what its weights take to read)."""
+        from streamer.batching import on_model  # here: the CLI imports this module before the model libraries
+
         lengths = [p.n_tokens for p in prompts]
         first = self.cache.next_position()
         positions = torch.cat([torch.arange(first, first + n) for n in lengths])[None]
@@ -165,9 +167,10 @@ class Watching:
         model = self.adapter.model
         with self._aside(), self.cache.asking_aside(lengths), torch.no_grad():
             self.cache.tag(torch.cat([p.modality for p in prompts]), torch.cat([p.times for p in prompts]))
-            out = model(input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
-                        position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
-                        logits_to_keep=ends.to(model.device))
+            out = on_model(self.batcher, lambda: model(
+                input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
+                position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
+                logits_to_keep=ends.to(model.device)))
         return list(out.logits[0].float())
 
     @contextlib.contextmanager

@@ -116,3 +116,20 @@ def test_a_sessions_own_passes_run_on_the_worker_one_at_a_time(adapter):
         t.join(30)
     assert most[0] == 1
     assert batcher.call(lambda: batcher.call(work)) == "batcher"  # no deadlock from within
+
+
+def test_standing_questions_of_a_batched_session_are_those_of_a_solo_one(adapter):
+    """The standing questions' pass goes through the batcher's worker too; every check's confidence is the
+    same as without a batcher."""
+    _, chunks = world_chunks(24)
+    traces = []
+    for batcher in (None, Batcher(adapter.model)):
+        s = StreamSession(adapter, WindowConfig(policy="combined", budget=96), skip=None, batcher=batcher)
+        s.watch("Is there a red circle on screen?")
+        s.watch("Is the digit 7 on screen?")
+        trace = []
+        for c in chunks:
+            s.ingest(c)
+            trace.append(dict(s.watcher.last))
+        traces.append(trace)
+    assert traces[0] == traces[1]
