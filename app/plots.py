@@ -179,6 +179,9 @@ def stats_html(stats: dict) -> str:
         ("kept", "kept: text / image / other",
          f"{kept.get('text', 0)} / {kept.get('image', 0)} / {kept.get('other', 0)}"),
     ]
+    if "lag_s" in stats:  # a live source (`streamer.pipeline`)
+        cards += [("lag_s", "lag behind live (s)", f"{stats['lag_s']:.1f}"),
+                  ("frames_dropped", "frames dropped to keep up", str(stats["frames_dropped"]))]
     cells = "".join(
         f'<div style="padding:4px 6px;border:1px solid #ddd;border-radius:6px">'
         f'<div style="font-size:11px;color:#666">{html.escape(label)}</div>'

@@ -40,7 +40,9 @@ from streamer.app.limits import MAX_FRAME_PIXELS
 from streamer.app.plots import alert_text
 from streamer.errors import ConfigError, StreamerError, check_number
 from streamer.video.skip import SkipConfig
-from streamer.frames import Chunk, LagMeter, SamplerConfig, iter_chunks
+from streamer.frames import SamplerConfig, sample_frames
+from streamer.pipeline import Pipeline
+from streamer.shared_types import PreparedChunk
 from streamer.video import frame as video_frame
 from streamer.video.frame import PushSource, VideoSource
 from streamer.kv_window import WindowConfig
@@ -169,7 +171,9 @@ class Feed:
         )
         self.state = "running"  # running | done | stopped | error
         self.frames = 0  # frames this feed has put into the session
-        self.lag = LagMeter(sampler.fps) if source.is_live else None  # how far the model runs behind a webcam
+        # reading, the vision tower and the language model overlap; on a webcam frames are dropped (counted) to
+        # keep up, and `pipeline.lag_s` is how far the model runs behind (`streamer.pipeline`)
+        self.pipeline: Pipeline | None = None
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"feed-{self.key[:8]}-{kind}", daemon=True)
@@ -184,6 +188,8 @@ class Feed:
         self._stop.set()
         if self.state == "running":
             self.state = "stopped"
+        if self.pipeline is not None:
+            self.pipeline.stop()
         if isinstance(self.source, PushSource):
             self.source.close()  # wakes the thread waiting for a webcam frame
 
@@ -193,10 +199,15 @@ class Feed:
 
     def _run(self) -> None:
         try:
-            for chunk in iter_chunks(self.source, self.sampler):
-                if not self._ingest(chunk):
-                    break
-            else:
+            user = self._user()
+            if user is None:
+                return
+            self.pipeline = Pipeline(user.session, sample_frames(self.source, self.sampler), self.sampler,
+                                     live=self.source.is_live)
+            del user  # the thread never keeps a dropped session alive
+            with self.pipeline:
+                ended = all(self._ingest(prepared) for prepared in self.pipeline)  # False: stopped
+            if ended:
                 if not self.stopped:
                     self.state = "done"
                     if self.source.cut:  # a truncated file: say so, not only in the server's log
@@ -209,9 +220,9 @@ class Feed:
         finally:
             self.source.close()
 
-    def _ingest(self, chunk: Chunk) -> bool:
+    def _ingest(self, prepared: PreparedChunk) -> bool:
         user = self._user()  # a local only for this call: the thread never keeps a dropped session alive
-        return user is not None and user.ingest_from(self, chunk)
+        return user is not None and user.ingest_from(self, prepared)
 
     def _fail(self, message: str) -> None:
         if self.stopped:
@@ -324,14 +335,14 @@ class UserSession:
         log.info("session %s: %s feed started (%s)", self.key[:8], kind, label)
         return self.feed
 
-    def ingest_from(self, feed: Feed, chunk: Chunk) -> bool:
-        """Called by a feed thread: ingest `chunk` unless the feed was stopped. False = stop feeding."""
+    def ingest_from(self, feed: Feed, prepared: PreparedChunk) -> bool:
+        """Called by a feed thread: ingest `prepared` unless the feed was stopped. False = stop feeding."""
         with self.guard:
             if feed.stopped or feed is not self.feed:
                 return False
-            work_s = self.session.ingest(chunk)
-            feed.frames += len(chunk.frames)
-            warning = feed.lag and feed.lag.update([f.time_s for f in chunk.frames], work_s)
+            work_s = self.session.ingest(prepared)
+            feed.frames += len(prepared.times)
+            warning = feed.pipeline.ingested(prepared, work_s)
             self._take_alerts()
             self.refresh_stats()
         if warning:
@@ -430,6 +441,9 @@ class UserSession:
         """Snapshot the session's stats (under the session lock) and add a point to the history."""
         with self.session.lock:
             stats = self.session.stats()
+        pipeline = self.feed.pipeline if self.feed is not None else None
+        if pipeline is not None and pipeline.live:  # lag_s, frames_dropped: how the model keeps up with a webcam
+            stats.update(pipeline.live_stats())
         self.stats = stats
         if stats["frames_ingested"]:
             self.history.add(Sample(stats["video_time_s"], stats["kv_bytes"], stats["rss_bytes"]))

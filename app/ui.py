@@ -234,7 +234,8 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
     with gr.Blocks(title="Video chat, bounded KV cache", delete_cache=(3600, 6 * 3600)) as demo:
         gr.Markdown(
             f"## Video chat with a bounded KV cache\n"
-            f"Model **{info['name']}** ({info['family']}, {info['n_layers']} layers) · policy "
+            f"Model **{info['name']}** ({info['family']}, {info['n_layers']} layers"
+            + (", int8 vision tower" if info["speed"] == "int8" else "") + ") · policy "
             f"**{window.policy}** · budget **{window.budget or 'none'}** tokens per layer "
             f"({window.layer_budget}) · "
             + ("" if window.resolved.redundancy is None
@@ -323,8 +324,10 @@ def feed_status(user: UserSession) -> str:
     if feed.kind == "webcam":
         state = {"running": "streaming", "stopped": "stopped", "done": "ended", "error": "failed"}[feed.state]
         text = f"Webcam {state}: {frames} frame(s) ingested, {t:.1f} s of live video."
-        if feed.lag and (feed.lag.lag_s >= 1 or feed.lag.missed):
-            text += f" The model is {feed.lag.lag_s:.0f} s behind live; {feed.lag.missed} frame(s) skipped."
+        live = feed.pipeline.live_stats() if feed.pipeline else None
+        if live and (live["lag_s"] >= 1 or live["frames_dropped"]):
+            text += (f" The model is {live['lag_s']:.0f} s behind live (lag_s); {live['frames_dropped']} frame(s) "
+                     f"dropped to keep up (frames_dropped), sampling at {live['sampling_fps']:g} fps.")
         return plots.status_html(text, error=feed.error)
     progress = min(1.0, frames / feed.expected_frames) if feed.expected_frames else None
     total = f" of {feed.duration_s:.1f} s" if feed.duration_s else ""
@@ -413,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
     check_address(args.host, args.port)
     from streamer.models.registry import load_model
 
-    adapter = load_model(args.model, device=args.device, dtype=args.dtype)
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype, speed=args.speed)
     window = window_config(args, adapter.describe()["max_position_embeddings"])
     demo = build_demo(adapter, window=window, settings=settings)
     launch(demo, args.host, args.port, args.share, args.max_upload_mb, prevent_thread_lock=True)

@@ -18,6 +18,7 @@ Deliberately not here: running the model, positions, the KV cache and generation
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any, ClassVar, Sequence
 
@@ -32,6 +33,9 @@ from streamer.video.frame import Chunk, Frame
 __all__ = ["ModelAdapter"]
 
 logger = logging.getLogger(__name__)
+
+# pixel input -> (its kind in the forward's `mm_encoder_outputs`, the model's method that encodes it)
+_ENCODERS = {"pixel_values": ("image", "get_image_features"), "pixel_values_videos": ("video", "get_video_features")}
 
 
 class ModelAdapter:
@@ -63,6 +67,7 @@ class ModelAdapter:
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.is_random = is_random
+        self.speed = "exact"  # "int8" once `streamer.models.runtime.make_fast` quantized it
         self.note: str | None = (
             f"'{name}' has random weights: its answers are noise, useful only to test the pipeline; "
             "pass --model for a real model" if is_random else None
@@ -140,21 +145,43 @@ class ModelAdapter:
 
     # ----------------------------------------------------------------- public API
 
-    def chunk_prompt(self, chunk: Chunk, conv: Conversation) -> Prompt:
+    def chunk_prompt(self, chunk: Chunk, conv: Conversation, pixels: dict[str, Any] | None = None) -> Prompt:
         """The frames of one chunk, each preceded by its "HH:MM:SS" time, inside a user turn.
 
         `conv` is where the conversation stands (a fresh `Conversation()` starts one, with the opening).
         After an answer the prompt first opens a new user turn; if answer_end() was not fed, it closes
-        the assistant turn too.
+        the assistant turn too. `pixels`: `frame_inputs(chunk.frames, ...)` made beforehand (in another
+        thread, say), else made here.
         """
         if not chunk.frames:
             raise ValueError(f"chunk {chunk.index} has no frames")
-        images = [_check_frame(f) for f in chunk.frames]
+        pixels = self.frame_inputs(chunk.frames) if pixels is None else pixels
         segments = self._turn_prefix(conv)
         segments += self._frame_segments(chunk.frames, opens_turn=not (conv.phase is Phase.USER and conv.has_frames))
-        prompt = self._build(segments, self._pixel_inputs(images), Conversation(Phase.USER, has_frames=True))
+        prompt = self._build(segments, pixels, Conversation(Phase.USER, has_frames=True))
         logger.debug("chunk %d: %d frames -> %d tokens", chunk.index, len(chunk.frames), prompt.n_tokens)
         return prompt
+
+    def frame_inputs(self, frames: Sequence[Frame], encode: bool = False) -> dict[str, Any]:
+        """The forward inputs that carry these frames: pixel tensors on the model's device (floats in its dtype).
+
+        encode: run the vision tower now and carry its output instead of the pixels (`mm_encoder_outputs`, the
+        same calls the model's forward makes on them), so a pipeline encodes the next chunk while the language
+        model takes this one. The prompt's tokens and the model's answers are the same either way."""
+        inputs = {key: value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
+                  for key, value in self._pixel_inputs([_check_frame(f) for f in frames]).items()}
+        return self._encode(inputs) if encode else inputs
+
+    @torch.no_grad()
+    def _encode(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        rest, outputs = dict(inputs), {}
+        for key, (kind, method) in _ENCODERS.items():
+            if key in rest:
+                encoder = getattr(self.model.model, method)
+                names = inspect.signature(encoder).parameters  # the pixels' companions: masks, grids
+                outputs[kind] = encoder(rest.pop(key), **{k: v for k, v in rest.items() if k in names}, return_dict=True)
+        rest.pop("pixel_attention_mask", None)  # only read with the pixels
+        return {**rest, "mm_encoder_outputs": outputs}
 
     def proxy_ids(self) -> list[int]:
         """The family's assistant-turn opening (what ends every question prompt: ChatML
@@ -204,6 +231,7 @@ class ModelAdapter:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": str(self.device),
             "is_random": self.is_random,
+            "speed": self.speed,
         }
 
     # ----------------------------------------------------------------- helpers
@@ -236,10 +264,9 @@ class ModelAdapter:
         input_ids, modality, times = encode_segments(
             self.tokenizer, segments, image_token_ids=[self.image_token_id], other_token_ids=self.other_token_ids
         )
-        inputs = {"input_ids": input_ids.to(self.device)}
-        for key, value in pixel_inputs.items():
-            inputs[key] = value.to(self.device, self.dtype) if value.is_floating_point() else value.to(self.device)
-        mrope = self._rope_layout(input_ids, times, pixel_inputs) if pixel_inputs else None
+        inputs = {"input_ids": input_ids.to(self.device), **pixel_inputs}  # the pixels are on the device already
+        tensors = {key: value.cpu() for key, value in pixel_inputs.items() if isinstance(value, torch.Tensor)}
+        mrope = self._rope_layout(input_ids, times, tensors) if pixel_inputs else None
         return Prompt(inputs=inputs, modality=modality, times=times, after=after, mrope=mrope)
 
 

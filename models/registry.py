@@ -28,7 +28,7 @@ import torch
 from streamer.models.base import ModelAdapter
 from streamer.models.llava_onevision import LlavaOnevisionAdapter
 from streamer.models.qwen_vl import Qwen3VLAdapter, QwenVLAdapter
-from streamer.models.runtime import LoadSettings
+from streamer.models.runtime import LoadSettings, make_fast
 from streamer.models.smolvlm import SmolVLMAdapter
 from streamer.errors import ModelLoadError, first_line
 
@@ -62,13 +62,15 @@ def list_builtin() -> list[str]:
 
 
 def load_model(
-    name_or_path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    name_or_path: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+    speed: str = "exact",
 ) -> ModelAdapter:
-    """Load a model adapter. device None: cuda if available else cpu; dtype None: float32 on cpu.
+    """Load a model adapter. device None: cuda if available else cpu; dtype None: float32 on cpu; speed: "exact"
+    or "int8" (`streamer.models.runtime.make_fast`).
 
-    Raises ConfigError for a bad device/dtype and ModelLoadError for anything that cannot be loaded.
+    Raises ConfigError for a bad device/dtype/speed and ModelLoadError for anything that cannot be loaded.
     """
-    settings = LoadSettings(name_or_path, device, dtype)
+    settings = LoadSettings(name_or_path, device, dtype, speed)
     name = settings.name_or_path
     start = time.perf_counter()
     if name in _BUILTINS:
@@ -76,9 +78,12 @@ def load_model(
         adapter = getattr(importlib.import_module(module), function)(settings.device, settings.dtype)
     else:
         adapter = _load_checkpoint(name, settings.device, settings.dtype)
+    if speed == "int8":
+        make_fast(adapter.model)
+        adapter.speed = speed
     logger.info(
-        "loaded %s (%s) on %s in %s in %.1f s",
-        name, adapter.family, settings.device, settings.dtype, time.perf_counter() - start,
+        "loaded %s (%s) on %s in %s (speed %s) in %.1f s",
+        name, adapter.family, settings.device, settings.dtype, speed, time.perf_counter() - start,
     )  # fmt: skip
     return adapter
 

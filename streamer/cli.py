@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from streamer.entry import run_main, writing_stdout
 from streamer.errors import ConfigError, OutputError, StreamerError
-from streamer.frames import BACKENDS, LagMeter, SamplerConfig, open_source
+from streamer.frames import BACKENDS, SamplerConfig, open_source
 from streamer.models.runtime import LoadSettings
 from streamer.options import (
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
@@ -112,7 +112,7 @@ def schedule(questions: list[str], ats: list[float]) -> list[tuple[float, str]]:
 
 def run(args: argparse.Namespace) -> int:
     # every check before any work: argparse did the ranges; these are the checks that need several options
-    load = LoadSettings(args.model, args.device, args.dtype)
+    load = LoadSettings(args.model, args.device, args.dtype, args.speed)
     window_config(args)
     skip = skip_config(args)
     plan = schedule(args.question, args.at)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from streamer.replay import replay
     from streamer.session import StreamSession
 
-    adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype)
+    adapter = load_model(load.name_or_path, device=load.device, dtype=load.dtype, speed=load.speed)
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)
     session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]), skip=skip)
@@ -137,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
     if source.duration_s:
         end = min(source.duration_s, args.end or math.inf)
         total = max(0, int((end - args.start) * args.fps))
-    lag = LagMeter(args.fps) if source.is_live or args.realtime else None  # says so when the model falls behind
+    live = source.is_live or args.realtime  # frames cannot wait for the model: dropped (counted) to keep up
     with source:  # a question at time t sees exactly the frames up to t (questions without --at: after the last)
-        replay(session, source, sampler, [t for t, _ in plan], lambda i: answer_one(session, plan[i][1], args),
-               total=total, lag=lag, on_alert=lambda alert: print_alert(alert, args.json))
+        replay(session, source, sampler, [t for t, _ in plan],
+               lambda i, pipeline: answer_one(session, plan[i][1], args, pipeline.live_stats() if live else None),
+               total=total, live=live, on_alert=lambda alert: print_alert(alert, args.json))
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
     if not args.question and not args.alert:
@@ -148,12 +149,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def answer_one(session: StreamSession, question: str, args: argparse.Namespace) -> None:
+def answer_one(session: StreamSession, question: str, args: argparse.Namespace, live: dict | None = None) -> None:
+    """Ask and print one question; `live`: the live stream's `lag_s` and `frames_dropped` (`Pipeline.live_stats`)."""
     start = time.perf_counter()
     pieces = session.ask(question, args.max_new_tokens)  # a bad question is refused here, before any output
     with writing_stdout():
         if args.json:
-            _print_json(session, question, "".join(pieces), start, args)
+            _print_json(session, question, "".join(pieces), start, args, live)
             return
         print(f"[{session.video_time_s:.1f}s] Q: {printable(question)}\nA: ", end="", flush=True)
         for piece in pieces:
@@ -170,7 +172,8 @@ def print_alert(alert: Alert, as_json: bool) -> None:
                   f"{printable(alert.answer)}", flush=True)
 
 
-def _print_json(session: StreamSession, question: str, answer: str, start: float, args: argparse.Namespace) -> None:
+def _print_json(session: StreamSession, question: str, answer: str, start: float, args: argparse.Namespace,
+                live: dict | None) -> None:
     s = session.stats()
     print(json.dumps({
             "question": question, "answer": answer, "video_time_s": s["video_time_s"],
@@ -180,7 +183,8 @@ def _print_json(session: StreamSession, question: str, answer: str, start: float
             "ingest_seconds": s["ingest_seconds"], "answer_seconds": round(time.perf_counter() - start, 3),
             "policy": s["policy"], "merge": s["merge"], "redundancy": s["redundancy"],
             "skip_static": s["skip_static"], "budget": s["budget"], "evicted": s["evicted"],
-            "merged": s["merged"], "model": args.model,
+            "merged": s["merged"], "model": args.model, "speed": args.speed,
+            "lag_s": live["lag_s"] if live else 0.0, "frames_dropped": live["frames_dropped"] if live else 0,
         }), flush=True)  # json.dumps escapes control characters itself
 
 

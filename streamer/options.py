@@ -16,6 +16,7 @@ from streamer.text import printable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_scorers import SCORERS
 from streamer.kv_config import DEFAULT_POLICY, POLICIES, WindowConfig
+from streamer.shared_types import SPEEDS
 
 # control characters but newline and tab, bidirectional overrides and lone surrogates
 class OneLineParser(argparse.ArgumentParser):
@@ -95,6 +96,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                                                    "or local directory")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default), bfloat16 or float16")
+    p.add_argument("--speed", default="exact", choices=SPEEDS,
+                   help="exact (default) or int8: the vision tower's linear layers in int8 on the CPU, faster per "
+                        "frame, answers close to exact (see BENCHMARKS section 16)")
 
 
 def add_cache_options(p: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from streamer.video.skip import SkipConfig, FrameSkipper
 from streamer.errors import BudgetError, BusyError, ConfigError, check_number
 from streamer.video.frame import Chunk
 from streamer.text import check_question
-from streamer.shared_types import Adapter, Conversation, Modality, Turn
+from streamer.shared_types import Adapter, Conversation, Modality, PreparedChunk, Turn
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 from streamer.viewers import Viewer
 from streamer.watch import ANSWER_TOKENS, Watcher, Watching
@@ -102,7 +102,7 @@ class StreamSession(Watching):
             self.cache.reset()
             self.conv = Conversation()  # where the chat stands; moves only when a prompt is fed
             self.history: list[Turn] = []
-            self.frames_ingested = 0
+            self.frames_ingested = self.frames_skipped = 0
             self.video_time_s = 0.0
             self.ingest_seconds = self.watch_seconds = 0.0
             self.peak_kv_bytes = 0
@@ -111,32 +111,45 @@ class StreamSession(Watching):
             if self.watcher is not None:
                 self.watcher.reset()
 
-    def ingest(self, chunk: Chunk) -> float:
+    def ingest(self, chunk: Chunk | PreparedChunk) -> float:
         """Append one chunk of frames to the cache (compressing it back to the budget); returns the
-        seconds it took (waiting for the lock not counted), which also add up in `ingest_seconds`."""
-        if not isinstance(chunk, Chunk):
+        seconds it took (preparing it included, waiting for the lock not), which also add up in `ingest_seconds`."""
+        if not isinstance(chunk, Chunk | PreparedChunk):
             raise ConfigError(f"ingest() takes a Chunk of frames, got {type(chunk).__name__}")
-        if not chunk.frames:
+        if isinstance(chunk, Chunk) and not chunk.frames:
             return 0.0
         _check_not_reading(self.lock)
         with self.lock:
+            if isinstance(chunk, Chunk):
+                chunk = self.prepare(chunk, encode=False)  # the vision tower runs inside the model's pass
             start = time.perf_counter()
-            self._feed_frames(chunk)  # a refused chunk raises before it counts
-            took = time.perf_counter() - start
+            if chunk.chunk.frames:
+                self._feed_frames(chunk)  # a refused chunk raises before it counts
+            self.video_time_s = max(self.video_time_s, chunk.times[-1])  # skipped frames move time on too
+            self.frames_skipped += chunk.skipped
+            took = time.perf_counter() - start + chunk.seconds
             self.ingest_seconds += took
         return took
 
-    def _feed_frames(self, chunk: Chunk) -> None:
-        if self.skipper is not None:  # what did not change is not fed; time moves on all the same
-            self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
-            chunk = Chunk(tuple(f for f in chunk.frames if self.skipper.keep(f)), chunk.index)
-            if not chunk.frames:
-                return
-        prompt = self.adapter.chunk_prompt(chunk, self.conv)
+    def prepare(self, chunk: Chunk, encode: bool = True, skipper: FrameSkipper | None = None) -> PreparedChunk:
+        """The work on `chunk` that needs no cache, done now and outside the lock: the frame skip (the session's,
+        or a pipeline's own `skipper`) and (`encode`) the vision tower. A pipeline (`streamer.pipeline`) prepares
+        the next chunk while this one is ingested; chunks are prepared and ingested in their order."""
+        if not isinstance(chunk, Chunk) or not chunk.frames:
+            raise ConfigError(f"prepare() takes a Chunk with frames, got {chunk!r:.80}")
+        start, times, skipper = time.perf_counter(), chunk.times, skipper or self.skipper
+        if skipper is not None:  # what did not change is not fed; time moves on all the same
+            chunk = Chunk(tuple(f for f in chunk.frames if skipper.keep(f)), chunk.index)
+        pixels = self.adapter.frame_inputs(chunk.frames, encode) if chunk.frames else None
+        return PreparedChunk(chunk, tuple(times), pixels, time.perf_counter() - start)
+
+    def _feed_frames(self, prepared: PreparedChunk) -> None:
+        chunk = prepared.chunk
+        prompt = self.adapter.chunk_prompt(chunk, self.conv, prepared.pixels)
         self._check_room(prompt.n_tokens, "this chunk of frames")
         self._forward(prompt, probe=self.window.resolved.composition.observes("probe"))
         self.frames_ingested += len(chunk.frames)
-        self.video_time_s = max(self.video_time_s, chunk.frames[-1].time_s)
+        self.video_time_s = max(self.video_time_s, prepared.times[-1])
         if self.watcher is not None and self.watcher.on:
             self._check_watches()
 
@@ -227,7 +240,7 @@ class StreamSession(Watching):
         s = self.cache.stats()
         s.update(
             frames_ingested=self.frames_ingested, video_time_s=self.video_time_s,
-            frames_skipped=self.skipper.skipped if self.skipper is not None else 0,
+            frames_skipped=self.frames_skipped,
             skip_static=self.skipper.cfg.min_area if self.skipper is not None else None,  # None: every frame fed
             ingest_seconds=round(self.ingest_seconds, 3),
             watch_seconds=round(self.watch_seconds, 3),  # part of ingest_seconds: the standing questions
@@ -284,7 +297,7 @@ class StreamSession(Watching):
     @torch.no_grad()
     def _pass(self, inputs: dict) -> torch.Tensor:
         model = self.adapter.model
-        inputs = {k: v.to(model.device) for k, v in inputs.items()}
+        inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         out = model(**inputs, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.cache.compress()  # a no-op with the kv_window attention; keeps the bound with any other
         self.peak_kv_bytes = max(self.peak_kv_bytes, self.cache.kv_bytes())

@@ -20,7 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 
 if TYPE_CHECKING:
-    from streamer.video.frame import Chunk
+    from streamer.video.frame import Chunk, Frame
+
+
+SPEEDS = ("exact", "int8")  # --speed: the model as loaded, or its linear layers in int8 on the CPU (`make_fast`)
 
 
 class Modality(enum.IntEnum):
@@ -93,10 +96,27 @@ class MRopeLayout:
 
 
 @dataclass
+class PreparedChunk:
+    """A chunk made ready for the language model ahead of time (`StreamSession.prepare`): the frame skip applied
+    and the vision tower run, so that only the language model's pass is left for `StreamSession.ingest`."""
+
+    chunk: Chunk  # the frames to feed (those the skip kept; maybe none)
+    times: tuple[float, ...]  # the video times of all the chunk's frames, fed or skipped
+    pixels: dict[str, Any] | None  # `Adapter.frame_inputs(chunk.frames, encode=True)`; None when no frame is left
+    seconds: float  # what preparing it took
+
+    @property
+    def skipped(self) -> int:
+        return len(self.times) - len(self.chunk.frames)
+
+
+@dataclass
 class Prompt:
     """One model step's input with per-token bookkeeping (batch size 1)."""
 
-    inputs: dict[str, torch.Tensor]  # forward kwargs: input_ids (1, T) and pixel tensors when frames are present
+    # forward kwargs: input_ids (1, T) and, with frames, their pixel tensors or the vision tower's output on them
+    # (`mm_encoder_outputs`, see `ModelAdapter.frame_inputs`)
+    inputs: dict[str, Any]
     modality: torch.Tensor  # (T,) int8 Modality of each token
     times: torch.Tensor  # (T,) float32 video time (s) of the frame each token belongs to; NaN for plain text
     after: Conversation = Conversation()  # the conversation once this prompt has been fed
@@ -149,7 +169,9 @@ class Adapter(Protocol):
     note: str | None  # what a user should know about its answers (random weights), or None
     eos_token_ids: list[int]  # tokens that end an answer
 
-    def chunk_prompt(self, chunk: Chunk, conv: Conversation) -> Prompt: ...
+    def chunk_prompt(self, chunk: Chunk, conv: Conversation, pixels: dict[str, Any] | None = None) -> Prompt: ...
+
+    def frame_inputs(self, frames: Sequence[Frame], encode: bool = False) -> dict[str, Any]: ...
 
     def question_prompt(self, question: str, conv: Conversation) -> Prompt: ...
 

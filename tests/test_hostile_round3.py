@@ -196,7 +196,7 @@ def test_a_feed_error_names_the_upload_not_the_server_path(app, tmp_path, monkey
         raise NotAVideoError(f"cannot read {source.name}: it changed")
         yield
 
-    monkeypatch.setattr("streamer.app.state.iter_chunks", fails)
+    monkeypatch.setattr("streamer.app.state.sample_frames", fails)
     client.predict(handle_file(str(broken)), api_name="/load_video")
     user = demo.registry.get(client.session_hash, create=False)
     assert user.feed.join(60) and user.feed.state == "error"

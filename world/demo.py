@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
               "KV tokens per layer", flush=True)
         right = []
         replay(session, video, SamplerConfig(fps=1.0, chunk_frames=4), [t for t, _, _ in QUESTIONS],
-               lambda i: right.append(ask(session, *QUESTIONS[i])), total=int(SECONDS), desc="watching")
+               lambda i, _pipeline: right.append(ask(session, *QUESTIONS[i])), total=int(SECONDS), desc="watching")
     stats = session.stats()
     print(f"\nafter {format_timestamp(stats['video_time_s'])} of video ({stats['frames_ingested']} frames fed, "
           f"{stats['frames_skipped']} unchanged ones skipped): "
