@@ -15,7 +15,7 @@ to the budget with text, which costs the language model only, then frames are ti
 - float32 and bfloat16 (a family is skipped in a dtype when the machine lacks the memory for it).
 
     .venv/bin/python bench/bench_real_models.py [--frames 6] [--families smolvlm,llava,qwen] [--dtypes float32,bfloat16]
-        [--threads 2] [--no-fill --warmup 0 --answer-tokens 4]
+        [--threads 2] [--no-fill --warmup 0 --answer-tokens 4] [--device cuda]
 
 Writes bench/results/real_models.json, keeping the earlier runs of other (family, dtype, threads, fill)
 settings; each run records its own date and load average. Not a test: timings depend on the machine and its load.
@@ -59,7 +59,7 @@ def _frames(n: int, start: int) -> Chunk:
 def measure(path: Path, family: str, dtype: str, args: argparse.Namespace) -> dict:
     chunk, load_start = args.chunk, [round(x, 2) for x in os.getloadavg()]
     start = time.perf_counter()
-    adapter = load_model(str(path), device="cpu", dtype=dtype)
+    adapter = load_model(str(path), device=args.device, dtype=dtype)
     load_s = time.perf_counter() - start
     model = adapter.model
     tower = next(m for name, m in model.named_modules() if name.endswith(("vision_model", "vision_tower", "visual")))
@@ -102,6 +102,7 @@ def measure(path: Path, family: str, dtype: str, args: argparse.Namespace) -> di
     stats = session.stats()
     out = {
         "family": family, "stands_for": HUB_LAYOUTS[family].hub_id, "dtype": dtype, "threads": torch.get_num_threads(),
+        "device": args.device,
         "cache_filled_first": args.fill, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()],
         "load_s": round(load_s, 1),
@@ -128,6 +129,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=4, help="frames timed per run, after the cache is full")
     ap.add_argument("--chunk", type=int, default=2, help="frames per chunk")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (bench/device_check.sh)")
     ap.add_argument("--no-fill", dest="fill", action="store_false",
                     help="time from an empty cache instead of filling it to the budget with text first (for dtypes "
                          "too slow to fill, such as bfloat16 on CPUs without bf16 matmul units)")
@@ -150,7 +152,7 @@ def main() -> None:
                     print(runs[-1], flush=True)
                     continue
                 runs.append(measure(path, family, dtype, args))
-    key = lambda run: tuple(run.get(k) for k in ("family", "dtype", "threads", "cache_filled_first"))  # noqa: E731
+    key = lambda run: tuple(run.get(k) for k in ("family", "dtype", "threads", "cache_filled_first", "device"))  # noqa: E731
     new = {key(run) for run in runs}
     earlier = [run for run in (read_json("real_models") or {}).get("runs", []) if key(run) not in new]
     write_json("real_models", {"frame_hw": FRAME_HW, "stream_s_for_budget": STREAM_S, "runs": earlier + runs}, started)

@@ -382,6 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip", choices=["off", "on", "both"], default="off",
                     help="skip unchanged frames before the model (off here: the cache alone; the CLI and UI default to on)")
     ap.add_argument("--dtype", default=None, help="model dtype (default: the adapter's, float32 on CPU)")
+    ap.add_argument("--speed", default="exact", choices=["exact", "int8"], help="--speed of the CLI (int8 vision tower)")
     ap.add_argument("--quick", action="store_true", help=f"videos per task {QUICK}, 60-second videos")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--first", type=int, default=0, help="first held-out video (run more videos later, then --merge)")
@@ -420,13 +421,14 @@ def main(argv: list[str] | None = None) -> None:
     started = common.machine()
     from streamer.models.registry import load_model
 
-    adapter = load_model(args.model, dtype=args.dtype)
+    adapter = load_model(args.model, dtype=args.dtype, speed=args.speed)
     seconds = args.seconds or (60.0 if args.quick else 300.0)
     skips = {"off": [False], "on": [True], "both": [False, True]}[args.skip]
     configs = [(p, b, r, k) for p in args.policies.split(",") if p for b in ([None] if p == "full" else args.budgets)
                for r in ([None] if p == "full" else args.redundancy) for k in skips]  # fmt: skip
     results = []
     data = {"model": args.model, "world": args.world, "dtype": str(adapter.dtype).removeprefix("torch."), "fps": 1.0,
+            "speed": args.speed,
             "chunk_frames": 4, "tokens_per_frame": adapter.tokens_per_frame, "weights": weights_id(args.model),
             "results": results}  # fmt: skip
     for task in tasks:

@@ -643,9 +643,39 @@ def section_many() -> dict:
     }
 
 
+def section_live() -> dict:
+    d = load("live_cpu")
+    e, f = d["error_budget"], d["file"]
+    frows = [[name.replace("_", ", "), f"{r['s_per_frame']:.2f}", f"{r['real_time_factor_1fps']:.2f}",
+              f"{f['serial_exact']['s_per_frame'] / r['s_per_frame']:.2f}x"] for name, r in f.items()]
+    for family in ("llava", "qwen"):
+        for speed, r in (d.get(family) or {}).items():
+            frows.append([f"{family}: pipeline, {speed}", f"{r['s_per_frame']:.2f}", f"{r['real_time_factor_1fps']:.2f}",
+                          f"keeps up with {r['keeps_up_fps']:.2f} fps"])
+    lrows = [[f"{name}: {r['asked_fps']:g} fps asked", f"{r['wall_s']:.0f}", r["frames_sampled"], r["frames_fed"],
+              r["frames_skipped"], r["frames_dropped"], f"{r['effective_fps']:.2f}", f"{r['final_sampling_fps']:.2f}",
+              f"{r['lag_s_max']:.1f} / {r['lag_s_max_second_half']:.1f} / {r['lag_s_final']:.1f}",
+              span([b / 2**20 for b in r["kv_bytes_min_max"]]), span(r["rss_mb_min_max"], "{:.0f}")]
+             for name, r in (("1 fps, every frame new", d.get("live_1fps")), ("mostly static", d.get("live_static_2fps"))) if r]
+    best = f["pipeline_int8"]
+    return {
+        "live_header": header(d) + f"Model: {d['model']}, frames {d['frame_hw'][1]}x{d['frame_hw'][0]}.",
+        "live_budget": (f"int8 vision tower against float32: image features of {e['frames']} frames at cosine "
+                        f"{e['feature_cosine_min']:.4f} at the lowest (mean {e['feature_cosine_mean']:.4f}); first answer "
+                        f"token of {e['questions']} questions at KL {e['first_token_kl_max']:.5f} nats at the highest "
+                        f"(budget: cosine >= 0.99, KL <= 0.01: {'met' if e['budget_met'] else 'missed'})."),
+        "live_file": table(["path", "s per frame", "real-time factor at 1 fps", "against serial"], frows),
+        "live_runs": table(["live run", "wall s", "frames sampled", "fed", "skipped", "dropped", "frames per video s",
+                            "sampling fps at the end", "lag s: max / max in 2nd half / end", "KV MiB", "RSS MiB"], lrows),
+        "live_answer": (f"SmolVLM2-256M: {best['s_per_frame']:.2f} s per frame with the pipeline and int8 "
+                        f"(serial float32 {f['serial_exact']['s_per_frame']:.2f} s): real-time factor "
+                        f"{best['real_time_factor_1fps']:.2f} at 1 fps"),
+    }
+
+
 SECTIONS = [section_memory, section_decode, section_ingest, section_needle, section_captions, section_table,
             section_real_models, section_profile, section_equivalence, section_retrieval, section_quality,
-            section_skip, section_matrix, section_alerts, section_many]
+            section_skip, section_matrix, section_alerts, section_many, section_live]
 
 
 def report() -> str:

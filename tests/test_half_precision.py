@@ -1,6 +1,8 @@
 """The cache in bfloat16 on the CPU: what a GPU runs by default (`resolve_dtype`). Every evicting policy keeps its
 tensors in bfloat16, stays in its budget and keeps (nearly) the tokens the float32 cache keeps, and a bfloat16 model
-answers through it."""
+answers through it. On a GPU machine `STREAMER_TEST_DEVICE=cuda` runs the same there (bench/device_check.sh)."""
+
+import os
 
 import pytest
 import torch
@@ -10,6 +12,7 @@ from streamer.kv_window import KVWindowCache, WindowConfig
 from streamer.shared_types import Modality
 
 EVICTING_VARIANTS = [v for v in VARIANTS if v[0] != "full"]
+DEVICE = os.environ.get("STREAMER_TEST_DEVICE", "cpu")
 
 
 def _stream(cache: KVWindowCache, dtype: torch.dtype, chunks: int = 6, n: int = 20, heads: int = 2, dim: int = 16):
@@ -25,7 +28,7 @@ def _stream(cache: KVWindowCache, dtype: torch.dtype, chunks: int = 6, n: int = 
             if prev is not None and j % 2:
                 v = prev[layer] + 0.01 * v
             now.append(v)
-            cache.update(k.to(dtype), v.to(dtype), layer)
+            cache.update(k.to(DEVICE, dtype), v.to(DEVICE, dtype), layer)
         prev = now
         cache.compress()
 
@@ -44,7 +47,7 @@ def test_the_cache_stays_bfloat16_and_keeps_what_float32_keeps(policy, merge):
         assert len(kept_full & kept_half) >= 0.9 * len(kept_full), (sorted(kept_full - kept_half), policy, merge)
         same = [i for i, p in enumerate(half.position[0, 0].tolist()) if p in kept_full]
         at = {p: i for i, p in enumerate(full.position[0, 0].tolist())}
-        rows = torch.tensor([at[half.position[0, 0, i].item()] for i in same])
+        rows = torch.tensor([at[half.position[0, 0, i].item()] for i in same], device=DEVICE)
         if merge == "none":  # merged pairs are weighted means: a token merged into another in one cache only moves
             for got, want in ((half.keys, full.keys), (half.values, full.values)):
                 torch.testing.assert_close(got[0, 0, same].float(), want[0, 0, rows], atol=0.05, rtol=0.02)
@@ -58,7 +61,7 @@ def test_a_bfloat16_model_answers_through_the_bounded_cache():
     _, chunks = world_chunks(12, 4)
     answers = {}
     for dtype in ("float32", "bfloat16"):
-        session = StreamSession(load_model("tiny-random", dtype=dtype),
+        session = StreamSession(load_model("tiny-random", device=DEVICE, dtype=dtype),
                                 WindowConfig(policy="combined", budget=160, merge="weighted"))
         for chunk in chunks:
             session.ingest(chunk)
