@@ -12,11 +12,12 @@ at a 10%-of-5-minutes budget filled with text first:
 3. live, 1 fps, every frame different (skip on, it holds nothing back), int8 + pipeline, for --live-s seconds
    of wall time: the rate the pipeline settles at, the lag behind the live edge and the frames dropped over time,
    KV bytes and process RSS over time;
-4. live, 2 fps, mostly static footage (a still scene with sensor noise and an object passing for 5 s every 30 s),
-   skip on, int8 + pipeline: the same numbers;
+4. live, 2 fps, mostly static footage (a still scene with sensor noise and an object passing for 5 s every 30 s,
+   or every --static-every seconds), skip on, int8 + pipeline: the same numbers;
 5. --families llava,qwen: seconds per frame, exact and int8, for the rate each keeps up with.
 
     .venv/bin/python bench/bench_live_cpu.py [--frames 12] [--live-s 600] [--static-s 180] [--families llava,qwen]
+        [--static-every 30 120] [--parts budget,file,live,static]
 
 Writes bench/results/live_cpu.json. Not a test: timings depend on the machine and its load.
 """
@@ -34,7 +35,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from common import machine, setup, write_json
+from common import machine, read_json, setup, write_json
 
 from streamer.kv_window import WindowConfig
 from streamer.models.hub_layout import write_checkpoint
@@ -55,15 +56,15 @@ def noise_frames(n: int, fps: float = 1.0, start: int = 0):
         yield Frame(rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8), (start + i) / fps)
 
 
-def static_frames(seconds: float, fps: float):
-    """A still scene with sensor noise; an object passes for 5 s every 30 s."""
+def static_frames(seconds: float, fps: float, every: float):
+    """A still scene with sensor noise; an object passes for 5 s every `every` seconds."""
     rng = np.random.default_rng(1)
     scene = rng.integers(40, 200, (*FRAME_HW, 3), dtype=np.uint8)
     for i in range(int(seconds * fps)):
         t = i / fps
         image = np.clip(scene.astype(np.int16) + rng.integers(-3, 4, scene.shape), 0, 255).astype(np.uint8)
-        if t % 30 >= 25:
-            x = int((t % 30 - 25) / 5 * (FRAME_HW[1] - 60))
+        if t % every >= every - 5:
+            x = int((t % every - (every - 5)) / 5 * (FRAME_HW[1] - 60))
             image[80:140, x:x + 60] = (220, 30, 30)
         yield Frame(image, t)
 
@@ -169,30 +170,42 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=12, help="frames timed per file-speed run")
     ap.add_argument("--live-s", type=float, default=600.0, help="wall seconds of the 1 fps live run (0: skip)")
     ap.add_argument("--static-s", type=float, default=180.0, help="wall seconds of the 2 fps static live run (0: skip)")
+    ap.add_argument("--static-every", type=float, nargs="+", default=[30.0],
+                    help="static runs: an object passes for 5 s every this many seconds (one run each)")
     ap.add_argument("--families", default="", help="also time these families exact and int8 (llava,qwen)")
+    ap.add_argument("--parts", default="budget,file,live,static",
+                    help="which SmolVLM parts to run; the others are kept from the last results file")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     setup(args.threads)
     started = machine()
-    out: dict = {"frame_hw": FRAME_HW, "model": "SmolVLM2-256M-Video-Instruct layout, random weights"}
+    parts = set(args.parts.split(","))
+    out: dict = {k: v for k, v in (read_json("live_cpu") or {}).items() if k not in ("command", "machine")}
+    out.update({"frame_hw": FRAME_HW, "model": "SmolVLM2-256M-Video-Instruct layout, random weights"})
     with tempfile.TemporaryDirectory(prefix="live-smolvlm-") as tmp:
         write_checkpoint("smolvlm", Path(tmp))
         exact = load_model(tmp, device="cpu", dtype="float32")
         fast = load_model(tmp, device="cpu", dtype="float32", speed="int8")
-        out["error_budget"] = error_budget(exact, fast)
-        print("error budget", out["error_budget"], flush=True)
-        out["file"] = {"serial_exact": file_speed(exact, args.frames, pipelined=False),
-                       "pipeline_exact": file_speed(exact, args.frames, pipelined=True),
-                       "pipeline_int8": file_speed(fast, args.frames, pipelined=True)}
-        print("file", out["file"], flush=True)
+        if "budget" in parts:
+            out["error_budget"] = error_budget(exact, fast)
+            print("error budget", out["error_budget"], flush=True)
+        if "file" in parts:
+            out["file"] = {"serial_exact": file_speed(exact, args.frames, pipelined=False),
+                           "pipeline_exact": file_speed(exact, args.frames, pipelined=True),
+                           "pipeline_int8": file_speed(fast, args.frames, pipelined=True)}
+            print("file", out["file"], flush=True)
         del exact
-        if args.live_s:
+        if "static" not in parts:
+            args.static_s = 0
+        if args.live_s and "live" in parts:
             out["live_1fps"] = live_run(fast, noise_frames(10**6), 1.0, args.live_s, skip=True, desc="live 1 fps")
             print("live 1 fps", {k: v for k, v in out["live_1fps"].items() if k != "series"}, flush=True)
-        if args.static_s:
-            out["live_static_2fps"] = live_run(fast, static_frames(10**6, 2.0), 2.0, args.static_s, skip=True,
-                                               desc="static 2 fps")
-            print("static 2 fps", {k: v for k, v in out["live_static_2fps"].items() if k != "series"}, flush=True)
+        for every in args.static_every if args.static_s else ():
+            key = "live_static_2fps" + ("" if every == 30 else f"_every{every:g}")
+            out[key] = live_run(fast, static_frames(10**6, 2.0, every), 2.0, args.static_s, skip=True,
+                                desc=f"static 2 fps, object every {every:g} s")
+            out[key]["object_every_s"] = every
+            print(key, {k: v for k, v in out[key].items() if k != "series"}, flush=True)
     for family in filter(None, args.families.split(",")):
         out[family] = family_speed(family, max(4, args.frames // 3))
     write_json("live_cpu", out, started)

@@ -656,7 +656,9 @@ def section_live() -> dict:
               r["frames_skipped"], r["frames_dropped"], f"{r['effective_fps']:.2f}", f"{r['final_sampling_fps']:.2f}",
               f"{r['lag_s_max']:.1f} / {r['lag_s_max_second_half']:.1f} / {r['lag_s_final']:.1f}",
               span([b / 2**20 for b in r["kv_bytes_min_max"]]), span(r["rss_mb_min_max"], "{:.0f}")]
-             for name, r in (("1 fps, every frame new", d.get("live_1fps")), ("mostly static", d.get("live_static_2fps"))) if r]
+             for name, r in [("1 fps, every frame new", d.get("live_1fps"))] + [
+                 (f"mostly static (object 5 s in every {r.get('object_every_s', 30):g} s)", r)
+                 for k, r in sorted(d.items()) if k.startswith("live_static_2fps")] if r]
     best = f["pipeline_int8"]
     return {
         "live_header": header(d) + f"Model: {d['model']}, frames {d['frame_hw'][1]}x{d['frame_hw'][0]}.",

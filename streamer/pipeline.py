@@ -1,6 +1,6 @@
 """The stages of a stream, overlapped: reading frames, preparing chunks, and the language model.
 
-    reader thread    sample, pace, thin and chunk the source       -> up to 2 chunks wait
+    reader thread    sample, pace, thin and chunk the source       -> up to 2 chunks wait (live: 1)
     prepare thread   `StreamSession.prepare`: frame skip, pixels,  -> 1 prepared chunk waits
                      the vision tower
     caller's thread  `StreamSession.ingest` of each prepared chunk, the questions at their stops
@@ -95,7 +95,8 @@ class Pipeline:
         self._cost: float | None = None  # model seconds per sampled frame, smoothed
         self._dropped_seen = 0
         self._stop = threading.Event()
-        self._read_q, self._ready_q = _Queue(2, self._stop), _Queue(1, self._stop)
+        # a live source keeps one chunk waiting: every chunk that waits adds its span to the lag
+        self._read_q, self._ready_q = _Queue(1 if live else 2, self._stop), _Queue(1, self._stop)
         # its own frame skip: a stage still running after the session was reset cannot disturb the session's
         skipper = FrameSkipper(session.skipper.cfg) if session.skipper is not None else None
         self._threads = [

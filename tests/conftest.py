@@ -277,3 +277,20 @@ def assert_same_state(a: list, b: list) -> None:
                 torch.testing.assert_close(la[k], lb[k], rtol=0, atol=0, equal_nan=True, msg=k)
             else:
                 assert la[k] == lb[k], k
+
+
+def slow_ingest(monkeypatch, seconds_per_frame: float) -> None:
+    """Make `StreamSession.ingest` a model that needs `seconds_per_frame` (real seconds) for each frame of a chunk,
+    and says so in the seconds it returns, as ingest does."""
+    import time
+
+    from streamer.session import StreamSession
+
+    fast = StreamSession.ingest
+
+    def ingest(self, chunk):
+        fast(self, chunk)
+        time.sleep(seconds_per_frame * len(chunk.times))
+        return seconds_per_frame * len(chunk.times)
+
+    monkeypatch.setattr(StreamSession, "ingest", ingest)

@@ -2,7 +2,6 @@
 
 import json
 import math
-import re
 import subprocess
 import sys
 
@@ -111,18 +110,9 @@ def test_a_model_slower_than_real_time_drops_frames_and_says_so(video, capsys, m
     """--realtime plays the file at its own pace (2 fps); a model that needs 1 s a frame falls behind, so the
     stream is then sampled at the rate that keeps up (0.9 / 1 = 0.9 fps), said once, and the frames passed over are counted
     in the answer's `frames_dropped`, with the lag behind the live edge in `lag_s`."""
-    import time
+    from conftest import slow_ingest
 
-    from streamer.session import StreamSession
-
-    fast = StreamSession.ingest
-
-    def ingest(self, chunk):
-        fast(self, chunk)
-        time.sleep(1.0 * len(chunk.times))
-        return 1.0 * len(chunk.times)  # the seconds it took, as ingest returns them
-
-    monkeypatch.setattr(StreamSession, "ingest", ingest)
+    slow_ingest(monkeypatch, 1.0)
     code = main([video, "--model", "tiny-random", "-q", "now?", "--json", "--max-new-tokens", "2", "--realtime",
                  "--fps", "2", "--end", "3", "--chunk-frames", "1", "--skip-static", "off"])
     out, err = capsys.readouterr()

@@ -433,17 +433,10 @@ def test_a_model_slower_than_the_webcam_shows_its_lag_and_warns(adapter, monkeyp
     """A model needing 0.3 s a frame behind a 10 fps webcam: the pipeline samples the webcam at the rate that keeps
     up (0.9 / 0.3 = 3 fps) and says so in one warning toast; the status line and the panel show the lag behind
     live and the frames dropped to keep up (lag_s, frames_dropped)."""
-    from streamer.session import StreamSession
+    from conftest import slow_ingest
 
     monkeypatch.setattr(state, "WEBCAM_RESTART_GAP_S", 0.3)
-    fast = StreamSession.ingest
-
-    def ingest(self, chunk):
-        fast(self, chunk)
-        time.sleep(0.3 * len(chunk.times))
-        return 0.3 * len(chunk.times)  # the seconds it took, as ingest returns them
-
-    monkeypatch.setattr(StreamSession, "ingest", ingest)
+    slow_ingest(monkeypatch, 0.3)
     registry = SessionRegistry(adapter, WindowConfig(budget=64), UiSettings(fps=10, webcam_chunk_frames=1, skip=None))
     user = registry.get("slowcam")
     image = np.zeros((48, 64, 3), np.uint8)
