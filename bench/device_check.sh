@@ -2,7 +2,8 @@
 # The GPU check of issue 39, one prepared script for the lent GPU machine (none is lent to this project today).
 #
 #   bash bench/device_check.sh            # on the GPU machine, from the repository root: under 10 minutes
-#   DTYPES=float32 FAMILIES=smolvlm FRAMES=2 TESTS=tests/test_half_precision.py bash bench/device_check.sh
+#   PY=.venv/bin/python DTYPES=float32 FAMILIES=smolvlm FRAMES=2 TESTS=tests/test_half_precision.py \
+#       bash bench/device_check.sh
 #                                         # the same on a CPU, to test the script (what CI-less sessions run)
 #
 # 1. the tests that exercise the model and the cache on the device (STREAMER_TEST_DEVICE=cuda: the cache's tensor
