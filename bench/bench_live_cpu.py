@@ -25,7 +25,6 @@ Writes bench/results/live_cpu.json. Not a test: timings depend on the machine an
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from bench_real_models import FRAME_HW, budget_session, noise_frames
 from common import machine, read_json, setup, write_json
 
 from streamer.kv_window import WindowConfig
@@ -46,14 +46,7 @@ from streamer.video.frame import Chunk, Frame
 from streamer.video.sample import SamplerConfig, _paced
 from streamer.video.skip import SkipConfig
 
-FRAME_HW = (216, 384)
 QUESTIONS = ("What is happening?", "Is there a person on screen?", "What color is the car?")
-
-
-def noise_frames(n: int, fps: float = 1.0, start: int = 0):
-    rng = np.random.default_rng(start)
-    for i in range(n):
-        yield Frame(rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8), (start + i) / fps)
 
 
 def static_frames(seconds: float, fps: float, every: float):
@@ -70,14 +63,7 @@ def static_frames(seconds: float, fps: float, every: float):
 
 
 def session_at_budget(adapter, skip: bool) -> StreamSession:
-    opened = adapter.chunk_prompt(Chunk(tuple(noise_frames(2))), StreamSession(adapter).conv)
-    budget = int(0.1 * 300 * adapter.chunk_prompt(Chunk(tuple(noise_frames(2))), opened.after).n_tokens / 2)
-    session = StreamSession(adapter, WindowConfig(policy="combined", budget=budget), skip=SkipConfig() if skip else None)
-    filler = adapter.tokenizer("The camera shows a quiet street. " * 8, add_special_tokens=False)["input_ids"]
-    filler = (filler * math.ceil(budget / len(filler)))[:budget]
-    for i in range(0, budget, 512):
-        session._forward_ids(filler[i:i + 512])
-    return session
+    return budget_session(adapter, 2, skip=SkipConfig() if skip else None)[0]
 
 
 def error_budget(exact, fast) -> dict:

@@ -45,15 +45,35 @@ from streamer.models.registry import load_model
 from streamer.session import StreamSession
 from streamer.video.frame import Frame
 from streamer.shared_types import Conversation
+from streamer.video.skip import SkipConfig
 
 FRAME_HW = (216, 384)  # a 16:9 frame at the sampler's default --max-side 384
 STREAM_S = 300  # the budget is 10% of a 5-minute stream's tokens at 1 fps
 
 
-def _frames(n: int, start: int) -> Chunk:
+def noise_frames(n: int, fps: float = 1.0, start: int = 0):
+    """`n` frames of random pixels at `fps`, the first at `start / fps` (the same frames for the same start)."""
     rng = np.random.default_rng(start)
-    frames = tuple(Frame(rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8), float(start + i)) for i in range(n))
-    return Chunk(frames, start)
+    for i in range(n):
+        yield Frame(rng.integers(0, 256, (*FRAME_HW, 3), dtype=np.uint8), (start + i) / fps)
+
+
+def _frames(n: int, start: int) -> Chunk:
+    return Chunk(tuple(noise_frames(n, start=start)), start)
+
+
+def budget_session(adapter, chunk: int, fill: bool = True, skip: SkipConfig | None = None) -> tuple[StreamSession, float]:
+    """(a session whose `combined` budget is 10% of a STREAM_S-second stream's tokens, the tokens per frame inside
+    a turn). `fill`: the cache is first filled to its budget with text (the language model only), not timed."""
+    opened = adapter.chunk_prompt(_frames(chunk, 0), Conversation())
+    tokens_per_frame = adapter.chunk_prompt(_frames(chunk, 0), opened.after).n_tokens / chunk  # inside a turn
+    budget = int(0.1 * STREAM_S * tokens_per_frame)
+    session = StreamSession(adapter, WindowConfig(policy="combined", budget=budget), skip=skip)
+    filler = adapter.tokenizer("The camera shows a quiet street. " * 8, add_special_tokens=False)["input_ids"]
+    filler = (filler * math.ceil(budget / len(filler)))[:budget]
+    for i in range(0, budget if fill else 0, 512):
+        session._forward_ids(filler[i : i + 512])
+    return session, tokens_per_frame
 
 
 def measure(path: Path, family: str, dtype: str, args: argparse.Namespace) -> dict:
@@ -73,14 +93,8 @@ def measure(path: Path, family: str, dtype: str, args: argparse.Namespace) -> di
 
     tower.register_forward_pre_hook(pre)
     tower.register_forward_hook(post)
-    opened = adapter.chunk_prompt(_frames(chunk, 0), Conversation())
-    tokens_per_frame = adapter.chunk_prompt(_frames(chunk, 0), opened.after).n_tokens / chunk  # inside a turn
-    budget = int(0.1 * STREAM_S * tokens_per_frame)
-    session = StreamSession(adapter, WindowConfig(policy="combined", budget=budget), skip=None)  # time every frame
-    filler = adapter.tokenizer("The camera shows a quiet street. " * 8, add_special_tokens=False)["input_ids"]
-    filler = (filler * math.ceil(budget / len(filler)))[:budget]
-    for i in range(0, budget if args.fill else 0, 512):  # the cache at its budget (text: LM only; not timed)
-        session._forward_ids(filler[i : i + 512])
+    session, tokens_per_frame = budget_session(adapter, chunk, args.fill)  # skip off: time every frame
+    budget = session.window.budget
     t = 0
     for _ in range(args.warmup):  # warm-up chunks, not timed
         session.ingest(_frames(chunk, t))

@@ -78,9 +78,9 @@ def load_model(
         adapter = getattr(importlib.import_module(module), function)(settings.device, settings.dtype)
     else:
         adapter = _load_checkpoint(name, settings.device, settings.dtype)
-    if speed == "int8":
+    if settings.speed == "int8":
         make_fast(adapter.model)
-        adapter.speed = speed
+        adapter.speed = settings.speed
     logger.info(
         "loaded %s (%s) on %s in %s (speed %s) in %.1f s",
         name, adapter.family, settings.device, settings.dtype, speed, time.perf_counter() - start,

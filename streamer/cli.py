@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     live = source.is_live or args.realtime  # frames cannot wait for the model: dropped (counted) to keep up
     with source:  # a question at time t sees exactly the frames up to t (questions without --at: after the last)
         replay(session, source, sampler, [t for t, _ in plan],
-               lambda i, pipeline: answer_one(session, plan[i][1], args, pipeline.live_stats() if live else None),
+               lambda i, pipeline: answer_one(session, plan[i][1], args, pipeline.live_stats()),
                total=total, live=live, on_alert=lambda alert: print_alert(alert, args.json))
     if session.frames_ingested == 0:
         raise ConfigError("no frames were sampled; check --start/--end against the video's length")
@@ -184,7 +184,7 @@ def _print_json(session: StreamSession, question: str, answer: str, start: float
             "policy": s["policy"], "merge": s["merge"], "redundancy": s["redundancy"],
             "skip_static": s["skip_static"], "budget": s["budget"], "evicted": s["evicted"],
             "merged": s["merged"], "model": args.model, "speed": args.speed,
-            "lag_s": live["lag_s"] if live else 0.0, "frames_dropped": live["frames_dropped"] if live else 0,
+            "lag_s": live["lag_s"] if live else 0.0, "frames_dropped": live["frames_dropped"] if live else 0,  # prompt: none
         }), flush=True)  # json.dumps escapes control characters itself
 
 
