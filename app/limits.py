@@ -53,6 +53,25 @@ def check_size(width: int | None, height: int | None, limit: int, what: str) -> 
             f"most {limit / 1e6:.1f} megapixels per frame (e.g. {_side(limit)}x{_side(limit)}): send it smaller")
 
 
+def open_upload(path: str | Path, name: str, limit: int):
+    """Open an uploaded file as a video source (one file: no playlist, no URL), refusing a frame of more than
+    `limit` pixels from its header; raises StreamerError naming the file as `name` (the server's upload folder is
+    none of the user's business)."""
+    from streamer.frames import open_source  # the decoders: only once an upload comes
+
+    source = None
+    try:
+        with decoding():  # FFmpeg decodes the first frame while it opens the file: one at a time
+            check_image_file(path, limit, name)  # an image's size from its header, before FFmpeg
+            source = open_source(path, single_file=True)
+        check_size(source.width, source.height, limit, name)  # a video's size, as its codec declares it
+        return source
+    except StreamerError as err:
+        if source is not None:
+            source.close()
+        raise type(err)(str(err).replace(str(path), name)) from None
+
+
 def check_image_file(path: str | Path, limit: int, what: str) -> None:
     """Refuse an image file that declares too many pixels, from its header; a file PIL does not know as an
     image (a video) passes, for FFmpeg to judge."""

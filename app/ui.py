@@ -49,7 +49,6 @@ from streamer.app.sessions import SESSION_ENDED, SessionRegistry
 from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.entry import run_main
 from streamer.errors import ConfigError, StreamerError
-from streamer.frames import open_source
 from streamer.kv_window import POLICIES, WindowConfig
 from streamer.options import (
     DEFAULT_BUDGET, FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config,
@@ -114,17 +113,11 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         if not path:
             return gr.skip()
         chosen = chosen_window(policy, budget)
-        name, most, source = Path(path).name, settings.max_frame_pixels, None
+        name = Path(path).name
         try:
-            with limits.decoding():  # FFmpeg decodes the first frame while it opens the file: one at a time
-                limits.check_image_file(path, most, name)  # an image's size from its header, before FFmpeg
-                source = open_source(path, single_file=True)  # an upload is one file: no playlist, no URL
-            limits.check_size(source.width, source.height, most, name)  # a video's size, as its codec declares it
+            source = limits.open_upload(path, name, settings.max_frame_pixels)
         except StreamerError as err:  # the old video, its cache and the chat stay as they were
-            if source is not None:
-                source.close()
-            message = str(err).replace(str(path), name)  # the server's upload folder is none of the user's business
-            raise toast(message, "Cannot read this video") from None
+            raise toast(str(err), "Cannot read this video") from None
         try:
             user = user_of(request)  # only a readable video takes a session slot
             user.start_video(source, name, chosen)

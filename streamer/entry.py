@@ -121,5 +121,9 @@ def ui() -> None:
     sys.exit(run_main("streamer.app.ui"))
 
 
+def serve() -> None:
+    sys.exit(run_main("streamer.app.serve"))
+
+
 def demo() -> None:
     sys.exit(run_main("streamer.world.demo"))

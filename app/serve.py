@@ -1,0 +1,230 @@
+"""streamer-serve: the app on Ray Serve, N replicas of the model, each holding its own sessions and caches.
+
+    streamer-serve --replicas 2                  # a local Ray; http://127.0.0.1:8000
+    streamer-serve --address auto --replicas 8 --host 0.0.0.0   # on a running Ray cluster (docs/serving.md)
+    serve run streamer.app.serve:build_app replicas=2           # the same app through Ray's own CLI or config
+
+Two deployments: `gateway` (the HTTP API and its page, no model) and `streamer` (the replicas, each a
+`SessionHost`, app/hosting.py). A session's token names the replica that made it, and `SessionRouter`, Ray
+Serve's request router for the `streamer` deployment, sends every request of a token to that replica (Ray
+Serve's own routing, keyed on the session: the token travels as the request's multiplexed model id). When that
+replica is gone the request goes to any other, which answers `LOST`; a request in flight on a replica that dies
+gets the same message from the gateway. Never an answer from another replica's empty cache.
+
+The HTTP API (JSON; errors are {"detail": message} with 400 a bad request, 410 a session gone, 429 no free
+session slot, 503 the session's replica died):
+    POST   /api/sessions                       -> {"session": token, "replica": id}
+    POST   /api/sessions/{token}/video         multipart field `file`: start ingesting it -> status
+    GET    /api/sessions/{token}               -> status: state (none|running|done|stopped|error), frames, ...
+    POST   /api/sessions/{token}/ask           {"question": "..."} -> {"answer": ..., "video_time_s": ...}
+    DELETE /api/sessions/{token}
+    GET    /                                   the page: upload, ask, the chat
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a local Ray
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # noqa: E402
+from fastapi.responses import HTMLResponse  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+from ray import serve  # noqa: E402
+from ray.exceptions import ActorUnavailableError, RayActorError  # noqa: E402
+from ray.serve.config import RequestRouterConfig  # noqa: E402
+from ray.serve.request_router import FIFOMixin, RequestRouter  # noqa: E402
+
+from streamer.app.hosting import LOST, SessionGone, replica_of  # noqa: E402
+from streamer.app.serve_page import PAGE  # noqa: E402
+from streamer.entry import run_main  # noqa: E402
+from streamer.errors import StreamerError  # noqa: E402
+from streamer.options import (  # noqa: E402
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
+)
+
+log = logging.getLogger(__name__)
+
+SERVE_BUDGET = 512  # tokens per layer, as the web UI starts with
+DEFAULT_PORT = 8000
+
+
+class SessionRouter(FIFOMixin, RequestRouter):
+    """Ray Serve's request router for the replicas, keyed on the session: a request carrying a session token (as
+    its multiplexed model id) goes to the replica named in the token, and waits for it when it is busy; a new
+    session goes to the least loaded replica; a token whose replica is gone goes to any (it answers LOST)."""
+
+    async def choose_replicas(self, candidate_replicas, pending_request=None):
+        if pending_request is not None:
+            pending_request.routing_context.should_backoff = True  # a busy home replica is waited for, not spun on
+            home = replica_of(pending_request.metadata.multiplexed_model_id or "")
+            held = [r for r in candidate_replicas if home and r.replica_id.unique_id == home]
+            if held:
+                return [held]
+        return [candidate_replicas]
+
+
+class Question(BaseModel):
+    question: str
+
+
+api = FastAPI(title="streamer", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+
+@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+@serve.ingress(api)
+class Gateway:
+    """The HTTP API: no model, no state; each call goes to the replica of its session."""
+
+    def __init__(self, replicas, max_upload_mb: int):
+        self.replicas, self.max_upload_bytes = replicas, max_upload_mb * 2**20
+
+    async def _call(self, method: str, token, *args):
+        handle = self.replicas.options(multiplexed_model_id=token) if token else self.replicas
+        try:
+            reply = await handle.call.remote(method, token, *args)
+        except (RayActorError, ActorUnavailableError) as err:  # the replica died under the request
+            log.warning("the replica of %s failed: %s", (token or "a new session")[:20], type(err).__name__)
+            raise HTTPException(503, LOST) from None
+        if "error" in reply:
+            raise HTTPException(reply["status"], reply["error"])
+        return reply["ok"]
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page(self):
+        return PAGE
+
+    @api.post("/api/sessions")
+    async def open(self, request: Request):
+        return await self._call("open", None, request.client.host if request.client else "")
+
+    @api.post("/api/sessions/{token}/video")
+    async def upload(self, token: str, file: UploadFile = File(...)):
+        data = await file.read(self.max_upload_bytes + 1)
+        if len(data) > self.max_upload_bytes:
+            raise HTTPException(413, f"the upload is over {self.max_upload_bytes // 2**20} MB, the most this "
+                                     "server takes")
+        return await self._call("upload", token, data, file.filename or "video")
+
+    @api.get("/api/sessions/{token}")
+    async def status(self, token: str):
+        return await self._call("status", token)
+
+    @api.post("/api/sessions/{token}/ask")
+    async def ask(self, token: str, body: Question):
+        return await self._call("ask", token, body.question)
+
+    @api.delete("/api/sessions/{token}")
+    async def close(self, token: str):
+        return await self._call("close", token)
+
+
+@serve.deployment(name="streamer", max_ongoing_requests=64,
+                  request_router_config=RequestRouterConfig(request_router_class="streamer.app.serve:SessionRouter"))
+class Replica:
+    """One replica: the model, loaded once, and a SessionHost with the sessions this replica made."""
+
+    def __init__(self, options: dict):
+        from streamer.app.hosting import SessionHost
+        from streamer.app.state import UiSettings
+        from streamer.models.registry import load_model
+
+        args = argparse.Namespace(**options)
+        adapter = load_model(args.model, device=args.device, dtype=args.dtype, speed=args.speed)
+        window = window_config(args, adapter.describe()["max_position_embeddings"])
+        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
+                              max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args), reconnect_grace_s=0.0)
+        replica = serve.get_replica_context().replica_id.unique_id
+        self.host = SessionHost(adapter, window, settings, replica=replica,
+                                max_upload_bytes=args.max_upload_mb * 2**20)
+        log.info("replica %s ready with %s", replica, adapter.name)
+
+    async def call(self, method: str, token, *args) -> dict:
+        """Run `method` of the host in a thread (answers take seconds); errors a user causes come back as
+        {"error": message, "status": http status}, never as exceptions (they cross processes as text)."""
+        from streamer.app.sessions import ServerFullError
+
+        target = getattr(self.host, method)
+        try:
+            return {"ok": await asyncio.to_thread(target, *args) if token is None else
+                    await asyncio.to_thread(target, token, *args)}
+        except SessionGone as err:
+            return {"error": str(err), "status": 410}
+        except ServerFullError as err:
+            return {"error": str(err), "status": 429}
+        except StreamerError as err:
+            return {"error": str(err), "status": 400}
+
+    def __del__(self):
+        host = getattr(self, "host", None)
+        if host is not None:
+            host.shutdown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="streamer-serve", description=__doc__.split("\n\n")[0])
+    add_model_options(p)
+    add_cache_options(p)
+    p.set_defaults(budget=SERVE_BUDGET)
+    p.add_argument("--replicas", type=int_in(1, 1024), default=2, help="model replicas (each holds its sessions)")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves for each replica")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join ('auto': the one `ray start` runs here; default: start a local one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int_in(1, 65535), default=DEFAULT_PORT, help="port to listen on")
+    p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep")
+    p.add_argument("--max-new-tokens", type=MAX_NEW_TOKENS, default=64, help="longest answer in tokens")
+    p.add_argument("--max-sessions", type=int_in(1, 1024), default=16, help="sessions each replica holds at once")
+    p.add_argument("--max-sessions-per-client", type=int_in(1, 1024), default=None,
+                   help="sessions one client address may hold on each replica (default: a quarter of --max-sessions)")
+    p.add_argument("--max-upload-mb", type=int_in(1, 10**6), default=200, help="largest upload accepted")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (Ray's logs too)")
+    return p
+
+
+def app_from_args(args: argparse.Namespace):
+    """The Serve application: `args.replicas` replicas with these options, behind the gateway."""
+    if args.replica_cpus <= 0:
+        raise StreamerError(f"--replica-cpus must be above 0, got {args.replica_cpus}")
+    window_config(args)  # bad cache options fail here, not in every replica
+    replicas = Replica.options(num_replicas=args.replicas, ray_actor_options={"num_cpus": args.replica_cpus})
+    return Gateway.bind(replicas.bind(vars(args)), args.max_upload_mb)
+
+
+def build_app(options: dict):
+    """For `serve run streamer.app.serve:build_app replicas=2 model=tiny` and Serve config files: the options
+    are streamer-serve's, without the dashes."""
+    argv = [f"--{str(k).replace('_', '-')}" if v is True else f"--{str(k).replace('_', '-')}={v}"
+            for k, v in options.items() if v is not False]
+    return app_from_args(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamer.app.ui import check_address
+
+    app = app_from_args(args)
+    check_address(args.host, args.port)
+    import ray
+
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose,
+             logging_level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(app, name="streamer", route_prefix="/")
+        print(f"serving {args.replicas} replica(s) on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main("streamer.app.serve", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
