@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from streamer.app import limits
-from streamer.app.sessions import SessionRegistry
+from streamer.app.sessions import ServerFullError, SessionRegistry
 from streamer.app.state import UiSettings, UserSession
 from streamer.errors import StreamerError
 from streamer.kv_window import WindowConfig
@@ -122,6 +122,22 @@ class SessionHost:
         for user in self.registry.users():
             self.registry.drop(user.key)
         shutil.rmtree(self._uploads, ignore_errors=True)
+
+    def dispatch(self, method: str, token: str | None, *args) -> dict:
+        """Run `method` ("open", "upload", "status", "ask", "close"; with the session's `token` unless "open")
+        for the HTTP API: {"ok": result}, or for an error a user causes {"error": message, "status": the
+        HTTP status} (410 the session is gone, 429 no free slot, 400 the rest). It crosses processes as data."""
+        if method not in ("open", "upload", "status", "ask", "close"):
+            raise ValueError(f"no method {method!r}")
+        try:
+            result = getattr(self, method)(*args) if token is None else getattr(self, method)(token, *args)
+        except SessionGone as err:
+            return {"error": str(err), "status": 410}
+        except ServerFullError as err:
+            return {"error": str(err), "status": 429}
+        except StreamerError as err:
+            return {"error": str(err), "status": 400}
+        return {"ok": result}
 
     def _user(self, token: str) -> UserSession:
         if not isinstance(token, str) or not replica_of(token):

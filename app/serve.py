@@ -11,18 +11,12 @@ Serve's own routing, keyed on the session: the token travels as the request's mu
 replica is gone the request goes to any other, which answers `LOST`; a request in flight on a replica that dies
 gets the same message from the gateway. Never an answer from another replica's empty cache.
 
-The HTTP API (JSON; errors are {"detail": message} with 400 a bad request, 410 a session gone, 429 no free
-session slot, 503 the session's replica died):
-    POST   /api/sessions                       -> {"session": token, "replica": id}
-    POST   /api/sessions/{token}/video         multipart field `file`: start ingesting it -> status
-    GET    /api/sessions/{token}               -> status: state (none|running|done|stopped|error), frames, ...
-    POST   /api/sessions/{token}/ask           {"question": "..."} -> {"answer": ..., "video_time_s": ...}
-    DELETE /api/sessions/{token}
-    GET    /                                   the page: upload, ask, the chat
+The HTTP API and the page: app/serve_api.py.
 """
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -30,16 +24,13 @@ import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home from a local Ray
 
-from fastapi import FastAPI, File, HTTPException, Request, UploadFile  # noqa: E402
-from fastapi.responses import HTMLResponse  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
 from ray import serve  # noqa: E402
 from ray.exceptions import ActorUnavailableError, RayActorError  # noqa: E402
 from ray.serve.config import RequestRouterConfig  # noqa: E402
 from ray.serve.request_router import FIFOMixin, RequestRouter  # noqa: E402
 
-from streamer.app.hosting import LOST, SessionGone, replica_of  # noqa: E402
-from streamer.app.serve_page import PAGE  # noqa: E402
+from streamer.app.hosting import replica_of  # noqa: E402
+from streamer.app.serve_api import Unreachable, make_api  # noqa: E402
 from streamer.entry import run_main  # noqa: E402
 from streamer.errors import StreamerError  # noqa: E402
 from streamer.options import (  # noqa: E402
@@ -67,59 +58,26 @@ class SessionRouter(FIFOMixin, RequestRouter):
         return [candidate_replicas]
 
 
-class Question(BaseModel):
-    question: str
-
-
-api = FastAPI(title="streamer", docs_url="/api/docs", openapi_url="/api/openapi.json")
+async def _forward(replicas, method: str, token, *args) -> dict:
+    """Run a SessionHost method on the replica of `token` (a new session: the least loaded replica)."""
+    handle = replicas.options(multiplexed_model_id=token) if token else replicas
+    try:
+        return await handle.call.remote(method, token, *args)
+    except (RayActorError, ActorUnavailableError) as err:  # the replica died under the request
+        log.warning("the replica of %s failed: %s", (token or "a new session")[:20], type(err).__name__)
+        raise Unreachable from None
 
 
 @serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
-@serve.ingress(api)
+@serve.ingress()
 class Gateway:
-    """The HTTP API: no model, no state; each call goes to the replica of its session."""
+    """The HTTP API and the page (app/serve_api.py): no model, no sessions; each call goes to its replica."""
 
     def __init__(self, replicas, max_upload_mb: int):
-        self.replicas, self.max_upload_bytes = replicas, max_upload_mb * 2**20
+        self.replicas, self.max_upload_mb = replicas, max_upload_mb
 
-    async def _call(self, method: str, token, *args):
-        handle = self.replicas.options(multiplexed_model_id=token) if token else self.replicas
-        try:
-            reply = await handle.call.remote(method, token, *args)
-        except (RayActorError, ActorUnavailableError) as err:  # the replica died under the request
-            log.warning("the replica of %s failed: %s", (token or "a new session")[:20], type(err).__name__)
-            raise HTTPException(503, LOST) from None
-        if "error" in reply:
-            raise HTTPException(reply["status"], reply["error"])
-        return reply["ok"]
-
-    @api.get("/", response_class=HTMLResponse)
-    async def page(self):
-        return PAGE
-
-    @api.post("/api/sessions")
-    async def open(self, request: Request):
-        return await self._call("open", None, request.client.host if request.client else "")
-
-    @api.post("/api/sessions/{token}/video")
-    async def upload(self, token: str, file: UploadFile = File(...)):
-        data = await file.read(self.max_upload_bytes + 1)
-        if len(data) > self.max_upload_bytes:
-            raise HTTPException(413, f"the upload is over {self.max_upload_bytes // 2**20} MB, the most this "
-                                     "server takes")
-        return await self._call("upload", token, data, file.filename or "video")
-
-    @api.get("/api/sessions/{token}")
-    async def status(self, token: str):
-        return await self._call("status", token)
-
-    @api.post("/api/sessions/{token}/ask")
-    async def ask(self, token: str, body: Question):
-        return await self._call("ask", token, body.question)
-
-    @api.delete("/api/sessions/{token}")
-    async def close(self, token: str):
-        return await self._call("close", token)
+    def __serve_build_asgi_app__(self):  # Ray Serve builds the app in the replica, after __init__
+        return make_api(functools.partial(_forward, self.replicas), self.max_upload_mb)
 
 
 @serve.deployment(name="streamer", max_ongoing_requests=64,
@@ -143,20 +101,8 @@ class Replica:
         log.info("replica %s ready with %s", replica, adapter.name)
 
     async def call(self, method: str, token, *args) -> dict:
-        """Run `method` of the host in a thread (answers take seconds); errors a user causes come back as
-        {"error": message, "status": http status}, never as exceptions (they cross processes as text)."""
-        from streamer.app.sessions import ServerFullError
-
-        target = getattr(self.host, method)
-        try:
-            return {"ok": await asyncio.to_thread(target, *args) if token is None else
-                    await asyncio.to_thread(target, token, *args)}
-        except SessionGone as err:
-            return {"error": str(err), "status": 410}
-        except ServerFullError as err:
-            return {"error": str(err), "status": 429}
-        except StreamerError as err:
-            return {"error": str(err), "status": 400}
+        """`SessionHost.dispatch` in a thread (answers take seconds): errors come back as data."""
+        return await asyncio.to_thread(self.host.dispatch, method, token, *args)
 
     def __del__(self):
         host = getattr(self, "host", None)

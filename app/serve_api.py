@@ -1,6 +1,79 @@
-"""The page `streamer-serve` serves at /: pick a video, follow its ingest, ask about it, see the chat. Plain HTML
-and fetch() on the HTTP API of app/serve.py; a session whose replica stopped shows the server's message and
-offers a new session."""
+"""The HTTP API of `streamer-serve` and its page, on any backend: `make_api(call)` builds the FastAPI app, where
+`call(method, token, *args)` runs a `SessionHost.dispatch` wherever the session lives (app/serve.py: on the
+session's Ray Serve replica; tests: in this process) and raises `Unreachable` when the session's host died
+under the request.
+
+    POST   /api/sessions                       -> {"session": token, "replica": id}
+    POST   /api/sessions/{token}/video         multipart field `file`: start ingesting it -> status
+    GET    /api/sessions/{token}               -> status: state (none|running|done|stopped|error), frames, ...
+    POST   /api/sessions/{token}/ask           {"question": "..."} -> {"answer": ..., "video_time_s": ...}
+    DELETE /api/sessions/{token}
+    GET    /                                   the page: upload, ask, the chat
+
+Errors are {"detail": message}: 400 a bad request (an unreadable video, a question too long), 410 the session
+is gone (its replica stopped, or it ended), 413 an upload too large, 429 no free session slot, 503 the
+session's replica died while it answered. The page shows each as one line; on 410 and 503 it offers a new
+session.
+"""
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from streamer.app.hosting import LOST
+
+
+class Unreachable(Exception):
+    """The host of a session died while it ran the request."""
+
+
+class Question(BaseModel):
+    question: str
+
+
+def make_api(call: Callable[..., Awaitable[dict]], max_upload_mb: int = 200) -> FastAPI:
+    api = FastAPI(title="streamer", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    async def run(method: str, token, *args):
+        try:
+            reply = await call(method, token, *args)
+        except Unreachable:
+            raise HTTPException(503, LOST) from None
+        if "error" in reply:
+            raise HTTPException(reply["status"], reply["error"])
+        return reply["ok"]
+
+    @api.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE
+
+    @api.post("/api/sessions")
+    async def open_session(request: Request):
+        return await run("open", None, request.client.host if request.client else "")
+
+    @api.post("/api/sessions/{token}/video")
+    async def upload(token: str, file: UploadFile = File(...)):
+        data = await file.read(max_upload_mb * 2**20 + 1)
+        if len(data) > max_upload_mb * 2**20:
+            raise HTTPException(413, f"the upload is over {max_upload_mb} MB, the most this server takes")
+        return await run("upload", token, data, file.filename or "video")
+
+    @api.get("/api/sessions/{token}")
+    async def status(token: str):
+        return await run("status", token)
+
+    @api.post("/api/sessions/{token}/ask")
+    async def ask(token: str, body: Question):
+        return await run("ask", token, body.question)
+
+    @api.delete("/api/sessions/{token}")
+    async def close(token: str):
+        return await run("close", token)
+
+    return api
+
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>streamer</title>
