@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import random
 import os
 import sys
 import time
@@ -32,9 +33,8 @@ from ray.serve.request_router import FIFOMixin, RequestRouter  # noqa: E402
 from streamer.app.hosting import replica_of  # noqa: E402
 from streamer.app.serve_api import Unreachable, make_api  # noqa: E402
 from streamer.entry import run_main  # noqa: E402
-from streamer.errors import StreamerError  # noqa: E402
 from streamer.options import (  # noqa: E402
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config, window_config,
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, float_in, int_in, skip_config, window_config,
 )
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ DEFAULT_PORT = 8000
 
 class SessionRouter(FIFOMixin, RequestRouter):
     """Ray Serve's request router for the replicas, keyed on the session: a request carrying a session token (as
-    its multiplexed model id) goes to the replica named in the token, and waits for it when it is busy; a new
-    session goes to the least loaded replica; a token whose replica is gone goes to any (it answers LOST)."""
+    its multiplexed model id) goes to the replica named in the token, and waits for it when it is busy. A new
+    session (or a token whose replica is gone, which any replica answers with LOST) goes to the one of two
+    replicas drawn at random that holds fewer sessions (each replica's count as it last reported it)."""
 
     async def choose_replicas(self, candidate_replicas, pending_request=None):
         if pending_request is not None:
@@ -55,7 +56,9 @@ class SessionRouter(FIFOMixin, RequestRouter):
             held = [r for r in candidate_replicas if home and r.replica_id.unique_id == home]
             if held:
                 return [held]
-        return [candidate_replicas]
+        two = sorted(random.sample(candidate_replicas, min(2, len(candidate_replicas))),
+                     key=lambda r: (r.routing_stats or {}).get("sessions", 0))
+        return [[replica] for replica in two]
 
 
 async def _forward(replicas, method: str, token, *args) -> dict:
@@ -81,24 +84,18 @@ class Gateway:
 
 
 @serve.deployment(name="streamer", max_ongoing_requests=64,
-                  request_router_config=RequestRouterConfig(request_router_class="streamer.app.serve:SessionRouter"))
+                  request_router_config=RequestRouterConfig(request_router_class="streamer.app.serve:SessionRouter",
+                                                            request_routing_stats_period_s=1))
 class Replica:
     """One replica: the model, loaded once, and a SessionHost with the sessions this replica made."""
 
     def __init__(self, options: dict):
-        from streamer.app.hosting import SessionHost
-        from streamer.app.state import UiSettings
-        from streamer.models.registry import load_model
-
-        args = argparse.Namespace(**options)
-        adapter = load_model(args.model, device=args.device, dtype=args.dtype, speed=args.speed)
-        window = window_config(args, adapter.describe()["max_position_embeddings"])
-        settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
-                              max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args), reconnect_grace_s=0.0)
         replica = serve.get_replica_context().replica_id.unique_id
-        self.host = SessionHost(adapter, window, settings, replica=replica,
-                                max_upload_bytes=args.max_upload_mb * 2**20)
-        log.info("replica %s ready with %s", replica, adapter.name)
+        self.host = host_from_args(argparse.Namespace(**options), replica)
+        log.info("replica %s ready with %s", replica, self.host.model)
+
+    def record_routing_stats(self) -> dict:  # Ray Serve asks every second; SessionRouter reads it
+        return {"sessions": len(self.host.registry)}
 
     async def call(self, method: str, token, *args) -> dict:
         """`SessionHost.dispatch` in a thread (answers take seconds): errors come back as data."""
@@ -110,13 +107,27 @@ class Replica:
             host.shutdown()
 
 
+def host_from_args(args: argparse.Namespace, replica: str):
+    """The SessionHost of one replica (or of a single process, `replica` "local") under streamer-serve's options."""
+    from streamer.app.hosting import SessionHost
+    from streamer.app.state import UiSettings
+    from streamer.models.registry import load_model
+
+    adapter = load_model(args.model, device=args.device, dtype=args.dtype, speed=args.speed)
+    window = window_config(args, adapter.describe()["max_position_embeddings"])
+    settings = UiSettings(fps=args.fps, max_new_tokens=args.max_new_tokens, max_sessions=args.max_sessions,
+                          max_sessions_per_client=args.max_sessions_per_client, skip=skip_config(args),
+                          reconnect_grace_s=0.0)
+    return SessionHost(adapter, window, settings, replica=replica, max_upload_bytes=args.max_upload_mb * 2**20)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="streamer-serve", description=__doc__.split("\n\n")[0])
     add_model_options(p)
     add_cache_options(p)
     p.set_defaults(budget=SERVE_BUDGET)
     p.add_argument("--replicas", type=int_in(1, 1024), default=2, help="model replicas (each holds its sessions)")
-    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs Ray reserves for each replica")
+    p.add_argument("--replica-cpus", type=float_in(0, 1024, low_open=True), default=1.0, help="CPUs Ray reserves for each replica")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto': the one `ray start` runs here; default: start a local one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -133,8 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def app_from_args(args: argparse.Namespace):
     """The Serve application: `args.replicas` replicas with these options, behind the gateway."""
-    if args.replica_cpus <= 0:
-        raise StreamerError(f"--replica-cpus must be above 0, got {args.replica_cpus}")
     window_config(args)  # bad cache options fail here, not in every replica
     replicas = Replica.options(num_replicas=args.replicas, ray_actor_options={"num_cpus": args.replica_cpus})
     return Gateway.bind(replicas.bind(vars(args)), args.max_upload_mb)

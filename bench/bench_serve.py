@@ -44,14 +44,9 @@ def videos(n: int, folder: Path, questions: int) -> list[tuple[Path, list[str]]]
 
 def reference(clips, options) -> list[list[str]]:
     """Each clip's answers from a SessionHost in this process, as a single-process run gives them."""
-    from streamer.app.hosting import SessionHost
-    from streamer.app.state import UiSettings
-    from streamer.models.registry import load_model
-    from streamer.options import skip_config, window_config
+    from streamer.app.serve import host_from_args
 
-    adapter = load_model(options.model)
-    settings = UiSettings(fps=options.fps, max_new_tokens=options.max_new_tokens, skip=skip_config(options))
-    host = SessionHost(adapter, window_config(options, adapter.describe()["max_position_embeddings"]), settings)
+    host = host_from_args(options, "local")
     answers = []
     for path, questions in clips:
         token = host.open()["session"]
