@@ -675,9 +675,34 @@ def section_live() -> dict:
     }
 
 
+def section_serve() -> dict:
+    d = load("serve")
+    run, kill = d["run"], d["kill"]
+    rows = [["all replicas up", d["clients"], f"{run['matching']}/{run['answers']}", "", f"{run['answer_s_median']:.2f}",
+             f"{run['seconds']:.1f}"],
+            [f"one replica killed ({kill['killed_clients']} clients on it)", d["clients"],
+             f"{kill['matching']}/{kill['answers']} (the other {d['clients'] - kill['killed_clients']} clients)",
+             f"{kill['killed_lost_messages']} LOST (HTTP {', '.join(map(str, kill['killed_statuses']))}), "
+             f"{len(kill['killed_other_outcomes'])} other; {kill['killed_answers_before']} answered before",
+             f"{kill['answer_s_median']:.2f}", f"{kill['seconds']:.1f}"],
+            ["a new session after the kill", 1, f"{d['after_kill']['matching']}/{d['after_kill']['answers']}", "",
+             f"{d['after_kill']['answer_s_median']:.2f}", f"{d['after_kill']['seconds']:.1f}"]]
+    return {
+        "serve_header": header(d) + (f"Model `{d['model']}`, budget {d['budget']}, {d['replicas']} replicas (one CPU "
+                                     f"each), {d['clients']} clients, {d['questions']} questions each about a "
+                                     f"{d['video_s']} s video; Ray up and the replicas loaded in {d['startup_s']:.0f} s."),
+        "serve_answer": (f"{run['matching'] + kill['matching']}/{run['answers'] + kill['answers']} answers equal; "
+                         f"killed replica: {kill['killed_lost_messages']} LOST, "
+                         f"{len(kill['killed_other_outcomes'])} other"),
+        "serve_table": table(["run", "clients", "answers equal to the single-process run", "the killed replica's clients",
+                              "answer s (median)", "run s"], rows),
+    }
+
+
 SECTIONS = [section_memory, section_decode, section_ingest, section_needle, section_captions, section_table,
             section_real_models, section_profile, section_equivalence, section_retrieval, section_quality,
-            section_skip, section_matrix, section_alerts, section_many, section_live]
+            section_skip, section_matrix, section_alerts, section_many, section_live,
+            section_serve]
 
 
 def report() -> str:

@@ -1,5 +1,5 @@
-"""How the three programs start and stop: `streamer` (streamer.cli), `streamer-ui` (streamer.app.ui) and
-`streamer-demo` (streamer.world.demo) all run through `run_main`.
+"""How the programs start and stop: `streamer` (streamer.cli), `streamer-ui` (streamer.app.ui), `streamer-serve`
+(streamer.app.serve) and `streamer-demo` (streamer.world.demo) all run through `run_main`.
 
 `run_main("streamer.cli", argv)` takes Ctrl-C before anything heavy is imported, then imports the program's
 module, parses its arguments (`build_parser()`), sets up logging (`-v` where the program has it) and calls its
