@@ -46,8 +46,8 @@ DEFAULT_PORT = 8000
 class SessionRouter(FIFOMixin, RequestRouter):
     """Ray Serve's request router for the replicas, keyed on the session: a request carrying a session token (as
     its multiplexed model id) goes to the replica named in the token, and waits for it when it is busy. A new
-    session (or a token whose replica is gone, which any replica answers with LOST) goes to the one of two
-    replicas drawn at random that holds fewer sessions (each replica's count as it last reported it)."""
+    session (or a token whose replica is gone, which any replica answers with LOST) goes to the replica holding
+    the fewest sessions: the count it last reported (every second) plus the new sessions sent to it since."""
 
     async def choose_replicas(self, candidate_replicas, pending_request=None):
         if pending_request is not None:
@@ -56,9 +56,19 @@ class SessionRouter(FIFOMixin, RequestRouter):
             held = [r for r in candidate_replicas if home and r.replica_id.unique_id == home]
             if held:
                 return [held]
-        two = sorted(random.sample(candidate_replicas, min(2, len(candidate_replicas))),
-                     key=lambda r: (r.routing_stats or {}).get("sessions", 0))
-        return [[replica] for replica in two]
+        ranked = sorted(candidate_replicas, key=lambda r: (self._sessions(r), random.random()))
+        if ranked:
+            self._opened[ranked[0].replica_id.unique_id][1] += 1
+        return [[replica] for replica in ranked]
+
+    def _sessions(self, replica) -> int:
+        """The sessions `replica` holds, as far as this router knows."""
+        stats = replica.routing_stats or {}
+        self._opened = getattr(self, "_opened", {})  # replica id -> [its last report, sessions sent since]
+        seen = self._opened.setdefault(replica.replica_id.unique_id, [None, 0])
+        if seen[0] != stats.get("report"):
+            seen[:] = [stats.get("report"), 0]  # a new report counts the sessions sent before it
+        return stats.get("sessions", 0) + seen[1]
 
 
 async def _forward(replicas, method: str, token, *args) -> dict:
@@ -95,7 +105,8 @@ class Replica:
         log.info("replica %s ready with %s", replica, self.host.model)
 
     def record_routing_stats(self) -> dict:  # Ray Serve asks every second; SessionRouter reads it
-        return {"sessions": len(self.host.registry)}
+        self.reports = getattr(self, "reports", 0) + 1
+        return {"sessions": len(self.host.registry), "report": self.reports}
 
     async def call(self, method: str, token, *args) -> dict:
         """`SessionHost.dispatch` in a thread (answers take seconds): errors come back as data."""

@@ -144,22 +144,24 @@ def test_one_client_cannot_take_every_slot(adapter, clip):
 def test_the_session_router_sends_a_token_to_the_replica_that_made_it():
     from streamer.app.serve import SessionRouter
 
-    replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"sessions": n})
+    router = SessionRouter.__new__(SessionRouter)  # the routing decision alone, without Ray's machinery
+    replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"sessions": n, "report": 1})
                 for name, n in (("r1", 5), ("r2", 1), ("r3", 3))]
 
     def choose(token):
         request = SimpleNamespace(metadata=SimpleNamespace(multiplexed_model_id=token),
                                   routing_context=SimpleNamespace(should_backoff=False))
-        return asyncio.run(SessionRouter.choose_replicas(None, replicas, request))
+        ranks = asyncio.run(router.choose_replicas(replicas, request))
+        return [rank[0].replica_id.unique_id for rank in ranks]
 
-    assert choose(f"r2.{'0' * 32}") == [[replicas[1]]]  # always its own replica, busy or not
-    for token in ("", f"r9.{'0' * 32}"):  # a new session, or one whose replica is gone (any replica says LOST)
-        for _ in range(20):
-            first, second = choose(token)  # of two replicas drawn, the one holding fewer sessions first
-            assert first[0] is not second[0]
-            assert first[0].routing_stats["sessions"] < second[0].routing_stats["sessions"]
-    firsts = {choose("")[0][0].replica_id.unique_id for _ in range(40)}
-    assert firsts == {"r2", "r3"}  # the fullest never comes first; the others both do
+    assert choose(f"r2.{'0' * 32}") == ["r2"]  # always its own replica, busy or not
+    # new sessions (or one whose replica is gone, which any replica answers with LOST): the fewest sessions
+    # first, counting those sent since the last report, so a burst of new sessions is spread
+    firsts = [choose("")[0] for _ in range(4)] + [choose(f"r9.{'0' * 32}")[0]]
+    assert firsts[:2] == ["r2", "r2"] and sorted(firsts[2:4]) == ["r2", "r3"] and firsts[4] in ("r2", "r3")
+    replicas[1].routing_stats = {"sessions": 9, "report": 2}  # new reports: their counts stand on their own
+    replicas[2].routing_stats = {"sessions": 0, "report": 2}
+    assert choose("") == ["r3", "r1", "r2"]
 
 
 def test_streamer_serve_refuses_bad_options_in_one_line(capsys):
