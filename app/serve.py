@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import random
+import re
 import os
 import sys
 import time
@@ -33,6 +34,7 @@ from ray.serve.request_router import FIFOMixin, RequestRouter  # noqa: E402
 from streamer.app.hosting import replica_of  # noqa: E402
 from streamer.app.serve_api import Unreachable, make_api  # noqa: E402
 from streamer.entry import run_main  # noqa: E402
+from streamer.errors import StreamerError  # noqa: E402
 from streamer.options import (  # noqa: E402
     FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, float_in, int_in, skip_config, window_config,
 )
@@ -177,15 +179,29 @@ def run(args: argparse.Namespace) -> int:
 
     ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose,
              logging_level=logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's progress lines: with -v
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(app, name="streamer", route_prefix="/")
+        try:
+            serve.run(app, name="streamer", route_prefix="/")
+        except RuntimeError:  # a replica's constructor failed (Serve tried a few times): say why in one line
+            raise StreamerError(f"the replicas could not start: {replica_failure()}") from None
         print(f"serving {args.replicas} replica(s) on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
         while True:
             time.sleep(3600)
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def replica_failure() -> str:
+    """The error that stopped the replicas from starting, from Serve's status (the last line of its traceback)."""
+    app = serve.status().applications.get("streamer")
+    message = app.deployments["streamer"].message if app and "streamer" in app.deployments else ""
+    found = re.findall(r"streamer\.errors\.\w+: (.+)", message)
+    lines = [line for line in message.splitlines() if line.strip()]
+    return found[-1] if found else lines[-1].strip() if lines else "see Ray's logs (-v)"
 
 
 def main(argv: list[str] | None = None) -> int:

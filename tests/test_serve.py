@@ -178,6 +178,19 @@ def test_streamer_serve_refuses_bad_options_in_one_line(capsys):
     assert type(app).__name__ == "Application"
 
 
+def test_a_replica_that_cannot_start_is_one_line(monkeypatch):
+    from streamer.app import serve
+
+    traceback = ("RuntimeError: Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                 "streamer.errors.ModelLoadError: cannot load model '/no/such': not a local directory\n")
+    status = SimpleNamespace(applications={"streamer": SimpleNamespace(
+        deployments={"streamer": SimpleNamespace(message=traceback)})})
+    monkeypatch.setattr(serve.serve, "status", lambda: status)
+    assert serve.replica_failure() == "cannot load model '/no/such': not a local directory"
+    status.applications["streamer"].deployments["streamer"].message = "MemoryError: out of memory\n"
+    assert serve.replica_failure() == "MemoryError: out of memory"
+
+
 @pytest.fixture()
 def served(adapter):
     backend = Backend(host(adapter, "a"))
