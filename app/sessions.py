@@ -92,6 +92,15 @@ class SessionRegistry:
             user.last_active = self.clock()
         return user
 
+    def share(self, source, label: str) -> UserSession:
+        """Start ingesting the server-side `source` (`streamer-ui --stream`) once for every page; the session
+        returned owns it, and pages ask on forks of it (`UserSession.ask_shared`). It is no page's slot: never
+        swept, never taken. Not batched: its forks' answers run aside of its cache, under its own lock."""
+        session = StreamSession(self.adapter, self.window, lock=self.model_lock, skip=self.settings.skip)
+        shared = UserSession("shared-stream", session, self.settings)
+        shared.start_video(source, label)
+        return shared
+
     def detach(self, key: str) -> None:
         """The page of `key` lost its connection (Gradio's unload): keep its session for `reconnect_grace_s`
         after its last event, so that a page that reconnects finds it; with no grace, drop it now."""

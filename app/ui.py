@@ -50,6 +50,8 @@ from streamer.app.state import NO_VIDEO, UiSettings, UserSession
 from streamer.entry import run_main
 from streamer.errors import ConfigError, StreamerError
 from streamer.kv_window import POLICIES, WindowConfig
+from streamer.text import printable
+from streamer.video.frame import VideoSource
 from streamer.options import (
     DEFAULT_BUDGET, FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, int_in, skip_config,
     window_config,
@@ -76,9 +78,13 @@ def toast(message: str, title: str = "Error") -> gr.Error:
 
 
 def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None = None,
-               settings: UiSettings | None = None, device: str | None = None, dtype: str | None = None) -> gr.Blocks:
+               settings: UiSettings | None = None, device: str | None = None, dtype: str | None = None,
+               stream: tuple[VideoSource, str] | None = None) -> gr.Blocks:
     """The app. `adapter` (a loaded ModelAdapter) is shared by every session; without one `model`
-    is loaded here, once. The session registry is reachable as `demo.registry` (tests, admin)."""
+    is loaded here, once. The session registry is reachable as `demo.registry` (tests, admin).
+
+    `stream`: (an opened server-side source, its name): ingested once for every page, which asks about it on
+    a fork of its own (the "Shared stream" tab); `demo.shared` is its session."""
     if adapter is None:
         from streamer.models.registry import load_model  # heavy import, after argument errors
 
@@ -86,6 +92,7 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
     window = window or window_config(build_parser().parse_args([]), adapter.describe()["max_position_embeddings"])
     settings = settings or UiSettings()
     registry = SessionRegistry(adapter, window, settings)
+    shared = registry.share(*stream) if stream is not None else None
     info = adapter.describe()
 
     def user_of(request: gr.Request, create: bool = True) -> UserSession | None:
@@ -158,14 +165,24 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         user = user_of(request, create=False)  # a question alone takes no session slot
         if user is None:
             raise toast(SESSION_ENDED if registry.ended(request.session_hash) else NO_VIDEO, "Cannot answer")
-        chat = user.chat  # the page is sent its last turns only (app/chat.py): the same size at every question
+        yield from write_answer(user, user.chat, question, user.ask)
+
+    def on_shared_ask(question: str, request: gr.Request):
+        question = (question or "").strip()
+        if not question:
+            raise toast("type a question first")
+        user = user_of(request)  # this page's turns about the shared stream live in its session
+        yield from write_answer(user, user.shared_chat, question, lambda q: user.ask_shared(shared, q))
+
+    def write_answer(user: UserSession, chat, question: str, ask):
+        """Stream `ask(question)` into `chat` as the page shows it (its last turns only, app/chat.py)."""
         shown = chat.shown(settings.chat_window)
         asked = {"role": "user", "content": plots.chat_text(question)}
         answer = ""
         with user.writing_chat():  # the refresh that brings alerts leaves the chat to this answer
             yield [*shown, asked, {"role": "assistant", "content": "..."}], ""
             try:
-                for piece in user.ask(question):
+                for piece in ask(question):
                     answer += piece
                     yield [*shown, asked, {"role": "assistant", "content": plots.chat_text(answer)}], ""
             except StreamerError as err:
@@ -173,6 +190,15 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
                 raise toast(str(err), "Cannot answer") from None
             chat.add(question, answer)  # a chat cleared meanwhile is no longer the session's: this turn goes with it
             yield chat.shown(settings.chat_window), ""
+
+    def on_shared_clear(request: gr.Request):
+        user = user_of(request, create=False)
+        if user is not None:
+            user.clear_shared()
+        return []
+
+    def shared_status():
+        return feed_status(shared)
 
     def on_clear(request: gr.Request):
         user = user_of(request, create=False)
@@ -255,6 +281,8 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
                             elem_id="cam-error")
                     cam = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Webcam", height=240,
                                    elem_id="webcam")
+                if shared is not None:
+                    shared_parts = shared_tab(shared.feed.label)
                 status = gr.HTML(plots.status_html(IDLE_STATUS), label="status", elem_id="status")
                 # questions and answers are text: escaped by plots.chat_text, no Markdown
                 chatbot = gr.Chatbot(label="Chat", height=320, elem_id="chat", feedback_options=None,
@@ -297,6 +325,14 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         timer.tick(refresh, None, [status, stats_box, plot, timeline, layers, raw], api_name="refresh",
                    show_progress="hidden")
         watches.wire(panel, chatbot, timer, settings.chat_window, user_of, toast)
+        if shared is not None:
+            shared_box, shared_chat, shared_question, shared_ask, shared_clear = shared_parts
+            shared_ask.click(on_shared_ask, [shared_question], [shared_chat, shared_question], api_name="shared_ask",
+                             show_progress="hidden", show_progress_on=[shared_question])
+            shared_question.submit(on_shared_ask, [shared_question], [shared_chat, shared_question], api_name=False,
+                                   show_progress="hidden", show_progress_on=[shared_question])
+            shared_clear.click(on_shared_clear, None, [shared_chat], api_name="shared_clear", show_progress="hidden")
+            timer.tick(shared_status, None, [shared_box], api_name="shared_status", show_progress="hidden")
         demo.unload(on_unload)
         demo.load(None, None, None, js=WEBCAM_ERRORS_JS)
         demo.load(None, None, None, js=NOTIFY_JS)
@@ -304,8 +340,24 @@ def build_demo(adapter=None, *, model: str = "tiny", window: WindowConfig | None
         demo.load(on_page_load, [tab_id], [chatbot, panel.watches], js=TAB_ID_JS, api_name=False,
                   show_progress="hidden")
     demo.queue(default_concurrency_limit=None)  # the model lock serializes model use, not Gradio
-    demo.registry = registry
+    demo.registry, demo.shared = registry, shared
     return demo
+
+
+def shared_tab(label: str):
+    """The "Shared stream" tab's parts: status line, chat, question box, Ask and Clear buttons."""
+    with gr.Tab("Shared stream", elem_id="shared-tab"):
+        gr.Markdown(f"Everyone on this server watches **{html.escape(label)}**, read once for all; your questions "
+                    "and answers here are yours alone.")
+        box = gr.HTML(plots.status_html("Starting the shared stream..."), elem_id="shared-status")
+        chat = gr.Chatbot(label="Chat about the shared stream", height=240, elem_id="shared-chat",
+                          feedback_options=None, render_markdown=False)
+        with gr.Row():
+            question = gr.Textbox(show_label=False, scale=5, max_lines=4, elem_id="shared-question", submit_btn=False,
+                                  placeholder="Ask about the shared stream...")
+            ask = gr.Button("Ask", variant="primary", scale=1, elem_id="shared-ask")
+        clear = gr.Button("Clear this chat", size="sm", elem_id="shared-clear")
+    return box, chat, question, ask, clear
 
 
 def feed_status(user: UserSession) -> str:
@@ -397,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "reverse proxy that does not pass the client address, set it to --max-sessions)")
     p.add_argument("--reconnect-grace", type=int_in(0, 86400), default=120, metavar="S",
                    help="seconds a page whose connection dropped keeps its session to reconnect (0: drop it at once)")
+    p.add_argument("--stream", metavar="SOURCE", default=None,
+                   help="a video file, URL or camera (/dev/video0) on the server that every page watches in a "
+                        "\"Shared stream\" tab: read once, each page asking on its own fork of it")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     return p
 
@@ -407,11 +462,16 @@ def run(args: argparse.Namespace) -> int:
                           reconnect_grace_s=float(args.reconnect_grace))
     window_config(args)  # bad cache options and addresses fail before the slow model load
     check_address(args.host, args.port)
+    stream = None
+    if args.stream is not None:  # a source that cannot be opened fails before the slow model load
+        from streamer.frames import open_source
+
+        stream = (open_source(args.stream), printable(Path(args.stream).name or args.stream))
     from streamer.models.registry import load_model
 
     adapter = load_model(args.model, device=args.device, dtype=args.dtype, speed=args.speed)
     window = window_config(args, adapter.describe()["max_position_embeddings"])
-    demo = build_demo(adapter, window=window, settings=settings)
+    demo = build_demo(adapter, window=window, settings=settings, stream=stream)
     launch(demo, args.host, args.port, args.share, args.max_upload_mb, prevent_thread_lock=True)
     print(f"serving on http://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
     demo.block_thread()
