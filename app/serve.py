@@ -18,9 +18,9 @@ import argparse
 import asyncio
 import functools
 import logging
+import os
 import random
 import re
-import os
 import sys
 import time
 
@@ -36,7 +36,8 @@ from streamer.app.serve_api import Unreachable, make_api  # noqa: E402
 from streamer.entry import run_main  # noqa: E402
 from streamer.errors import StreamerError  # noqa: E402
 from streamer.options import (  # noqa: E402
-    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, float_in, int_in, skip_config, window_config,
+    FPS, MAX_NEW_TOKENS, OneLineParser, add_cache_options, add_model_options, float_in, int_in, skip_config,
+    window_config,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class SessionRouter(FIFOMixin, RequestRouter):
     the fewest sessions: the count it last reported (every second) plus the new sessions sent to it since."""
 
     async def choose_replicas(self, candidate_replicas, pending_request=None):
+        home = ""
         if pending_request is not None:
             pending_request.routing_context.should_backoff = True  # a busy home replica is waited for, not spun on
             home = replica_of(pending_request.metadata.multiplexed_model_id or "")
@@ -59,7 +61,7 @@ class SessionRouter(FIFOMixin, RequestRouter):
             if held:
                 return [held]
         ranked = sorted(candidate_replicas, key=lambda r: (self._sessions(r), random.random()))
-        if ranked:
+        if ranked and not home:  # a new session will be there
             self._opened[ranked[0].replica_id.unique_id][1] += 1
         return [[replica] for replica in ranked]
 
@@ -140,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_options(p)
     p.set_defaults(budget=SERVE_BUDGET)
     p.add_argument("--replicas", type=int_in(1, 1024), default=2, help="model replicas (each holds its sessions)")
-    p.add_argument("--replica-cpus", type=float_in(0, 1024, low_open=True), default=1.0, help="CPUs Ray reserves for each replica")
+    p.add_argument("--replica-cpus", type=float_in(0, 1024, low_open=True), default=1.0,
+                   help="CPUs Ray reserves for each replica (torch uses as many threads)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join ('auto': the one `ray start` runs here; default: start a local one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
@@ -174,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     from streamer.app.ui import check_address
 
     app = app_from_args(args)
-    check_address(args.host, args.port)
+    if args.address in (None, "auto", "local"):  # Serve's HTTP proxy listens here: can it?
+        check_address(args.host, args.port)
     import ray
 
     ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose,

@@ -77,7 +77,8 @@ def test_two_replicas_answer_as_one_process_and_a_dead_one_ends_only_its_session
     while len({replica for _, replica in sessions}) < 2 and len(sessions) < 16:
         sessions.append(open_session(base))  # (ties are drawn at random)
     assert len({replica for _, replica in sessions}) == 2, sessions
-    threads = [threading.Thread(target=watch, args=(base, token, clips[i % 2])) for i, (token, _) in enumerate(sessions)]
+    threads = [threading.Thread(target=watch, args=(base, token, clips[i % 2]))
+               for i, (token, _) in enumerate(sessions)]
     for t in threads:  # every client uploads at once
         t.start()
     for t in threads:
