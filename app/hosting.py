@@ -18,6 +18,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from streamer.app import limits
@@ -57,6 +58,7 @@ class SessionHost:
         self.model = adapter.name
         self._uploads = Path(tempfile.mkdtemp(prefix="streamer-serve-"))
         self._files: dict[str, Path] = {}  # token -> its upload on disk (a feed reads it while it plays)
+        self._files_lock = threading.Lock()  # uploads run in threads of their own
 
     def open(self, client: str = "") -> dict:
         """A new session for `client` (its address: one client holds at most its share of the slots): its
@@ -76,7 +78,11 @@ class SessionHost:
         name = Path(name or "video").name[:200] or "video"
         self._sweep_uploads()
         path = self._uploads / f"{secrets.token_hex(8)}{Path(name).suffix[:16]}"
-        path.write_bytes(data)
+        try:
+            path.write_bytes(data)
+        except OSError as err:  # a full disk: the session keeps what it had
+            path.unlink(missing_ok=True)
+            raise StreamerError(f"the server cannot store {name}: {err.strerror or err}") from None
         try:
             source = limits.open_upload(path, name, self.settings.max_frame_pixels)
         except StreamerError:
@@ -88,7 +94,8 @@ class SessionHost:
             source.close()
             path.unlink(missing_ok=True)
             raise
-        old, self._files[token] = self._files.get(token), path
+        with self._files_lock:
+            old, self._files[token] = self._files.get(token), path
         if old is not None:
             old.unlink(missing_ok=True)  # its feed was stopped: an open file lives on until it is closed
         return self.status(token)
@@ -152,5 +159,7 @@ class SessionHost:
     def _sweep_uploads(self) -> None:
         """Delete the uploaded files of sessions that are gone (a feed holds its file open while it reads)."""
         live = {u.key for u in self.registry.users()}
-        for token in [t for t in self._files if t not in live]:
-            self._files.pop(token).unlink(missing_ok=True)
+        with self._files_lock:
+            gone = [self._files.pop(t) for t in list(self._files) if t not in live]
+        for path in gone:
+            path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -113,7 +114,7 @@ def test_a_session_whose_replica_stopped_gets_one_clear_message(adapter, clip):
         assert client.get("/api/sessions/made-up").status_code == 410
 
 
-def test_a_bad_upload_keeps_the_video_and_the_chat(adapter, clip):
+def test_a_bad_upload_keeps_the_video_and_the_chat(adapter, clip, monkeypatch):
     backend = Backend(host(adapter, "a"))
     with TestClient(make_api(backend, max_upload_mb=1)) as client:
         token = client.post("/api/sessions").json()["session"]
@@ -125,6 +126,10 @@ def test_a_bad_upload_keeps_the_video_and_the_chat(adapter, clip):
         assert "streamer-serve-" not in bad.json()["detail"]  # not the server's upload folder
         big = upload(client, token, b"\0" * (2**20 + 1))
         assert (big.status_code, big.json()["detail"]) == (413, "the upload is over 1 MB, the most this server takes")
+        with monkeypatch.context() as patch:  # the server's disk is full
+            patch.setattr(Path, "write_bytes", lambda self, data: (_ for _ in ()).throw(OSError(28, "No space left")))
+            full = upload(client, token, clip.read_bytes(), "next.mp4")
+        assert (full.status_code, full.json()["detail"]) == (400, "the server cannot store next.mp4: No space left")
         status = client.get(f"/api/sessions/{token}").json()
         assert (status["state"], status["frames_ingested"], status["turns"]) == ("done", 8, 1)
         assert client.post(f"/api/sessions/{token}/ask", json={"question": "And now?"}).status_code == 200
