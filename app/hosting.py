@@ -19,6 +19,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from streamer.app import limits
@@ -37,6 +38,13 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}\.[0-9a-f]{32}")
 
 class SessionGone(StreamerError):
     """The session of a token is not here: its replica stopped (`LOST`) or it ended (`ENDED`)."""
+
+
+def _error(err: StreamerError) -> dict:
+    """An error a user causes, as data with its HTTP status: 410 the session is gone, 429 no free slot, 400 the
+    rest."""
+    status = 410 if isinstance(err, SessionGone) else 429 if isinstance(err, ServerFullError) else 400
+    return {"error": str(err), "status": status}
 
 
 def replica_of(token: str) -> str:
@@ -112,10 +120,22 @@ class SessionHost:
 
     def ask(self, token: str, question: str) -> dict:
         """The answer to `question` about the video so far (StreamerError for a bad question or no video)."""
+        *_, answer = self.ask_stream(token, question)
+        return answer
+
+    def ask_stream(self, token: str, question: str) -> Iterator[dict]:
+        """`ask`, piece by piece as the model writes it: {"piece": text} items, then the answer as `ask` gives
+        it. A question that is refused raises here, before any item."""
         user = self._user(token)
-        answer = "".join(user.ask(question))
+        return self._answer(user, question, user.ask(question))
+
+    def _answer(self, user: UserSession, question: str, pieces: Iterator[str]) -> Iterator[dict]:
+        answer = ""
+        for piece in pieces:
+            answer += piece
+            yield {"piece": piece}
         user.chat.add(question, answer)
-        return {"answer": answer, "video_time_s": user.stats["video_time_s"], "replica": self.replica}
+        yield {"answer": answer, "video_time_s": user.stats["video_time_s"], "replica": self.replica}
 
     def close(self, token: str) -> None:
         self._user(token)
@@ -132,19 +152,21 @@ class SessionHost:
 
     def dispatch(self, method: str, token: str | None, *args) -> dict:
         """Run `method` ("open", "upload", "status", "ask", "close"; with the session's `token` unless "open")
-        for the HTTP API: {"ok": result}, or for an error a user causes {"error": message, "status": the
-        HTTP status} (410 the session is gone, 429 no free slot, 400 the rest). It crosses processes as data."""
+        for the HTTP API: {"ok": result}, or for an error a user causes {"error": message, "status": its HTTP
+        status} (`_error`). It crosses processes as data."""
         if method not in ("open", "upload", "status", "ask", "close"):
             raise ValueError(f"no method {method!r}")
         try:
-            result = getattr(self, method)(*args) if token is None else getattr(self, method)(token, *args)
-        except SessionGone as err:
-            return {"error": str(err), "status": 410}
-        except ServerFullError as err:
-            return {"error": str(err), "status": 429}
+            return {"ok": getattr(self, method)(*args) if token is None else getattr(self, method)(token, *args)}
         except StreamerError as err:
-            return {"error": str(err), "status": 400}
-        return {"ok": result}
+            return _error(err)
+
+    def dispatch_stream(self, token: str, question: str) -> Iterator[dict]:
+        """`ask_stream` for the HTTP API: its items, ending with an {"error", "status"} item if it fails."""
+        try:
+            yield from self.ask_stream(token, question)
+        except StreamerError as err:
+            yield _error(err)
 
     def _user(self, token: str) -> UserSession:
         if not isinstance(token, str) or not replica_of(token):

@@ -85,6 +85,16 @@ async def _forward(replicas, method: str, token, *args) -> dict:
         raise Unreachable from None
 
 
+async def _forward_stream(replicas, token: str, question: str):
+    """The answer's items from the replica of `token`, as it writes them."""
+    try:
+        async for item in replicas.options(multiplexed_model_id=token, stream=True).stream.remote(token, question):
+            yield item
+    except (RayActorError, ActorUnavailableError) as err:
+        log.warning("the replica of %s failed mid-answer: %s", token[:20], type(err).__name__)
+        raise Unreachable from None
+
+
 @serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
 @serve.ingress()
 class Gateway:
@@ -94,7 +104,8 @@ class Gateway:
         self.replicas, self.max_upload_mb = replicas, max_upload_mb
 
     def __serve_build_asgi_app__(self):  # Ray Serve builds the app in the replica, after __init__
-        return make_api(functools.partial(_forward, self.replicas), self.max_upload_mb)
+        return make_api(functools.partial(_forward, self.replicas), functools.partial(_forward_stream, self.replicas),
+                        self.max_upload_mb)
 
 
 @serve.deployment(name="streamer", max_ongoing_requests=64,
@@ -115,6 +126,12 @@ class Replica:
     async def call(self, method: str, token, *args) -> dict:
         """`SessionHost.dispatch` in a thread (answers take seconds): errors come back as data."""
         return await asyncio.to_thread(self.host.dispatch, method, token, *args)
+
+    async def stream(self, token: str, question: str):
+        """`SessionHost.dispatch_stream`, each item as the model writes it (the model works in a thread)."""
+        items, end = self.host.dispatch_stream(token, question), object()
+        while (item := await asyncio.to_thread(next, items, end)) is not end:
+            yield item
 
     def __del__(self):
         host = getattr(self, "host", None)

@@ -1,12 +1,14 @@
 """The HTTP API of `streamer-serve` and its page, on any backend: `make_api(call)` builds the FastAPI app, where
 `call(method, token, *args)` runs a `SessionHost.dispatch` wherever the session lives (app/serve.py: on the
-session's Ray Serve replica; tests: in this process) and raises `Unreachable` when the session's host died
-under the request.
+session's Ray Serve replica; tests: in this process) and `call_stream(token, question)` its `dispatch_stream` (an
+async iterator); both raise `Unreachable` when the session's host died under the request.
 
     POST   /api/sessions                       -> {"session": token, "replica": id}
     POST   /api/sessions/{token}/video         multipart field `file`: start ingesting it -> status
     GET    /api/sessions/{token}               -> status: state (none|running|done|stopped|error), frames, ...
     POST   /api/sessions/{token}/ask           {"question": "..."} -> {"answer": ..., "video_time_s": ...}
+           ...?stream=true                     the answer as it is written: NDJSON lines {"piece": text}, then
+                                               the answer as above (or {"error": ..., "status": ...} if it fails)
     DELETE /api/sessions/{token}
     GET    /                                   the page: upload, ask, the chat
 
@@ -16,10 +18,11 @@ session's replica died while it answered. The page shows each as one line; on 41
 session.
 """
 
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel
 
 from streamer.app.hosting import LOST
@@ -33,7 +36,8 @@ class Question(BaseModel):
     question: str
 
 
-def make_api(call: Callable[..., Awaitable[dict]], max_upload_mb: int = 200) -> FastAPI:
+def make_api(call: Callable[..., Awaitable[dict]], call_stream: Callable[[str, str], AsyncIterator[dict]],
+             max_upload_mb: int = 200) -> FastAPI:
     api = FastAPI(title="streamer", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
     async def run(method: str, token, *args):
@@ -65,8 +69,26 @@ def make_api(call: Callable[..., Awaitable[dict]], max_upload_mb: int = 200) -> 
         return await run("status", token)
 
     @api.post("/api/sessions/{token}/ask")
-    async def ask(token: str, body: Question):
-        return await run("ask", token, body.question)
+    async def ask(token: str, body: Question, stream: bool = False):
+        if not stream:
+            return await run("ask", token, body.question)
+        items = aiter(call_stream(token, body.question))
+        try:  # a refused question is an HTTP error, as without streaming
+            first = await anext(items)
+        except Unreachable:
+            raise HTTPException(503, LOST) from None
+        if "error" in first:
+            raise HTTPException(first["status"], first["error"])
+
+        async def lines():
+            yield json.dumps(first) + "\n"
+            try:
+                async for item in items:
+                    yield json.dumps(item) + "\n"
+            except Unreachable:  # the replica died mid-answer: the last line says so
+                yield json.dumps({"error": LOST, "status": 503}) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @api.delete("/api/sessions/{token}")
     async def close(token: str):
@@ -125,6 +147,33 @@ async function poll() {
     if (s.errors.length) showError(s.errors.join(" "));
   } catch (e) { if (!gone) showError(e.message); }
 }
+async function askStreaming(q) {  // the answer appears as the model writes it (NDJSON lines)
+  let r;
+  try {
+    r = await fetch("/api/sessions/" + token + "/ask?stream=true", {method: "POST",
+      headers: {"content-type": "application/json"}, body: JSON.stringify({question: q})});
+  } catch (e) { throw new Error("the server cannot be reached"); }
+  if (!r.ok) {
+    const data = await r.json().catch(() => ({detail: r.statusText}));
+    if (r.status === 410 || r.status === 503) end(data.detail);
+    throw new Error(data.detail || r.statusText);
+  }
+  say("q", "Q: " + q); say("a", "A: ");
+  const shown = $("chat").lastChild, reader = r.body.getReader(), text = new TextDecoder();
+  let buffer = "", answer = "";
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    buffer += text.decode(value, {stream: true});
+    let cut;
+    while ((cut = buffer.indexOf("\\n")) >= 0) {
+      const item = JSON.parse(buffer.slice(0, cut)); buffer = buffer.slice(cut + 1);
+      if (item.error) { if (item.status === 503) end(item.error); throw new Error(item.error); }
+      answer = item.piece !== undefined ? answer + item.piece : item.answer;
+      shown.textContent = "A: " + answer;
+    }
+  }
+}
 $("upload").onclick = async () => {
   const f = $("file").files[0];
   if (!f) return showError("pick a video file first");
@@ -141,8 +190,8 @@ $("askform").onsubmit = async ev => {
   if (!q || !token) return showError(token ? "" : "upload a video first");
   $("ask").disabled = true; showError("");
   try {
-    const a = await api("POST", "/api/sessions/" + token + "/ask", {question: q}, true);
-    say("q", "Q: " + q); say("a", "A: " + a.answer); $("question").value = "";
+    await askStreaming(q);
+    $("question").value = "";
   } catch (e) { if (!gone) showError(e.message); }
   finally { if (!gone) $("ask").disabled = false; }
 };

@@ -6,6 +6,8 @@ Serve itself (2 replicas, 8 clients, a replica killed mid-run) is bench/bench_se
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -54,6 +56,16 @@ class Backend:
             raise Unreachable
         return await asyncio.to_thread(self.target.dispatch, method, token, *args)
 
+    async def stream(self, token, question):
+        if self.dead:
+            raise Unreachable
+        items, end = self.target.dispatch_stream(token, question), object()
+        while (item := await asyncio.to_thread(next, items, end)) is not end:
+            yield item
+
+    def api(self, **kwargs):
+        return make_api(self, self.stream, **kwargs)
+
 
 def wait_ingested(client, token: str) -> dict:
     for _ in range(600):
@@ -77,15 +89,20 @@ def test_the_api_answers_as_the_host_does_and_keeps_sessions_apart(adapter, clip
     expected = [direct.ask(token, q)["answer"] for q in ("What is on screen?", "What colour is it?")]
 
     backend = Backend(host(adapter, "a"))
-    with TestClient(make_api(backend)) as client:
+    with TestClient(backend.api()) as client:
         first, second = (client.post("/api/sessions").json() for _ in range(2))
         assert first["replica"] == "a" and replica_of(first["session"]) == "a"
         assert upload(client, first["session"], clip.read_bytes()).status_code == 200
         status = wait_ingested(client, first["session"])
         assert status["state"] == "done" and status["frames_ingested"] == 8 and status["video"] == "clip.mp4"
-        answers = [client.post(f"/api/sessions/{first['session']}/ask", json={"question": q}).json()["answer"]
-                   for q in ("What is on screen?", "What colour is it?")]
-        assert answers == expected  # the same answers, follow-up included
+        with client.stream("POST", f"/api/sessions/{first['session']}/ask", params={"stream": "true"},
+                           json={"question": "What is on screen?"}) as reply:  # the answer as it is written
+            assert reply.headers["content-type"] == "application/x-ndjson"
+            items = [json.loads(line) for line in reply.iter_lines() if line]
+        pieces, last = [i["piece"] for i in items[:-1]], items[-1]
+        assert len(pieces) >= 2 and "".join(pieces) == last["answer"] == expected[0]
+        follow_up = client.post(f"/api/sessions/{first['session']}/ask", json={"question": "What colour is it?"})
+        assert follow_up.json()["answer"] == expected[1]  # the same answers, follow-up included
         assert client.get(f"/api/sessions/{first['session']}").json()["turns"] == 2
         other = client.post(f"/api/sessions/{second['session']}/ask", json={"question": "What is on screen?"})
         assert (other.status_code, other.json()["detail"]) == (400, NO_VIDEO)  # nothing of the first session
@@ -95,7 +112,7 @@ def test_the_api_answers_as_the_host_does_and_keeps_sessions_apart(adapter, clip
 
 def test_a_session_whose_replica_stopped_gets_one_clear_message(adapter, clip):
     backend = Backend(host(adapter, "a"))
-    with TestClient(make_api(backend)) as client:
+    with TestClient(backend.api()) as client:
         token = client.post("/api/sessions").json()["session"]
         upload(client, token, clip.read_bytes())
         wait_ingested(client, token)
@@ -104,6 +121,7 @@ def test_a_session_whose_replica_stopped_gets_one_clear_message(adapter, clip):
         assert (died.status_code, died.json()["detail"]) == (503, LOST)
         backend.dead, backend.target = False, host(adapter, "b")  # the next request reaches another replica
         for reply in (client.get(f"/api/sessions/{token}"),
+                      client.post(f"/api/sessions/{token}/ask?stream=true", json={"question": "What is on screen?"}),
                       client.post(f"/api/sessions/{token}/ask", json={"question": "What is on screen?"}),
                       upload(client, token, clip.read_bytes())):
             assert (reply.status_code, reply.json()["detail"]) == (410, LOST)  # never an empty cache's answer
@@ -116,7 +134,7 @@ def test_a_session_whose_replica_stopped_gets_one_clear_message(adapter, clip):
 
 def test_a_bad_upload_keeps_the_video_and_the_chat(adapter, clip, monkeypatch):
     backend = Backend(host(adapter, "a"))
-    with TestClient(make_api(backend, max_upload_mb=1)) as client:
+    with TestClient(backend.api(max_upload_mb=1)) as client:
         token = client.post("/api/sessions").json()["session"]
         upload(client, token, clip.read_bytes())
         wait_ingested(client, token)
@@ -138,7 +156,7 @@ def test_a_bad_upload_keeps_the_video_and_the_chat(adapter, clip, monkeypatch):
 
 def test_one_client_cannot_take_every_slot(adapter, clip):
     backend = Backend(host(adapter, "a", max_sessions=4, max_sessions_per_client=1, realtime=True))
-    with TestClient(make_api(backend)) as client:
+    with TestClient(backend.api()) as client:
         token = client.post("/api/sessions").json()["session"]
         upload(client, token, clip.read_bytes())  # played at video speed: it holds a video for 4 s
         full = client.post("/api/sessions")
@@ -202,7 +220,7 @@ def test_a_replica_that_cannot_start_is_one_line(monkeypatch):
 def served(adapter):
     backend = Backend(host(adapter, "a"))
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(make_api(backend), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(backend.api(), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -223,6 +241,8 @@ def test_the_page_chats_and_says_when_the_replica_stopped(browser, served, clip,
     page.fill("#question", "What is on screen?")
     page.click("#ask")
     expect(page.locator("#chat .a")).to_have_count(1)
+    expect(page.locator("#chat .a")).to_have_text(re.compile(r"^A: +\S"))  # streamed in, piece by piece
+    expect(page.locator("#error")).to_have_text("")
     backend.target = host(adapter, "b")  # the replica restarted: the session is gone
     page.fill("#question", "And now?")
     page.click("#ask")
