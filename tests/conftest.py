@@ -255,6 +255,31 @@ def world_chunks(seconds: int = 24, per_chunk: int = 4):
     return script, [Chunk(tuple(frames[i:i + per_chunk]), i // per_chunk) for i in range(0, len(frames), per_chunk)]
 
 
+def stream_frames(cache, gen, chunks: int = 6, n: int = 20, heads: int = 2, dim: int = 16, dtype=None,
+                  device: str = "cpu") -> None:
+    """Append `chunks` chunks of n random frame tokens (9 image tokens + 1 timestamp per frame) to every layer
+    of `cache`, cutting after each; every other chunk is a near repeat of the one before (the redundancy signal
+    has something to find). Drawn in float32 from `gen`, then cast to `dtype` on `device`: caches of
+    different dtypes see the same stream."""
+    import torch
+
+    from streamer.shared_types import Modality
+
+    prev = None
+    for j in range(chunks):
+        kinds = torch.tensor([Modality.IMAGE] * 9 + [Modality.TEXT]).repeat(n // 10)
+        cache.tag(kinds, (torch.arange(n) // 10 + j * (n // 10)).float())
+        now = []
+        for layer in range(len(cache.layers)):
+            k, v = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
+            if prev is not None and j % 2:
+                v = prev[layer] + 0.01 * v
+            now.append(v)
+            cache.update(k.to(device, dtype), v.to(device, dtype), layer)
+        prev = now
+        cache.compress()
+
+
 def cache_state(session) -> list:
     """Every tensor and number each layer of a `StreamSession`'s cache holds (store slots past a layer's end
     excluded)."""

@@ -7,30 +7,11 @@ import os
 import pytest
 import torch
 
-from conftest import VARIANTS, tiny_config, window
+from conftest import VARIANTS, stream_frames, tiny_config, window
 from streamer.kv_window import KVWindowCache, WindowConfig
-from streamer.shared_types import Modality
 
 EVICTING_VARIANTS = [v for v in VARIANTS if v[0] != "full"]
 DEVICE = os.environ.get("STREAMER_TEST_DEVICE", "cpu")
-
-
-def _stream(cache: KVWindowCache, dtype: torch.dtype, chunks: int = 6, n: int = 20, heads: int = 2, dim: int = 16):
-    """Random frame tokens (9 image + 1 timestamp a frame, every other chunk a near repeat), made in float32 and
-    cast to `dtype`, so the float32 and bfloat16 caches see the same stream."""
-    gen, prev = torch.Generator().manual_seed(0), None
-    for j in range(chunks):
-        kinds = torch.tensor([Modality.IMAGE] * 9 + [Modality.TEXT]).repeat(n // 10)
-        cache.tag(kinds, (torch.arange(n) // 10 + j * (n // 10)).float())
-        now = []
-        for layer in range(len(cache.layers)):
-            k, v = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
-            if prev is not None and j % 2:
-                v = prev[layer] + 0.01 * v
-            now.append(v)
-            cache.update(k.to(DEVICE, dtype), v.to(DEVICE, dtype), layer)
-        prev = now
-        cache.compress()
 
 
 @pytest.mark.parametrize("policy,merge", EVICTING_VARIANTS)
@@ -38,7 +19,7 @@ def test_the_cache_stays_bfloat16_and_keeps_what_float32_keeps(policy, merge):
     config = tiny_config(head_dim=16)
     caches = {dtype: KVWindowCache(config, window(policy, merge, budget=48)) for dtype in (torch.float32, torch.bfloat16)}
     for dtype, cache in caches.items():
-        _stream(cache, dtype)
+        stream_frames(cache, torch.Generator().manual_seed(0), dtype=dtype, device=DEVICE)
     for full, half in zip(caches[torch.float32].layers, caches[torch.bfloat16].layers, strict=True):
         assert half.keys.dtype == half.values.dtype == torch.bfloat16
         assert half.keys.shape == full.keys.shape and half.keys.shape[2] <= 48

@@ -9,26 +9,9 @@ from streamer.kv_cut import CompiledCut, TensorCut
 from streamer.kv_kernels import TurnTable
 from streamer.kv_merge import MERGE_MODES
 from streamer.kv_window import KVWindowCache, use_window_attention
-from streamer.shared_types import Modality
-from conftest import VARIANTS, tiny_config, window
+from conftest import VARIANTS, stream_frames, tiny_config, window
 
 EVICTING_VARIANTS = [v for v in VARIANTS if v[0] != "full"]
-
-
-def _stream(cache: KVWindowCache, gen: torch.Generator, chunks: int, n: int, heads: int, dim: int) -> None:
-    """Append `chunks` chunks of n random frame tokens (9 image tokens + 1 timestamp per frame), some frames
-    near repeats of the one before, to every layer, cutting after each."""
-    prev = None
-    for j in range(chunks):
-        kinds = torch.tensor([Modality.IMAGE] * 9 + [Modality.TEXT]).repeat(n // 10)
-        cache.tag(kinds, (torch.arange(n) // 10 + j * (n // 10)).float())
-        for layer in range(len(cache.layers)):
-            k, v = torch.randn(1, heads, n, dim, generator=gen), torch.randn(1, heads, n, dim, generator=gen)
-            if prev is not None and j % 2:
-                v = prev[layer] + 0.01 * v  # a near repeat: the redundancy signal has something to find
-            cache.update(k, v, layer)
-        prev = [layer.values[:, :, -n:] for layer in cache.layers]
-        cache.compress()
 
 
 @pytest.mark.parametrize("policy,merge", EVICTING_VARIANTS)
@@ -38,7 +21,7 @@ def test_compiled_cut_equals_the_tensor_path(policy, merge, max_gap, rotary):
     config = tiny_config(partial_rotary_factor=rotary, head_dim=16)
     caches = [KVWindowCache(config, window(policy, merge, budget=48, max_gap=max_gap, compiled=c)) for c in (True, False)]
     for cache in caches:
-        _stream(cache, torch.Generator().manual_seed(5), chunks=6, n=30, heads=2, dim=16)
+        stream_frames(cache, torch.Generator().manual_seed(5), chunks=6, n=30, heads=2, dim=16)
     fast, slow = caches
     for a, b in zip(fast.layers, slow.layers):
         assert a.keys.shape == b.keys.shape and a.get_seq_length() <= 48
