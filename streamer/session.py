@@ -31,7 +31,7 @@ from streamer.text import check_question
 from streamer.shared_types import Adapter, Conversation, Modality, PreparedChunk, Turn
 from streamer.kv_window import KVWindowCache, WindowConfig, use_window_attention
 from streamer.viewers import Viewer
-from streamer.watch import ANSWER_TOKENS, Watcher, Watching
+from streamer.watch import Watcher, Watching
 
 log = logging.getLogger(__name__)
 
@@ -153,27 +153,7 @@ class StreamSession(Watching):
         if self.watcher is not None and self.watcher.on:
             self._check_watches()
 
-    # ---- standing questions ----------------------------------------------------------------------
-
-    def watch(self, question: str) -> str:
-        """Ask the yes/no `question` after every chunk from now on (see `streamer.watch`); returns it as kept.
-        Refused like `ask` (QuestionError, BudgetError), and past `MAX_WATCHES` (ConfigError)."""
-        question = check_question(question)
-        _check_not_reading(self.lock)
-        with self.lock:
-            self._question_prompt(question, ANSWER_TOKENS)  # one that cannot fit is refused now
-            if self.watcher is None:
-                self.watcher = Watcher(self.adapter.tokenizer)
-            self.watcher.add(question)
-        return question
-
-    def unwatch(self, question: str) -> None:
-        """Stop asking `question` (ConfigError if it is not a standing question)."""
-        with self.lock:
-            if self.watcher is None:
-                raise ConfigError(f"not a standing question: {question!r}")
-            self.watcher.remove(question.strip())
-
+    # ---- questions ------------------------------------------------------------------------------
 
     def ask(self, question: str, max_new_tokens: int = 64, temperature: float = 0.0,
             viewer: Viewer | None = None) -> Iterator[str]:
@@ -192,6 +172,9 @@ class StreamSession(Watching):
             asked_at = self.conv
             prompt = self._question_prompt(question, max_new_tokens)
         return self._generate(question, prompt, asked_at, max_new_tokens, temperature, viewer)
+
+    def _check_free(self) -> None:
+        _check_not_reading(self.lock)
 
     def fork(self) -> Viewer:
         """A viewer of this stream with a chat of its own (see `streamer.viewers`)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from streamer.errors import BudgetError, ConfigError
+from streamer.text import check_question
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,27 @@ class Watcher:
 
 
 class Watching:
-    """The standing-question half of `StreamSession` (`watch` and `unwatch` are there): `_check_watches` runs
-    after each chunk it feeds, under its lock."""
+    """The standing-question half of `StreamSession`: `_check_watches` runs after each chunk it feeds, under its
+    lock."""
+
+    def watch(self, question: str) -> str:
+        """Ask the yes/no `question` after every chunk from now on; returns it as kept. Refused like `ask`
+        (QuestionError, BudgetError), and past `MAX_WATCHES` (ConfigError)."""
+        question = check_question(question)
+        self._check_free()
+        with self.lock:
+            self._question_prompt(question, ANSWER_TOKENS)  # one that cannot fit is refused now
+            if self.watcher is None:
+                self.watcher = Watcher(self.adapter.tokenizer)
+            self.watcher.add(question)
+        return question
+
+    def unwatch(self, question: str) -> None:
+        """Stop asking `question` (ConfigError if it is not a standing question)."""
+        with self.lock:
+            if self.watcher is None:
+                raise ConfigError(f"not a standing question: {question!r}")
+            self.watcher.remove(question.strip())
 
     @property
     def watches(self) -> list[str]:
