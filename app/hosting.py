@@ -142,9 +142,6 @@ class SessionHost:
         self.registry.drop(token)
         self._sweep_uploads()
 
-    def describe(self) -> dict:
-        return {"replica": self.replica, "model": self.model, "sessions": len(self.registry)}
-
     def shutdown(self) -> None:
         for user in self.registry.users():
             self.registry.drop(user.key)

@@ -32,7 +32,7 @@ from ray.serve.config import RequestRouterConfig  # noqa: E402
 from ray.serve.request_router import FIFOMixin, RequestRouter  # noqa: E402
 
 from streamer.app.hosting import replica_of  # noqa: E402
-from streamer.app.serve_api import Unreachable, make_api  # noqa: E402
+from streamer.app.serve_api import Unreachable, in_thread, make_api  # noqa: E402
 from streamer.entry import run_main  # noqa: E402
 from streamer.errors import StreamerError  # noqa: E402
 from streamer.options import (  # noqa: E402
@@ -52,6 +52,9 @@ class SessionRouter(FIFOMixin, RequestRouter):
     session (or a token whose replica is gone, which any replica answers with LOST) goes to the replica holding
     the fewest sessions: the count it last reported (every second) plus the new sessions sent to it since."""
 
+    def initialize_state(self, **kwargs) -> None:  # Ray Serve calls it once the router is made
+        self._opened: dict[str, list] = {}  # replica id -> [its last report, new sessions sent to it since]
+
     async def choose_replicas(self, candidate_replicas, pending_request=None):
         home = ""
         if pending_request is not None:
@@ -68,7 +71,6 @@ class SessionRouter(FIFOMixin, RequestRouter):
     def _sessions(self, replica) -> int:
         """The sessions `replica` holds, as far as this router knows."""
         stats = replica.routing_stats or {}
-        self._opened = getattr(self, "_opened", {})  # replica id -> [its last report, sessions sent since]
         seen = self._opened.setdefault(replica.replica_id.unique_id, [None, 0])
         if seen[0] != stats.get("report"):
             seen[:] = [stats.get("report"), 0]  # a new report counts the sessions sent before it
@@ -117,10 +119,11 @@ class Replica:
     def __init__(self, options: dict):
         replica = serve.get_replica_context().replica_id.unique_id
         self.host = host_from_args(argparse.Namespace(**options), replica)
+        self.reports = 0  # routing stats sent
         log.info("replica %s ready with %s", replica, self.host.model)
 
     def record_routing_stats(self) -> dict:  # Ray Serve asks every second; SessionRouter reads it
-        self.reports = getattr(self, "reports", 0) + 1
+        self.reports += 1
         return {"sessions": len(self.host.registry), "report": self.reports}
 
     async def call(self, method: str, token, *args) -> dict:
@@ -129,8 +132,7 @@ class Replica:
 
     async def stream(self, token: str, question: str):
         """`SessionHost.dispatch_stream`, each item as the model writes it (the model works in a thread)."""
-        items, end = self.host.dispatch_stream(token, question), object()
-        while (item := await asyncio.to_thread(next, items, end)) is not end:
+        async for item in in_thread(self.host.dispatch_stream(token, question)):
             yield item
 
     def __del__(self):

@@ -18,8 +18,9 @@ session's replica died while it answered. The page shows each as one line; on 41
 session.
 """
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -36,18 +37,29 @@ class Question(BaseModel):
     question: str
 
 
+async def in_thread(items: Iterator[dict]) -> AsyncIterator[dict]:
+    """The items of a blocking iterator (an answer being written), each taken in a worker thread."""
+    end = object()
+    while (item := await asyncio.to_thread(next, items, end)) is not end:
+        yield item
+
+
+def checked(reply: dict) -> dict:
+    """`reply`, or the HTTP error it carries ({"error": message, "status": ...} from `SessionHost.dispatch`)."""
+    if "error" in reply:
+        raise HTTPException(reply["status"], reply["error"])
+    return reply
+
+
 def make_api(call: Callable[..., Awaitable[dict]], call_stream: Callable[[str, str], AsyncIterator[dict]],
              max_upload_mb: int = 200) -> FastAPI:
     api = FastAPI(title="streamer", docs_url="/api/docs", openapi_url="/api/openapi.json")
 
     async def run(method: str, token, *args):
         try:
-            reply = await call(method, token, *args)
+            return checked(await call(method, token, *args))["ok"]
         except Unreachable:
             raise HTTPException(503, LOST) from None
-        if "error" in reply:
-            raise HTTPException(reply["status"], reply["error"])
-        return reply["ok"]
 
     @api.get("/", response_class=HTMLResponse)
     async def page():
@@ -74,11 +86,9 @@ def make_api(call: Callable[..., Awaitable[dict]], call_stream: Callable[[str, s
             return await run("ask", token, body.question)
         items = aiter(call_stream(token, body.question))
         try:  # a refused question is an HTTP error, as without streaming
-            first = await anext(items)
+            first = checked(await anext(items))
         except Unreachable:
             raise HTTPException(503, LOST) from None
-        if "error" in first:
-            raise HTTPException(first["status"], first["error"])
 
         async def lines():
             yield json.dumps(first) + "\n"
@@ -120,16 +130,20 @@ function end(text) {  // the session is gone (its replica stopped, or it ended):
   gone = true; token = null; showError(text); $("restart").hidden = false;
   $("ask").disabled = $("upload").disabled = true; clearInterval(polling);
 }
-async function api(method, path, body, json) {
+async function send(method, path, body, json) {  // the response, once it is known to be good
   const init = {method};
   if (json) { init.headers = {"content-type": "application/json"}; init.body = JSON.stringify(body); }
   else if (body) init.body = body;
   let r;
   try { r = await fetch(path, init); } catch (e) { throw new Error("the server cannot be reached"); }
+  if (r.ok) return r;
   const data = await r.json().catch(() => ({detail: r.statusText}));
-  if (r.status === 410 || r.status === 503) { end(data.detail); throw new Error(data.detail); }
-  if (!r.ok) throw new Error(data.detail || r.statusText);
-  return data;
+  if (r.status === 410 || r.status === 503) end(data.detail);
+  throw new Error(data.detail || r.statusText);
+}
+async function api(method, path, body, json) {
+  const r = await send(method, path, body, json);
+  return r.json().catch(() => ({detail: r.statusText}));
 }
 async function session() {
   if (!token) token = (await api("POST", "/api/sessions")).session;
@@ -148,16 +162,7 @@ async function poll() {
   } catch (e) { if (!gone) showError(e.message); }
 }
 async function askStreaming(q) {  // the answer appears as the model writes it (NDJSON lines)
-  let r;
-  try {
-    r = await fetch("/api/sessions/" + token + "/ask?stream=true", {method: "POST",
-      headers: {"content-type": "application/json"}, body: JSON.stringify({question: q})});
-  } catch (e) { throw new Error("the server cannot be reached"); }
-  if (!r.ok) {
-    const data = await r.json().catch(() => ({detail: r.statusText}));
-    if (r.status === 410 || r.status === 503) end(data.detail);
-    throw new Error(data.detail || r.statusText);
-  }
+  const r = await send("POST", "/api/sessions/" + token + "/ask?stream=true", {question: q}, true);
   say("q", "Q: " + q); say("a", "A: ");
   const shown = $("chat").lastChild, reader = r.body.getReader(), text = new TextDecoder();
   let buffer = "", answer = "";

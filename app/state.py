@@ -391,7 +391,7 @@ class UserSession:
         return self._answer(lambda: self.session.ask(question, self.settings.max_new_tokens))
 
     def ask_shared(self, stream: UserSession, question: str) -> Iterator[str]:
-        """`ask` about the server's shared stream (`stream`, app/shared.py) on this session's own fork of it
+        """`ask` about the server's shared stream (`stream`, `SessionRegistry.share`) on this session's own fork of it
         (a `Viewer`): its turns are this session's alone, and nothing it asks changes the stream's cache."""
         if not stream.stats.get("frames_ingested"):
             raise StreamerError("the shared stream has no frame yet; ask again in a moment")

@@ -94,7 +94,7 @@ class StreamSession(Watching):
         on (a bad one raises ConfigError and changes nothing)."""
         if not isinstance(window, WindowConfig | None):
             raise ConfigError(f"window must be a WindowConfig or None, got {type(window).__name__}")
-        _check_not_reading(self.lock)
+        self._check_free()
         with self.lock:
             if window is not None and window != self.window:
                 self.cache = self._new_cache(window)  # checks it against the model
@@ -118,7 +118,7 @@ class StreamSession(Watching):
             raise ConfigError(f"ingest() takes a Chunk of frames, got {type(chunk).__name__}")
         if isinstance(chunk, Chunk) and not chunk.frames:
             return 0.0
-        _check_not_reading(self.lock)
+        self._check_free()
         with self.lock:
             if isinstance(chunk, Chunk):
                 chunk = self.prepare(chunk, encode=False)  # the vision tower runs inside the model's pass
@@ -167,13 +167,14 @@ class StreamSession(Watching):
         """
         question = check_question(question)
         _check_generation(max_new_tokens, temperature)
-        _check_not_reading(self.lock)
+        self._check_free()
         with self.lock:
             asked_at = self.conv
             prompt = self._question_prompt(question, max_new_tokens)
         return self._generate(question, prompt, asked_at, max_new_tokens, temperature, viewer)
 
     def _check_free(self) -> None:
+        """BusyError if this thread still reads an answer of this session's lock (see `_check_not_reading`)."""
         _check_not_reading(self.lock)
 
     def fork(self) -> Viewer:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import expect
 
 from streamer.app.hosting import ENDED, LOST, SessionHost, replica_of
-from streamer.app.serve_api import Unreachable, make_api
+from streamer.app.serve_api import Unreachable, in_thread, make_api
 from streamer.app.state import NO_VIDEO, UiSettings
 from streamer.kv_window import WindowConfig
 from streamer.models.registry import load_model
@@ -59,8 +59,7 @@ class Backend:
     async def stream(self, token, question):
         if self.dead:
             raise Unreachable
-        items, end = self.target.dispatch_stream(token, question), object()
-        while (item := await asyncio.to_thread(next, items, end)) is not end:
+        async for item in in_thread(self.target.dispatch_stream(token, question)):
             yield item
 
     def api(self, **kwargs):
@@ -168,6 +167,7 @@ def test_the_session_router_sends_a_token_to_the_replica_that_made_it():
     from streamer.app.serve import SessionRouter
 
     router = SessionRouter.__new__(SessionRouter)  # the routing decision alone, without Ray's machinery
+    router.initialize_state()
     replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"sessions": n, "report": 1})
                 for name, n in (("r1", 5), ("r2", 1), ("r3", 3))]
 
