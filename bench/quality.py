@@ -24,7 +24,8 @@ Tasks (a task x video length x policy x budget is one configuration; `--tasks` p
   prints, each on its own, reported by kind.
 - `presence`: a clip of 4-12 s (0-2 objects of 1-5 s, from anywhere in a 5-minute video) and three presence
   questions about its last 4 s ("Is there a red circle on screen?", "Is the digit 7 on screen?" -> yes / no,
-  `world.presence`): what standing questions ask after every chunk.
+  `world.presence`), asked as standing questions (`watch`): the answer is the check after the last chunk
+  (yes when its confidence reaches `streamer.watch.THRESHOLD`).
 - `chat`: a sample video, then five of its questions in ONE conversation (each sees the earlier
   answers); also counts answers that repeat the first answer where the truth differs.
 
@@ -80,6 +81,7 @@ class Video:
     qas: list  # [QA], in the order they are asked
     chat: bool = False  # True: asked one after the other in one conversation
     still: object = None  # the `frame` task's one Frame: only it is fed, not the script's timeline up to it
+    standing: bool = False  # True: the questions are standing questions, answered by the check after the last chunk
 
     def frames(self) -> list:
         """What the session is fed: the one still frame, or the video at 1 fps."""
@@ -116,7 +118,7 @@ def make_video(task: str, index: int, seconds: float, world: str = "clean") -> V
         for _ in range(12):
             qa = presence_qa(rng, script, script.times(1.0)[-1])
             qas.setdefault(qa.question, qa)
-        return Video(seed, script, list(qas.values())[:3])
+        return Video(seed, script, list(qas.values())[:3], standing=True)
     if task == "moving":
         script = random_script(seed, duration_s=seconds, n_events=5, event_s=(round(0.13 * seconds), round(0.17 * seconds)),
                                realism=realism)  # fmt: skip
@@ -175,8 +177,20 @@ def watch_and_ask(session, video: Video) -> tuple[list[dict], float | None]:
     """Reset `session`, stream `video` into it and ask its questions. Returns (rows, the video time where
     the positions ran out, or None); no rows when they ran out."""
     session.reset()
+    if not video.standing:
+        at = stream(session, video.frames())
+        return ([] if at is not None else ask_all(session, video)), at
+    from streamer.watch import THRESHOLD
+
+    for qa in video.qas:
+        session.watch(qa.question)
     at = stream(session, video.frames())
-    return ([] if at is not None else ask_all(session, video)), at
+    got = {q: "yes" if session.watcher.last[q] >= THRESHOLD else "no" for q in session.watches}
+    rows = [{"seed": video.seed, "kind": qa.kind, "question": qa.question, "want": qa.answer, "got": got[qa.question],
+             "correct": got[qa.question] == qa.answer, "confidence": session.watcher.last[qa.question]} for qa in video.qas]
+    for qa in video.qas:
+        session.unwatch(qa.question)
+    return rows, at
 
 
 def ask_all(session, video: Video, max_new_tokens: int = 16) -> list[dict]:

@@ -27,6 +27,7 @@ import torch
 
 from streamer.errors import ModelLoadError
 from streamer.models.prompt import encode_segments
+from streamer.models.watch_delta import WatchDelta
 from streamer.shared_types import Conversation, MRopeLayout, Phase, Prompt, Segment, format_timestamp
 from streamer.video.frame import Chunk, Frame
 
@@ -68,6 +69,7 @@ class ModelAdapter:
         self.image_processor = image_processor
         self.is_random = is_random
         self.speed = "exact"  # "int8" once `streamer.models.runtime.make_fast` quantized it
+        self.watch_delta: WatchDelta | None = None  # weights of standing-question passes only (tiny's presence adapter)
         self.note: str | None = (
             f"'{name}' has random weights: its answers are noise, useful only to test the pipeline; "
             "pass --model for a real model" if is_random else None

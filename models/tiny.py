@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from streamer.models.watch_delta import PREFIX as WATCH_PREFIX, WatchDelta
 from streamer.models.smollm2_tokenizer import GGUF_FILE, cache_root, gguf_dir, load_smollm2_tokenizer
 from streamer.models.smolvlm import END_OF_UTTERANCE, FAKE_IMAGE_TOKEN, GLOBAL_IMAGE_TOKEN, IMAGE_TOKEN, SPECIAL_TOKENS, SmolVLMAdapter
 from streamer.atomic import atomic_dir, atomic_file
@@ -194,7 +195,7 @@ def load_trained(model, state: dict[str, torch.Tensor], n_old: int) -> None:
     LoRA factors are merged into the weights they adapt."""
     rows = state[NEW_ROWS_KEY]
     lora = {k: v for k, v in state.items() if k.startswith(LORA_PREFIX)}
-    parts = {k: v for k, v in state.items() if k != NEW_ROWS_KEY and k not in lora}
+    parts = {k: v for k, v in state.items() if k != NEW_ROWS_KEY and k not in lora and not k.startswith(WATCH_PREFIX)}
     missing, unexpected = model.load_state_dict(parts, strict=False)
     expected = [k for k in model.state_dict() if k.startswith(TRAINED_PREFIXES)]
     if unexpected or [k for k in expected if k not in parts]:
@@ -256,4 +257,5 @@ def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     adapter = TinyAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
     adapter.name = "tiny"
     adapter.note = TINY_NOTE
+    adapter.watch_delta = WatchDelta.from_state(adapter.model, read_trained(weights)[0])  # the presence adapter
     return adapter

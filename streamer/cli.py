@@ -40,7 +40,7 @@ from streamer.options import (
 )
 from streamer.shared_types import format_timestamp
 from streamer.text import check_question, printable
-from streamer.watch import Alert
+from streamer.watch import WINDOW_S, Alert
 
 if TYPE_CHECKING:  # the session pulls in transformers (seconds): run() imports it after the arguments are checked
     from streamer.session import StreamSession
@@ -74,6 +74,16 @@ def parse_time(text: str) -> float:
     return value
 
 
+def alert_window(text: str) -> float | None:
+    """--alert-window: seconds (or [HH:]MM:SS), or 'all' (None: the whole cache)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return parse_time(text)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"{err}; or 'all' for the whole cache") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="streamer", description=__doc__.split("\n\n")[0])
     p.add_argument("video", help="video file, URL/RTSP stream, or webcam index (0) / /dev/videoN")
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert", action="append", default=[], metavar="QUESTION",
                    help="a standing yes/no question (repeatable), asked after every chunk: prints "
                         "'[HH:MM:SS] alert: QUESTION -> ANSWER' each time its answer turns yes")
+    p.add_argument("--alert-window", type=alert_window, default=WINDOW_S, metavar="SECONDS",
+                   help=f"what a standing question sees: the frames of the last SECONDS (at least the last chunk's) "
+                        f"and the chat; 'all': the whole cache (default {WINDOW_S:g})")
     p.add_argument("--at", action="append", default=[], type=parse_time, metavar="TIME",
                    help="video time to ask the matching -q at (one per question): seconds or [HH:]MM:SS")
     p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep, in (0, 60]")
@@ -131,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if adapter.note:
         print(f"note: {adapter.note}", file=sys.stderr)
     session = StreamSession(adapter, window_config(args, adapter.describe()["max_position_embeddings"]), skip=skip)
+    session.watch_window_s = args.alert_window
     for question in args.alert:
         session.watch(question)  # a standing question too long for the budget is refused here
     total = None

@@ -70,7 +70,9 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
             attention_mask = _causal_mask(query.shape[2], key.shape[-2], key.device)
     scaling = scaling if scaling is not None else query.shape[-1] ** -0.5
     if ours and getattr(layer, "aside_mask", None) is not None:  # questions asked aside: their own mask, nothing scored or cut
-        return sdpa_attention_forward(module, query, key, value, layer.aside_mask, scaling=scaling, **kwargs)
+        mask = layer.aside_mask  # per key head, or for all: each query head takes its key head's row
+        mask = mask.repeat_interleave(query.shape[1] // mask.shape[1], dim=1) if mask.shape[1] > 1 else mask
+        return sdpa_attention_forward(module, query, key, value, mask, scaling=scaling, **kwargs)
     if ours and _can_fuse(layer, query, kwargs):
         return _attend_and_observe(module, layer, query, key, value, attention_mask, scaling, **kwargs), None
     out, weights = sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)

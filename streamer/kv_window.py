@@ -59,13 +59,16 @@ __all__ = [
 ]
 
 
-def aside_mask(held: int, lengths: list[int]) -> torch.Tensor:
-    """(1, 1, Q, held + Q) bool: each of the blocks of `lengths` (Q tokens in all, after `held` cached ones)
-    sees the cached tokens and, causally, its own block."""
+def aside_mask(held: int, lengths: list[int], visible: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, 1 or H, Q, held + Q) bool: each of the blocks of `lengths` (Q tokens in all, after `held` cached ones)
+    sees the cached tokens (those `visible` (H, held) marks, per head, if given) and, causally, its own block."""
     q = sum(lengths)
     block = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
     own = (block[:, None] == block[None, :]) & torch.ones(q, q, dtype=torch.bool).tril()
-    return torch.cat([torch.ones(q, held, dtype=torch.bool), own], dim=1)[None, None]
+    if visible is None:
+        return torch.cat([torch.ones(q, held, dtype=torch.bool), own], dim=1)[None, None]
+    h = visible.shape[0]
+    return torch.cat([visible[:, None, :].expand(h, q, held), own.to(visible.device).expand(h, q, q)], dim=-1)[None]
 
 
 class KVWindowCache(Cache):
@@ -95,7 +98,7 @@ class KVWindowCache(Cache):
         super().__init__(layers=[KVWindowLayer(self.cfg, inv_freq, i, self.mrope, gap, turns) for i in range(self.n_layers)])
         self._tags: _Tags | None = None
         self._model_position = 0
-        self.aside: list[int] | None = None  # lengths of the questions of a pass asked aside (see `asking_aside`)
+        self.aside: tuple | None = None  # (lengths, since) of passes asked aside (see `asking_aside`)
 
     def tag(self, modality, times=None, layout: MRopeLayout | None = None, probe: int = 0) -> torch.Tensor | None:
         """Tag the tokens of the next forward pass: modality (T,) of `Modality`, times (T,) seconds or NaN;
@@ -142,22 +145,28 @@ class KVWindowCache(Cache):
         keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
         if layer_idx == self.n_layers - 1:
             self._tags = None  # consumed by every layer
-        layer.aside_mask = None if self.aside is None else aside_mask(held, self.aside)
+        layer.aside_mask = None if self.aside is None else self._aside_mask(layer, held, key_states.shape[-2])
         _observer.layer = layer if self.cfg.composition.evicts or self.aside is not None else None
         return keys, values
 
     @contextlib.contextmanager
-    def asking_aside(self, lengths: list[int]):
-        """A pass of several questions side by side, to be taken back (`restore`): the tokens are `lengths`
-        blocks in a row, each sees the cache and itself only, none is scored and nothing is cut. The caller
-        gives each block its positions (each starts at `next_position()`)."""
-        self.aside = list(lengths)
+    def asking_aside(self, lengths: list[int] | None = None, since: float | None = None):
+        """Passes of questions to be taken back (`restore`): nothing is scored and nothing is cut. A pass is
+        `lengths` blocks in a row (None: one block), each seeing the cache and itself only; the caller gives
+        each block its positions (each starts at `next_position()`). `since`: of the cached tokens with a video
+        time (frames), the questions see only those after it; text without one they always see."""
+        self.aside = (list(lengths) if lengths else None, since)
         try:
             yield
         finally:
             self.aside = None
             for layer in self.layers:
                 layer.aside_mask = None
+
+    def _aside_mask(self, layer: KVWindowLayer, held: int, incoming: int) -> torch.Tensor:
+        lengths, since = self.aside
+        visible = None if since is None else ~(layer.times[0, :, :held] <= since)  # NaN (text) is not <=: seen
+        return aside_mask(held, lengths or [incoming], visible)
 
     def _split_budget(self, incoming: int) -> None:
         """AirCache: once the cache is full, re-split budget x layers by each layer's attention spread."""

@@ -104,6 +104,7 @@ class StreamSession(Watching):
             self.history: list[Turn] = []
             self.frames_ingested = self.frames_skipped = 0
             self.video_time_s = 0.0
+            self.last_fed = (0.0, 0.0)  # times of the first and last frames of the last chunk fed
             self.ingest_seconds = self.watch_seconds = 0.0
             self.peak_kv_bytes = 0
             if self.skipper is not None:
@@ -149,6 +150,7 @@ class StreamSession(Watching):
         self._check_room(prompt.n_tokens, "this chunk of frames")
         self._forward(prompt, probe=self.window.resolved.composition.observes("probe"))
         self.frames_ingested += len(chunk.frames)
+        self.last_fed = (chunk.frames[0].time_s, chunk.frames[-1].time_s)
         self.video_time_s = max(self.video_time_s, prepared.times[-1])
         if self.watcher is not None and self.watcher.on:
             self._check_watches()
@@ -267,7 +269,7 @@ class StreamSession(Watching):
         return logits
 
     def _forward_ids(self, ids: list[int]) -> torch.Tensor:
-        if self.batcher is not None and len(ids) == 1:  # a decoding step: with the other sessions' steps
+        if self.batcher is not None and len(ids) == 1 and not self.watching:  # a decoding step: batched
             logits = self.batcher.step(self.cache, ids[0])
             self.peak_kv_bytes = max(self.peak_kv_bytes, self.cache.kv_bytes())
             return logits
@@ -282,7 +284,8 @@ class StreamSession(Watching):
     def _pass(self, inputs: dict) -> torch.Tensor:
         model = self.adapter.model
         inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        out = model(**inputs, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        with self._watch_weights():
+            out = model(**inputs, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self.cache.compress()  # a no-op with the kv_window attention; keeps the bound with any other
         self.peak_kv_bytes = max(self.peak_kv_bytes, self.cache.kv_bytes())
         return out.logits[0, -1].float()

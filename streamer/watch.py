@@ -30,6 +30,7 @@ ANSWER_TOKENS = 8  # longest answer text of an alert
 MAX_WATCHES = 16  # standing questions per session: each costs a question's forward pass per chunk
 MAX_ALERTS = 1000  # alerts a session keeps (the latest); `fired` counts them all
 THRESHOLD = 0.5  # confidence at and above which an answer is positive
+WINDOW_S = 4.0  # a standing question sees the frames of the last 4 s (one default chunk) and the chat text
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,11 @@ class Watcher:
 
 class Watching:
     """The standing-question half of `StreamSession`: `_check_watches` runs after each chunk it feeds, under its
-    lock."""
+    lock. `watch_window_s`: a standing question sees the cached frames of this many seconds up to the last frame
+    fed (at least the last chunk's) and all the text; None: the whole cache."""
+
+    watch_window_s: float | None = WINDOW_S
+    watching = False  # True while the standing questions run: their passes take the model's `watch_delta`
 
     def watch(self, question: str) -> str:
         """Ask the yes/no `question` after every chunk from now on; returns it as kept. Refused like `ask`
@@ -154,30 +159,51 @@ class Watching:
         """Ask every standing question aside (side by side in one pass, or one by one with M-RoPE) and fire
         the alerts whose answers turned positive."""
         start = time.perf_counter()
+        self.watching = True
+        try:
+            self._ask_watches()
+        finally:
+            self.watching = False
+        self.watch_seconds += time.perf_counter() - start
+
+    def _ask_watches(self) -> None:
         questions = self.watcher.questions
         try:
             prompts = [self._question_prompt(q, ANSWER_TOKENS) for q in questions]
         except BudgetError as err:  # the full cache has reached the model's positions: ingest says so next
             log.warning("standing questions skipped: %s", err)
             return
+        since = self._watch_since()
         if self.cache.mrope:  # positions of M-RoPE models are laid out per prompt: one pass each
             firsts = []
             for prompt in prompts:
-                with self._aside():
+                with self._aside(), self.cache.asking_aside(since=since):
                     firsts.append(self._forward(prompt))
         else:
-            firsts = self._side_by_side(prompts)
+            firsts = self._side_by_side(prompts, since)
         for question, prompt, logits in zip(questions, prompts, firsts):
             confidence = self.watcher.confidence(logits)
             if self.watcher.update(question, confidence):
-                with self._aside():  # the answer's words: greedy, from a pass of this question alone
+                with self._aside(), self.cache.asking_aside(since=since):  # the answer's words: greedy, this question alone
                     answer = self.adapter.decode(self._greedy(self._forward(prompt), ANSWER_TOKENS)).strip()
                 self.watcher.fire(Alert(question, answer, self.video_time_s, confidence))
-        self.watch_seconds += time.perf_counter() - start
 
-    def _side_by_side(self, prompts: list) -> list[torch.Tensor]:
+    def _watch_weights(self):
+        """The model's standing-question weights inside, while the standing questions run (else nothing)."""
+        delta = self.adapter.watch_delta
+        return delta.on() if delta is not None and self.watching else contextlib.nullcontext()
+
+    def _watch_since(self) -> float | None:
+        """The video time after which a standing question sees the cached frames (None: all of them)."""
+        if self.watch_window_s is None:
+            return None
+        first, last = self.last_fed
+        return min(last - self.watch_window_s, first - 1e-3)
+
+    def _side_by_side(self, prompts: list, since: float | None, grad: bool = False) -> list[torch.Tensor]:
         """The first answer token's logits (V,) of each question prompt, all in one pass over the cache (the
-        model's weights are read once: a pass of a few tokens costs about what its weights take to read)."""
+        model's weights are read once: a pass of a few tokens costs about what its weights take to read).
+        `grad`: with gradient, for training the model's `watch_delta` (train/train_watch.py)."""
         from streamer.batching import on_model  # here: the CLI imports this module before the model libraries
 
         lengths = [p.n_tokens for p in prompts]
@@ -185,13 +211,16 @@ class Watching:
         positions = torch.cat([torch.arange(first, first + n) for n in lengths])[None]
         ends = torch.tensor(lengths).cumsum(0) - 1
         model = self.adapter.model
-        with self._aside(), self.cache.asking_aside(lengths), torch.no_grad():
+        with self._aside(), self.cache.asking_aside(lengths, since), torch.set_grad_enabled(grad):
             self.cache.tag(torch.cat([p.modality for p in prompts]), torch.cat([p.times for p in prompts]))
-            out = on_model(self.batcher, lambda: model(
-                input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
-                position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
-                logits_to_keep=ends.to(model.device)))
+            out = on_model(self.batcher, lambda: self._watch_pass(model, prompts, positions, ends))
         return list(out.logits[0].float())
+
+    def _watch_pass(self, model, prompts: list, positions: torch.Tensor, ends: torch.Tensor):
+        with self._watch_weights():
+            return model(input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
+                         position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
+                         logits_to_keep=ends.to(model.device))
 
     @contextlib.contextmanager
     def _aside(self):

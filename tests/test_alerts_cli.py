@@ -40,8 +40,9 @@ def test_an_object_on_screen_for_ten_seconds_is_one_alert(ten_seconds):
     assert "Q: What is on screen?" in proc.stdout and "A:  red circle" in proc.stdout  # the -q question too
 
 
-def test_alerts_as_json(ten_seconds):
-    proc = run(ten_seconds, "--alert", SEVEN, "--json", "--end", "20")
+@pytest.mark.parametrize("window", [[], ["--alert-window", "all"], ["--alert-window", "00:08"]])
+def test_alerts_as_json(ten_seconds, window):
+    proc = run(ten_seconds, "--alert", SEVEN, "--json", "--end", "20", *window)
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stdout.splitlines()
     alert = json.loads(line)
@@ -49,6 +50,9 @@ def test_alerts_as_json(ten_seconds):
     assert 0.5 <= alert["confidence"] <= 1
 
 
-def test_a_bad_alert_question_is_one_line_before_any_work(ten_seconds):
-    proc = run(ten_seconds, "--alert", "   ", "--model", "tiny-random")
-    assert proc.returncode == 2 and "question" in one_line(proc.stderr)
+@pytest.mark.parametrize("args,says", [(["--alert", "   "], "question"),
+                                       (["--alert", SEVEN, "--alert-window", "every"], "'all' for the whole cache"),
+                                       (["--alert", SEVEN, "--alert-window", "-4"], "not a time")])
+def test_a_bad_alert_option_is_one_line_before_any_work(ten_seconds, args, says):
+    proc = run(ten_seconds, *args, "--model", "tiny-random")
+    assert proc.returncode == 2 and says in one_line(proc.stderr)

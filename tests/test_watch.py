@@ -162,3 +162,103 @@ def test_a_session_keeps_the_latest_alerts_and_counts_them_all(adapter, monkeypa
     assert [a.video_time_s for a in s.alerts] == [c.frames[-1].time_s for c in chunks[4::2]]
     new, fired = s.alerts_since(4)
     assert new == s.alerts[-1:] and fired == 5
+
+
+@pytest.mark.parametrize("policy", ["full", "combined"])
+def test_a_standing_question_sees_only_the_frames_of_its_window(adapter, policy):
+    """With `watch_window_s` = 4, a check reads the cached frames of the last 4 s and the text: the older frames'
+    keys and values can be anything. With the whole cache (None), they count."""
+    _, chunks = world_chunks(24)
+    s = StreamSession(adapter, window(policy, budget=160), skip=None)
+    for chunk in chunks:
+        s.ingest(chunk)
+    prompts = [s._question_prompt(q, 8) for q in WATCHES]
+    since = s._watch_since()
+    assert since == s.last_fed[1] - 4.0
+
+    def check(since):
+        return torch.stack(s._side_by_side(prompts, since))
+
+    before, whole = check(since), check(None)
+    layers = [l for l in s.cache.layers if l.is_initialized]
+    old = [(l.times[0, :, :l.get_seq_length()] <= since) for l in layers]  # (H, T): older frame tokens
+    assert all(o.any() for o in old) and all((~o & ~l.times[0, :, :o.shape[-1]].isnan()).any() for o, l in zip(old, layers))
+    saved = [(l.keys.clone(), l.values.clone()) for l in layers]
+    gen = torch.Generator().manual_seed(0)
+    for l, o in zip(layers, old):
+        for x in (l.keys, l.values):
+            x[0, :, :o.shape[-1]][o] = torch.randn(x[0, :, :o.shape[-1]][o].shape, generator=gen) * 3
+    torch.testing.assert_close(check(since), before)  # the older frames do not count
+    assert not torch.allclose(check(None), whole, atol=1e-3)  # with the whole cache they do
+    for l, (k, v) in zip(layers, saved):
+        l.keys.copy_(k), l.values.copy_(v)
+    recent = [~o & ~l.times[0, :, :o.shape[-1]].isnan() for l, o in zip(layers, old)]  # the window's frames
+    for l, r in zip(layers, recent):
+        l.values[0, :, :r.shape[-1]][r] = 0.0
+    assert not torch.allclose(check(since), before, atol=1e-3)  # the window's frames do
+
+
+def _watch_delta(adapter, seed: int = 0):
+    """Random rank-2 deltas on the text model's q and v projections."""
+    from streamer.models.watch_delta import WatchDelta
+
+    gen = torch.Generator().manual_seed(seed)
+    factors = {}
+    for name, m in adapter.model.named_modules():
+        if "text_model" in name and name.endswith(("q_proj", "v_proj")):
+            factors[name + ".weight"] = (torch.randn(2, m.in_features, generator=gen) * 0.3,
+                                         torch.randn(m.out_features, 2, generator=gen) * 0.3)
+    return WatchDelta(adapter.model, factors)
+
+
+def test_standing_questions_run_with_the_models_watch_weights_and_nothing_else_does(monkeypatch):
+    """A model's `watch_delta` (tiny's presence adapter) changes what the standing questions answer, and nothing
+    else: the watched session's cache, chat and later answers equal an unwatched one's."""
+    adapter = load_model("tiny-random")  # its own: the delta's hooks stay on its layers
+    _, chunks = world_chunks(12)
+    seen = {}
+    real = Watcher.confidence
+
+    def run(delta, watched: bool):
+        adapter.watch_delta = delta
+        s = StreamSession(adapter, window("combined", budget=96), skip=None)
+        if watched:
+            s.watch(WATCHES[0])
+        for chunk in chunks:
+            s.ingest(chunk)
+        return s, s.answer("What is on screen?", max_new_tokens=5)
+
+    def recording(self, logits):
+        seen.setdefault(id(self), []).append(logits.clone())
+        return real(self, logits)
+
+    monkeypatch.setattr(Watcher, "confidence", recording)
+    delta = _watch_delta(adapter)
+    plain, plain_answer = run(None, watched=False)
+    watched, watched_answer = run(delta, watched=True)
+    bare, _ = run(None, watched=True)
+    assert_same_state(cache_state(plain), cache_state(watched))
+    assert watched_answer == plain_answer and plain.conv == watched.conv
+    with_delta, without = seen[id(watched.watcher)], seen[id(bare.watcher)]
+    assert len(with_delta) == len(without) == len(chunks)
+    assert all(not torch.allclose(a, b, atol=1e-3) for a, b in zip(with_delta, without))
+
+
+def test_watch_weights_apply_only_inside_on_and_only_in_its_thread():
+    import threading
+
+    adapter = load_model("tiny-random")
+    delta = _watch_delta(adapter, seed=1)
+    key = next(iter(delta.factors))
+    linear = dict(adapter.model.named_modules())[key.removesuffix(".weight")]
+    x = torch.randn(3, linear.in_features)
+    base = linear(x)
+    a, b = delta.factors[key]
+    other = {}
+    with delta.on():
+        torch.testing.assert_close(linear(x), base + x @ a.t() @ b.t())
+        thread = threading.Thread(target=lambda: other.update(y=linear(x)))
+        thread.start()
+        thread.join()
+    torch.testing.assert_close(other["y"], base)  # another thread's pass meanwhile: the plain weights
+    torch.testing.assert_close(linear(x), base)
