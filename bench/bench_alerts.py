@@ -23,6 +23,7 @@ Deliberately not here: training the model to answer (train/), the debounce itsel
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
@@ -58,9 +59,24 @@ def run_video(adapter, script, questions: list, policy: str, budget: int | None)
     session = StreamSession(adapter, WindowConfig(policy=policy, budget=budget), skip=None)
     for q in questions:
         session.watch(q)
+    trace = []  # (time, confidence of each question) of every check: the alerts at any threshold
     for chunk in chunk_frames(script.frames(1.0), SamplerConfig(fps=1.0, chunk_frames=4)):
         session.ingest(chunk)
-    return session.alerts, session.stats()
+        trace.append((session.video_time_s, [round(session.watcher.last[q], 4) for q in questions]))
+    return session.alerts, {**session.stats(), "trace": trace}
+
+
+def alerts_at(trace: list, questions: list[str], threshold: float) -> list:
+    """The alerts a check trace gives at `threshold` (the debounce of `streamer.watch.Watcher`)."""
+    from streamer.watch import Alert
+
+    on, alerts = dict.fromkeys(questions, False), []
+    for t, confidences in trace:
+        for q, c in zip(questions, confidences):
+            if c >= threshold and not on[q]:
+                alerts.append(Alert(q, "yes", t, c))
+            on[q] = c >= threshold
+    return alerts
 
 
 def score(script, present: list, absent: list, alerts: list) -> dict:
@@ -86,7 +102,11 @@ def score(script, present: list, absent: list, alerts: list) -> dict:
 def poisson_ci(k: int, exposure: float) -> tuple[float, float]:
     """Exact 95% interval of a Poisson rate with `k` events in `exposure` (bisection on the CDF)."""
     def cdf(x: int, mu: float) -> float:
-        return sum(math.exp(-mu) * mu**i / math.factorial(i) for i in range(x + 1)) if x >= 0 else 0.0
+        if x < 0:
+            return 0.0
+        if mu <= 0:
+            return 1.0
+        return sum(math.exp(-mu + i * math.log(mu) - math.lgamma(i + 1)) for i in range(x + 1))  # logs: no overflow
 
     def solve(f, lo=0.0, hi=1000.0):
         for _ in range(200):
@@ -116,26 +136,47 @@ def summarise(rows: list[dict], hours: float) -> dict:
     }
 
 
-def measure_quality(adapter, args, on_row=None) -> list[dict]:
-    """Every world x policy configuration; `on_row(results)` is called after each one with the results so far."""
+def video(seed: int, world: str, seconds: float) -> tuple:
+    """(script, questions about its objects, questions about objects it never shows) of one benchmark video."""
     import random
 
     from streamer.world.scene import Realism, random_script
 
+    script = random_script(seed, duration_s=seconds, n_events=5, event_s=(2, 5),
+                           realism=Realism.noisy() if world == "noisy" else None)
+    return (script, *lookouts(script, random.Random(seed)))
+
+
+def sweep(path: Path, thresholds=tuple(round(0.05 * k, 2) for k in range(2, 20))) -> list[dict]:
+    """Precision, recall and F1 of a result file's videos at each threshold, from their check traces."""
+    out = []
+    for r in json.loads(path.read_text())["quality"]:
+        for th in thresholds:
+            rows = []
+            for row in r["rows"]:
+                script, present, absent = video(row["seed"], r["world"], r["seconds"])
+                rows.append(score(script, present, absent, alerts_at(row["trace"], row["questions"], th)))
+            summary = summarise(rows, len(rows) * r["seconds"] / 3600)
+            out.append({"world": r["world"], "policy": r["policy"], "budget": r["budget"], "threshold": th, **summary})
+            print(f"threshold {th:.2f} " + line(out[-1]), flush=True)
+    return out
+
+
+def measure_quality(adapter, args, on_row=None) -> list[dict]:
+    """Every world x policy configuration; `on_row(results)` is called after each one with the results so far."""
     results = []
     configs = [(p, b) for p in args.policies.split(",") for b in ([None] if p == "full" else [args.budget])]
     for world in args.worlds.split(","):
         for policy, budget in configs:
             rows = []
             for i in tqdm(range(args.videos), desc=f"{world} {policy}", disable=None):
-                seed = SEED + i
-                script = random_script(seed, duration_s=args.seconds, n_events=5, event_s=(2, 5),
-                                       realism=Realism.noisy() if world == "noisy" else None)
-                present, absent = lookouts(script, random.Random(seed))
+                seed = args.seed + i
+                script, present, absent = video(seed, world, args.seconds)
                 alerts, stats = run_video(adapter, script, [lk.question for lk in present + absent], policy, budget)
                 row = score(script, present, absent, alerts)
                 row.update(seed=seed, alert_list=[a.to_json() for a in alerts], watch_seconds=stats["watch_seconds"],
-                           ingest_seconds=stats["ingest_seconds"])
+                           ingest_seconds=stats["ingest_seconds"], questions=[lk.question for lk in present + absent],
+                           trace=stats["trace"])
                 rows.append(row)
             results.append({"world": world, "policy": policy, "budget": budget, "seconds": args.seconds,
                             **summarise(rows, len(rows) * args.seconds / 3600), "rows": rows})
@@ -214,6 +255,8 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=None, help="tiny: other trained parts (a training checkpoint)")
     ap.add_argument("--videos", type=int, default=10, help="5-minute videos per world and policy (0: none)")
     ap.add_argument("--seconds", type=float, default=300.0)
+    ap.add_argument("--seed", type=int, default=SEED, help="world seed of the first video (calibration: another range)")
+    ap.add_argument("--sweep", type=Path, default=None, help="no run: score a result file's traces at thresholds 0.1-0.9")
     ap.add_argument("--worlds", default="clean,noisy")
     ap.add_argument("--policies", default="full,combined")
     ap.add_argument("--budget", type=int, default=750, help="tokens of the bounded policy (750: 10%% of 5 minutes)")
@@ -223,6 +266,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.sweep:  # no model: the traces of an earlier run, scored again
+        rows = sweep(args.sweep)
+        if args.out:
+            args.out.write_text(json.dumps({"sweep_of": str(args.sweep), "sweep": rows}, indent=1))
+        return
     setup(args.threads)
     started = common.machine()
     from streamer.models.registry import load_model

@@ -62,7 +62,7 @@ def window_attention(module, query, key, value, attention_mask, scaling=None, **
     if ours:
         _observer.layer = None
         # a slot left over from a cache filled by hand must not score another cache's keys
-        ours = key.data_ptr() == layer.keys.data_ptr()
+        ours = key.data_ptr() == layer.keys.data_ptr() or key is getattr(layer, "aside_keys", None)
     if ours:
         if layer.shift:
             query = rotate(query, layer.shift, layer.inv_freq)

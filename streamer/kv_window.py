@@ -145,7 +145,10 @@ class KVWindowCache(Cache):
         keys, values = layer.update(key_states, value_states, tags=self._tags, model_position=self._model_position)
         if layer_idx == self.n_layers - 1:
             self._tags = None  # consumed by every layer
-        layer.aside_mask = None if self.aside is None else self._aside_mask(layer, held, key_states.shape[-2])
+        layer.aside_mask = layer.aside_keys = None
+        if self.aside is not None:
+            keys, values, layer.aside_mask = self._aside_view(layer, keys, values, held, key_states.shape[-2])
+            layer.aside_keys = keys  # what the attention will get: its layer's, though not its tensor
         _observer.layer = layer if self.cfg.composition.evicts or self.aside is not None else None
         return keys, values
 
@@ -161,12 +164,27 @@ class KVWindowCache(Cache):
         finally:
             self.aside = None
             for layer in self.layers:
-                layer.aside_mask = None
+                layer.aside_mask = layer.aside_keys = None
 
-    def _aside_mask(self, layer: KVWindowLayer, held: int, incoming: int) -> torch.Tensor:
+    def _aside_view(self, layer: KVWindowLayer, keys, values, held: int, incoming: int) -> tuple:
+        """(keys, values, mask) a pass asked aside attends to: with `since`, only the cached tokens it may see,
+        gathered per head (heads may hold different tokens; the shorter ones are padded and masked), so its
+        cost does not grow with the cache."""
         lengths, since = self.aside
-        visible = None if since is None else ~(layer.times[0, :, :held] <= since)  # NaN (text) is not <=: seen
-        return aside_mask(held, lengths or [incoming], visible)
+        lengths = lengths or [incoming]
+        if since is None or keys.shape[0] != 1:
+            return keys, values, aside_mask(held, lengths)
+        visible = ~(layer.times[0, :, :held] <= since)  # (H, held); NaN (text) is not <=: seen
+        counts = visible.sum(-1)
+        n = int(counts.max())
+        order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[:, :n]  # the visible first, in order
+        index = order[None, :, :, None].expand(1, -1, -1, keys.shape[-1])
+
+        def view(x):
+            return torch.cat([x[:, :, :held].gather(2, index), x[:, :, held:]], dim=2)
+
+        padded = torch.arange(n, device=counts.device)[None, :] < counts[:, None]  # (H, n)
+        return view(keys), view(values), aside_mask(n, lengths, padded)
 
     def _split_budget(self, incoming: int) -> None:
         """AirCache: once the cache is full, re-split budget x layers by each layer's attention spread."""

@@ -30,8 +30,17 @@ def test_committed_weights_are_small_and_hold_only_trained_parts():
     assert WEIGHTS_FILE.stat().st_size < 25 * 1024 * 1024
     state, settings, n_old = read_trained()
     assert n_old == 49152 and settings.tokens_per_frame == 9
-    assert all(k.startswith(("model.vision_model.", "model.connector.", "lora.", "new_token_rows")) for k in state)
+    assert all(k.startswith(("model.vision_model.", "model.connector.", "lora.", "watch.", "new_token_rows")) for k in state)
     assert not any("embed_tokens" in k or "mlp" in k and "text_model" in k for k in state)
+
+
+def test_tiny_carries_its_presence_adapter_for_standing_questions_only(tiny):
+    """Stage PW: low-rank deltas on q, k and v of all 30 layers, outside the assembled checkpoint (which holds
+    the chat weights)."""
+    delta = tiny.watch_delta
+    assert delta is not None and len(delta.factors) == 30 * 3
+    assert {k.rsplit(".", 2)[-2] for k in delta.factors} == {"q_proj", "k_proj", "v_proj"}
+    assert all(a.shape[0] == b.shape[1] <= 32 for a, b in delta.factors.values())
 
 
 def test_tiny_is_a_builtin_smolvlm_checkpoint(tiny):

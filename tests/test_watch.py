@@ -180,6 +180,15 @@ def test_a_standing_question_sees_only_the_frames_of_its_window(adapter, policy)
         return torch.stack(s._side_by_side(prompts, since))
 
     before, whole = check(since), check(None)
+    from streamer.kv_window import KVWindowCache, aside_mask
+
+    def masked(cache, layer, keys, values, held, incoming):  # the whole cache under a mask, gathering nothing
+        lengths, since = cache.aside
+        return keys, values, aside_mask(held, lengths or [incoming], ~(layer.times[0, :, :held] <= since))
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(KVWindowCache, "_aside_view", masked)
+        torch.testing.assert_close(check(since), before, rtol=1e-4, atol=1e-4)  # the gathered window is that view
     layers = [l for l in s.cache.layers if l.is_initialized]
     old = [(l.times[0, :, :l.get_seq_length()] <= since) for l in layers]  # (H, T): older frame tokens
     assert all(o.any() for o in old) and all((~o & ~l.times[0, :, :o.shape[-1]].isnan()).any() for o, l in zip(old, layers))

@@ -39,6 +39,7 @@ from streamer.atomic import atomic_file
 from streamer.models.watch_delta import PREFIX, WatchDelta
 
 SEED0 = 6_000_000  # world seeds of this stage (training draws below 10,000,000; other stages draw elsewhere)
+BG_SEED0 = 6_500_000  # seeds of its backgrounds
 TARGETS = ("q_proj", "k_proj", "v_proj")
 
 
@@ -65,20 +66,30 @@ def delta_init(init: dict, chat: dict, rank: int, n_layers: int, shapes: dict) -
     return factors
 
 
-def clip(seed: int, n_questions: int):
-    """(script, chunks, checks): a training clip in chunks of 4 frames and, per chunk, its presence questions."""
+def chunks_of(frames: list) -> list:
     from streamer.video.frame import Chunk
+
+    return [Chunk(tuple(frames[i:i + 4]), i // 4) for i in range(0, len(frames), 4)]
+
+
+def clip(seed: int, n_questions: int, background=None):
+    """(script, chunks, checks): a training clip in chunks of 4 frames and, per chunk, its presence questions.
+    With a `background` script (empty, of B seconds) the clip continues it from B s on: same scene, new objects."""
+    import dataclasses
+
     from streamer.world.presence import presence_qa
     from streamer.world.scene import random_script
 
     rng = random.Random(seed * 13 + 5)
     n = rng.randint(4, 24)
-    start = rng.randint(0, 300 - n)
+    start = int(background.duration_s) if background is not None else rng.randint(0, 300 - n)
     n_events = rng.randint(0, max(0, min(3, n // 3)))
     script = random_script(seed, duration_s=start + n, n_events=n_events, event_s=(1, 5) if n >= 6 * n_events else (1, 1),
                            start_s=start)  # fmt: skip
+    if background is not None:
+        script = dataclasses.replace(background, duration_s=start + n, events=script.events, start_s=start)
     frames = list(script.frames(1.0))
-    chunks = [Chunk(tuple(frames[i:i + 4]), i // 4) for i in range(0, len(frames), 4)]
+    chunks = chunks_of(frames)
     checks = []
     for c in chunks:
         qas = {}
@@ -105,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--no-weight", type=float, default=1.0, help="loss weight of the 'no' answers")
+    ap.add_argument("--background", default="0,0", help="MIN,MAX seconds of empty scene streamed before the clips")
+    ap.add_argument("--background-every", type=int, default=3, help="steps that share one background")
     ap.add_argument("--save-every", type=int, default=5)
     ap.add_argument("--max-minutes", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=2)
@@ -119,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     from streamer.models.tiny import load_tiny, read_trained
     from streamer.session import StreamSession
     from streamer.watch import Watcher
+    from streamer.world.scene import random_script
 
     adapter = load_tiny(weights=args.chat_weights)
     model = adapter.model
@@ -157,6 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(log, indent=1))
 
+    bg_min, bg_max = (int(x) for x in args.background.split(","))
+    background = None
     began = time.perf_counter()
     for step in range(start_step, args.steps):
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
@@ -164,9 +180,21 @@ def main(argv: list[str] | None = None) -> None:
             g["lr"] = lr
         opt.zero_grad()
         total, n, right, right_yes, n_yes = 0.0, 0, 0, 0, 0
-        for seed in range(SEED0 + step * args.clips, SEED0 + (step + 1) * args.clips):
-            _, chunks, checks = clip(seed, args.questions)
+        if bg_max and (step - start_step) % args.background_every == 0:  # a new long past for the next steps
+            rng = random.Random(BG_SEED0 + step)
+            background = random_script(BG_SEED0 + step, duration_s=rng.randint(bg_min, bg_max), n_events=0)
             session = StreamSession(adapter, WindowConfig(policy="full", budget=None), skip=None)
+            with torch.no_grad():
+                for chunk in chunks_of(list(background.frames(1.0))):
+                    session.ingest(chunk)
+            past = session.cache.checkpoint(), session.conv
+        for seed in range(SEED0 + step * args.clips, SEED0 + (step + 1) * args.clips):
+            _, chunks, checks = clip(seed, args.questions, background)
+            if background is None:
+                session = StreamSession(adapter, WindowConfig(policy="full", budget=None), skip=None)
+            else:
+                session.cache.restore(past[0])
+                session.conv = past[1]
             for chunk, qas in zip(chunks, checks):
                 with torch.no_grad():
                     session.ingest(chunk)
