@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'[HH:MM:SS] alert: QUESTION -> ANSWER' each time its answer turns yes")
     p.add_argument("--alert-window", type=alert_window, default=WINDOW_S, metavar="SECONDS",
                    help=f"what a standing question sees: the frames of the last SECONDS (at least the last chunk's) "
-                        f"and the chat; 'all': the whole cache (default {WINDOW_S:g})")
+                        f"and the opening, not the chat; 'all': the whole cache (default {WINDOW_S:g})")
     p.add_argument("--at", action="append", default=[], type=parse_time, metavar="TIME",
                    help="video time to ask the matching -q at (one per question): seconds or [HH:]MM:SS")
     p.add_argument("--fps", type=FPS, default=1.0, help="frames per second of video to keep, in (0, 60]")

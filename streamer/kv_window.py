@@ -71,6 +71,14 @@ def aside_mask(held: int, lengths: list[int], visible: torch.Tensor | None = Non
     return torch.cat([visible[:, None, :].expand(h, q, held), own.to(visible.device).expand(h, q, q)], dim=-1)[None]
 
 
+def window_visible(times: torch.Tensor, since: float) -> torch.Tensor:
+    """(H, T) bool: of cached tokens with video `times` (H, T; NaN: text), those a question asked with `since`
+    sees: the frames after `since` and the text before each head's first frame (the opening), not the chat."""
+    frame = ~times.isnan()
+    first = torch.where(frame.any(-1), frame.int().argmax(-1), times.shape[-1])  # (H,) each head's first frame
+    return (times > since) | (torch.arange(times.shape[-1], device=times.device)[None, :] < first[:, None])
+
+
 class KVWindowCache(Cache):
     """A `transformers.Cache` holding at most `cfg.budget` tokens per layer after every forward pass.
 
@@ -156,8 +164,8 @@ class KVWindowCache(Cache):
     def asking_aside(self, lengths: list[int] | None = None, since: float | None = None):
         """Passes of questions to be taken back (`restore`): nothing is scored and nothing is cut. A pass is
         `lengths` blocks in a row (None: one block), each seeing the cache and itself only; the caller gives
-        each block its positions (each starts at `next_position()`). `since`: of the cached tokens with a video
-        time (frames), the questions see only those after it; text without one they always see."""
+        each block its positions (each starts at `next_position()`). `since`: the questions see only the frames
+        after it and the opening text before the first frame (`window_visible`), not the chat."""
         self.aside = (list(lengths) if lengths else None, since)
         try:
             yield
@@ -174,7 +182,7 @@ class KVWindowCache(Cache):
         lengths = lengths or [incoming]
         if since is None or keys.shape[0] != 1:
             return keys, values, aside_mask(held, lengths)
-        visible = ~(layer.times[0, :, :held] <= since)  # (H, held); NaN (text) is not <=: seen
+        visible = window_visible(layer.times[0, :, :held], since)
         counts = visible.sum(-1)
         n = int(counts.max())
         order = torch.argsort((~visible).to(torch.int8), dim=-1, stable=True)[:, :n]  # the visible first, in order

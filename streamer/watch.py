@@ -30,7 +30,7 @@ ANSWER_TOKENS = 8  # longest answer text of an alert
 MAX_WATCHES = 16  # standing questions per session: each costs a question's forward pass per chunk
 MAX_ALERTS = 1000  # alerts a session keeps (the latest); `fired` counts them all
 THRESHOLD = 0.5  # confidence at and above which an answer is positive
-WINDOW_S = 4.0  # a standing question sees the frames of the last 4 s (one default chunk) and the chat text
+WINDOW_S = 4.0  # a standing question sees the frames of the last 4 s (one default chunk) and the opening text
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,8 @@ class Watcher:
 class Watching:
     """The standing-question half of `StreamSession`: `_check_watches` runs after each chunk it feeds, under its
     lock. `watch_window_s`: a standing question sees the cached frames of this many seconds up to the last frame
-    fed (at least the last chunk's) and all the text; None: the whole cache."""
+    fed (at least the last chunk's) and the opening text before the first frame, not the chat; None: the whole
+    cache."""
 
     watch_window_s: float | None = WINDOW_S
     watching = False  # True while the standing questions run: their passes take the model's `watch_delta`

@@ -31,13 +31,13 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_an_object_on_screen_for_ten_seconds_is_one_alert(ten_seconds):
     proc = run(ten_seconds, "--alert", RED_CIRCLE, "--alert", SEVEN, "--alert", ABSENT,
-               "-q", "What is on screen?", "--at", "12", "--max-new-tokens", "4")
+               "-q", "What digit is on the red circle?", "--at", "12", "--max-new-tokens", "4")
     assert proc.returncode == 0, proc.stderr
     alerts = re.findall(r"^\[(\d\d):(\d\d):(\d\d)\] alert: (.*) -> (.*)$", proc.stdout, re.M)
     assert sorted(a[3] for a in alerts) == sorted([RED_CIRCLE, SEVEN]), proc.stdout  # once each, never the absent one
     for h, m, s, _, answer in alerts:
         assert 8 <= int(h) * 3600 + int(m) * 60 + int(s) <= 12 and answer == "yes"  # within one chunk of its first frame
-    assert "Q: What is on screen?" in proc.stdout and "A:  red circle" in proc.stdout  # the -q question too
+    assert "Q: What digit is on the red circle?" in proc.stdout and "A:  7" in proc.stdout  # the -q question too
 
 
 @pytest.mark.parametrize("window", [[], ["--alert-window", "all"], ["--alert-window", "00:08"]])

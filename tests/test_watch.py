@@ -180,11 +180,11 @@ def test_a_standing_question_sees_only_the_frames_of_its_window(adapter, policy)
         return torch.stack(s._side_by_side(prompts, since))
 
     before, whole = check(since), check(None)
-    from streamer.kv_window import KVWindowCache, aside_mask
+    from streamer.kv_window import KVWindowCache, aside_mask, window_visible
 
     def masked(cache, layer, keys, values, held, incoming):  # the whole cache under a mask, gathering nothing
         lengths, since = cache.aside
-        return keys, values, aside_mask(held, lengths or [incoming], ~(layer.times[0, :, :held] <= since))
+        return keys, values, aside_mask(held, lengths or [incoming], window_visible(layer.times[0, :, :held], since))
 
     with pytest.MonkeyPatch.context() as m:
         m.setattr(KVWindowCache, "_aside_view", masked)
@@ -271,3 +271,29 @@ def test_watch_weights_apply_only_inside_on_and_only_in_its_thread():
         thread.join()
     torch.testing.assert_close(other["y"], base)  # another thread's pass meanwhile: the plain weights
     torch.testing.assert_close(linear(x), base)
+
+
+def test_a_standing_question_sees_the_opening_but_not_the_chat(adapter):
+    """The text before the first frame (the opening) counts for a check; the chat's turns, which its training
+    never had, do not: their keys and values can be anything."""
+    _, chunks = world_chunks(24)
+    s = StreamSession(adapter, WindowConfig(policy="full", budget=None), skip=None)
+    for i, chunk in enumerate(chunks):
+        s.ingest(chunk)
+        if i == 2:
+            s.answer("What is on screen?", max_new_tokens=3)
+    prompts = [s._question_prompt(q, 8) for q in WATCHES]
+    since = s._watch_since()
+    before = torch.stack(s._side_by_side(prompts, since))
+    layer = s.cache.layers[0]
+    text = layer.times[0, 0, :layer.get_seq_length()].isnan()
+    first_frame = int((~text).int().argmax())
+    chat = text.clone()
+    chat[:first_frame] = False  # the text after the first frame: the question and answer of the chat
+    assert chat.sum() > 5 and first_frame > 0
+    for l in s.cache.layers:
+        l.values[0, :, :chat.shape[0]][:, chat] = 5.0
+    torch.testing.assert_close(torch.stack(s._side_by_side(prompts, since)), before)  # the chat does not count
+    for l in s.cache.layers:
+        l.values[0, :, :first_frame] = 5.0
+    assert not torch.allclose(torch.stack(s._side_by_side(prompts, since)), before, atol=1e-3)  # the opening does
