@@ -68,14 +68,14 @@ def run_video(adapter, script, questions: list, policy: str, budget: int | None)
 
 def alerts_at(trace: list, questions: list[str], threshold: float) -> list:
     """The alerts a check trace gives at `threshold` (the debounce of `streamer.watch.Watcher`)."""
-    from streamer.watch import Alert
+    from streamer.watch import Alert, debounce
 
     on, alerts = dict.fromkeys(questions, False), []
     for t, confidences in trace:
         for q, c in zip(questions, confidences):
-            if c >= threshold and not on[q]:
+            fires, on[q] = debounce(on[q], c, threshold)
+            if fires:
                 alerts.append(Alert(q, "yes", t, c))
-            on[q] = c >= threshold
     return alerts
 
 

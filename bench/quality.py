@@ -180,12 +180,10 @@ def watch_and_ask(session, video: Video) -> tuple[list[dict], float | None]:
     if not video.standing:
         at = stream(session, video.frames())
         return ([] if at is not None else ask_all(session, video)), at
-    from streamer.watch import THRESHOLD
-
     for qa in video.qas:
         session.watch(qa.question)
     at = stream(session, video.frames())
-    got = {q: "yes" if session.watcher.last[q] >= THRESHOLD else "no" for q in session.watches}
+    got = {q: "yes" if positive else "no" for q, positive in session.watcher.on.items()}
     rows = [{"seed": video.seed, "kind": qa.kind, "question": qa.question, "want": qa.answer, "got": got[qa.question],
              "correct": got[qa.question] == qa.answer, "confidence": session.watcher.last[qa.question]} for qa in video.qas]
     for qa in video.qas:

@@ -257,5 +257,5 @@ def load_tiny(device: torch.device | str = "cpu", dtype: torch.dtype = torch.flo
     adapter = TinyAdapter.from_pretrained(str(directory), device=torch.device(device), dtype=dtype, local_files_only=True)
     adapter.name = "tiny"
     adapter.note = TINY_NOTE
-    adapter.watch_delta = WatchDelta.from_state(adapter.model, read_trained(weights)[0])  # the presence adapter
+    adapter.watch_delta = WatchDelta.from_file(adapter.model, weights)  # the presence adapter
     return adapter

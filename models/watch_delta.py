@@ -25,6 +25,18 @@ from streamer.errors import ModelLoadError
 PREFIX = "watch."  # "watch.<linear weight key>.A" (r, in), already scaled, and ".B" (out, r) in a weights file
 
 
+def factors_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{weight key: (A, B)} from a weights file's "watch.<key>.A"/".B" tensors (the others are ignored)."""
+    keys = [k[len(PREFIX):-2] for k in state if k.startswith(PREFIX) and k.endswith(".A")]
+    return {k: (state[f"{PREFIX}{k}.A"], state[f"{PREFIX}{k}.B"]) for k in keys}
+
+
+def state_of(factors: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The inverse of `factors_of`: float32 "watch.<key>.A"/".B" tensors to store."""
+    return {f"{PREFIX}{key}.{name}": t.detach().float().contiguous()
+            for key, ab in factors.items() for name, t in zip("AB", ab)}
+
+
 class WatchDelta:
     """Low-rank deltas {weight key: (A (r, in), B (out, r))} on `model`'s linear layers, added only inside `on()`."""
 
@@ -43,12 +55,13 @@ class WatchDelta:
             module.register_forward_hook(self._hook(a, b))
 
     @classmethod
-    def from_state(cls, model: torch.nn.Module, state: dict[str, torch.Tensor]) -> WatchDelta | None:
-        """From a weights file's "watch.<key>.A"/".B" tensors; None when it has none."""
-        keys = [k[len(PREFIX):-2] for k in state if k.startswith(PREFIX) and k.endswith(".A")]
-        if not keys:
-            return None
-        return cls(model, {k: (state[f"{PREFIX}{k}.A"], state[f"{PREFIX}{k}.B"]) for k in keys})
+    def from_file(cls, model: torch.nn.Module, path) -> WatchDelta | None:
+        """From the "watch." tensors of a weights file (only those are read); None when it has none."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            factors = factors_of({k: f.get_tensor(k) for k in f.keys() if k.startswith(PREFIX)})
+        return cls(model, factors) if factors else None
 
     def _hook(self, a: torch.Tensor, b: torch.Tensor):
         def hook(module, args, out):

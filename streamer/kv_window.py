@@ -180,7 +180,7 @@ class KVWindowCache(Cache):
         cost does not grow with the cache."""
         lengths, since = self.aside
         lengths = lengths or [incoming]
-        if since is None or keys.shape[0] != 1:
+        if since is None:
             return keys, values, aside_mask(held, lengths)
         visible = window_visible(layer.times[0, :, :held], since)
         counts = visible.sum(-1)

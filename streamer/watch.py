@@ -47,6 +47,13 @@ class Alert:
                 "confidence": round(self.confidence, 4)}
 
 
+def debounce(on: bool, confidence: float, threshold: float = THRESHOLD) -> tuple[bool, bool]:
+    """(fires, positive now) for a check of `confidence` after a check that was positive (`on`) or not: an alert
+    fires when the answer turns positive, not while it stays so."""
+    positive = confidence >= threshold
+    return positive and not on, positive
+
+
 def answer_token_ids(tokenizer, words: tuple[str, ...]) -> list[int]:
     """First token ids of `words` as an answer may start them: with or without a leading space, any case."""
     ids = set()
@@ -105,10 +112,8 @@ class Watcher:
 
     def update(self, question: str, confidence: float) -> bool:
         """Record a check; True when it fires (positive now, negative at the check before)."""
-        positive = confidence >= THRESHOLD
         self.last[question] = confidence
-        fires = positive and not self.on[question]
-        self.on[question] = positive
+        fires, self.on[question] = debounce(self.on[question], confidence)
         return fires
 
 
@@ -160,12 +165,19 @@ class Watching:
         """Ask every standing question aside (side by side in one pass, or one by one with M-RoPE) and fire
         the alerts whose answers turned positive."""
         start = time.perf_counter()
+        with self.watch_passes():
+            self._ask_watches()
+        self.watch_seconds += time.perf_counter() - start
+
+    @contextlib.contextmanager
+    def watch_passes(self):
+        """Inside, this session's passes are standing questions': they take the model's `watch_delta` (and
+        train/train_watch.py trains it here)."""
         self.watching = True
         try:
-            self._ask_watches()
+            yield
         finally:
             self.watching = False
-        self.watch_seconds += time.perf_counter() - start
 
     def _ask_watches(self) -> None:
         questions = self.watcher.questions
@@ -178,14 +190,14 @@ class Watching:
         if self.cache.mrope:  # positions of M-RoPE models are laid out per prompt: one pass each
             firsts = []
             for prompt in prompts:
-                with self._aside(), self.cache.asking_aside(since=since):
+                with self._aside_window(since):
                     firsts.append(self._forward(prompt))
         else:
             firsts = self._side_by_side(prompts, since)
         for question, prompt, logits in zip(questions, prompts, firsts):
             confidence = self.watcher.confidence(logits)
             if self.watcher.update(question, confidence):
-                with self._aside(), self.cache.asking_aside(since=since):  # the answer's words: greedy, this question alone
+                with self._aside_window(since):  # the answer's words: greedy, from a pass of this question alone
                     answer = self.adapter.decode(self._greedy(self._forward(prompt), ANSWER_TOKENS)).strip()
                 self.watcher.fire(Alert(question, answer, self.video_time_s, confidence))
 
@@ -212,7 +224,7 @@ class Watching:
         positions = torch.cat([torch.arange(first, first + n) for n in lengths])[None]
         ends = torch.tensor(lengths).cumsum(0) - 1
         model = self.adapter.model
-        with self._aside(), self.cache.asking_aside(lengths, since), torch.set_grad_enabled(grad):
+        with self._aside_window(since, lengths), torch.set_grad_enabled(grad):
             self.cache.tag(torch.cat([p.modality for p in prompts]), torch.cat([p.times for p in prompts]))
             out = on_model(self.batcher, lambda: self._watch_pass(model, prompts, positions, ends))
         return list(out.logits[0].float())
@@ -222,6 +234,13 @@ class Watching:
             return model(input_ids=torch.cat([p.inputs["input_ids"] for p in prompts], dim=1),
                          position_ids=positions.to(model.device), past_key_values=self.cache, use_cache=True,
                          logits_to_keep=ends.to(model.device))
+
+    @contextlib.contextmanager
+    def _aside_window(self, since: float | None, lengths: list[int] | None = None):
+        """Passes of standing questions: taken back afterwards (`_aside`), seeing the window after `since`
+        (`KVWindowCache.asking_aside`)."""
+        with self._aside(), self.cache.asking_aside(lengths, since):
+            yield
 
     @contextlib.contextmanager
     def _aside(self):

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from streamer.atomic import atomic_file
-from streamer.models.watch_delta import PREFIX, WatchDelta
+from streamer.models.watch_delta import PREFIX, WatchDelta, factors_of, state_of
 
 SEED0 = 6_000_000  # world seeds of this stage (training draws below 10,000,000; other stages draw elsewhere)
 BG_SEED0 = 6_500_000  # seeds of its backgrounds
@@ -67,9 +67,10 @@ def delta_init(init: dict, chat: dict, rank: int, n_layers: int, shapes: dict) -
 
 
 def chunks_of(frames: list) -> list:
-    from streamer.video.frame import Chunk
+    """Frames at 1 fps in chunks of 4, as the product's sampler cuts them."""
+    from streamer.frames import SamplerConfig, chunk_frames
 
-    return [Chunk(tuple(frames[i:i + 4]), i // 4) for i in range(0, len(frames), 4)]
+    return list(chunk_frames(frames, SamplerConfig(fps=1.0, chunk_frames=4)))
 
 
 def clip(seed: int, n_questions: int, background=None):
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     shapes = {k + ".weight": tuple(m.weight.shape) for k, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     n_layers = model.config.text_config.num_hidden_layers
     if args.resume:
-        state, _, _ = read_trained(args.resume)
-        factors = {k[len(PREFIX):-2]: (state[k], state[k[:-2] + ".B"]) for k in state if k.startswith(PREFIX) and k.endswith(".A")}
+        factors = factors_of(read_trained(args.resume)[0])
         with safe_open(str(args.resume), framework="pt") as f:
             start_step = int(json.loads((f.metadata() or {}).get("watch", "{}")).get("step", 0))
     else:
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     log = {"args": {k: str(v) for k, v in vars(args).items()}, "steps": []}
 
     def save(step: int) -> None:
-        state = dict(chat)
-        for key, (a, b) in params.items():
-            state[f"{PREFIX}{key}.A"] = a.detach().float().contiguous()
-            state[f"{PREFIX}{key}.B"] = b.detach().float().contiguous()
+        state = {**chat, **state_of(params)}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(args.out) as tmp:
             save_file(state, str(tmp), metadata={**meta, "watch": json.dumps({"step": step, "stage": "PW"})})
@@ -201,11 +198,8 @@ def main(argv: list[str] | None = None) -> None:
                 if not qas:
                     continue
                 prompts = [session._question_prompt(qa.question, 8) for qa in qas]
-                session.watching = True
-                try:
+                with session.watch_passes():
                     logits = torch.stack(session._side_by_side(prompts, session._watch_since(), grad=True))
-                finally:
-                    session.watching = False
                 lse_yes, lse_no = logits[:, yes_ids].logsumexp(-1), logits[:, no_ids].logsumexp(-1)
                 log_p_yes = lse_yes - torch.logaddexp(lse_yes, lse_no)
                 log_p_no = lse_no - torch.logaddexp(lse_yes, lse_no)
